@@ -1,0 +1,93 @@
+//! `trajflow inspect`: what is in a dataset — its parts (and any that cannot be read), the schema,
+//! row counts after upserts, per-column statistics, and the first rows.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type};
+
+use crate::error::Result;
+use crate::store::{input_parts, latest_by_episode, read_part, Dataset};
+
+/// Renders the inspection report.
+pub fn inspect(path: &Path, rows: usize) -> Result<String> {
+    let mut s = String::new();
+    let mut batches = Vec::new();
+    let parts = input_parts(path)?;
+    let _ = writeln!(s, "{}: {} part(s){}", path.display(), parts.len(), if Dataset::is_dataset(path) { " (trajflow dataset)" } else { "" });
+    for p in &parts {
+        match read_part(p, None) {
+            Ok(mut b) => batches.append(&mut b),
+            Err(e) => {
+                let _ = writeln!(s, "  unreadable part skipped: {e}");
+            }
+        }
+    }
+    let stored: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let latest = if batches.first().is_some_and(|b| b.column_by_name("episode_id").is_some()) { latest_by_episode(&batches)? } else { batches };
+    let Some(first) = latest.first() else {
+        let _ = writeln!(s, "no rows");
+        return Ok(s);
+    };
+    let batch = arrow::compute::concat_batches(&first.schema(), &latest)?;
+    let _ = writeln!(s, "rows: {} stored, {} current (latest per episode_id)", stored, batch.num_rows());
+    let _ = writeln!(s, "columns:");
+    for (i, f) in batch.schema().fields().iter().enumerate() {
+        let _ = writeln!(s, "  {:<20} {:<14} {}", f.name(), type_name(f.data_type()), stats(batch.column(i).as_ref()));
+    }
+    let head = batch.slice(0, rows.min(batch.num_rows()));
+    let shown: Vec<RecordBatch> = vec![head];
+    let table = arrow::util::pretty::pretty_format_batches(&shown)?;
+    let _ = writeln!(s, "first {} row(s):\n{table}", rows.min(batch.num_rows()));
+    Ok(s)
+}
+
+fn type_name(dt: &DataType) -> String {
+    match dt {
+        DataType::List(f) => format!("list<{}>", f.data_type()),
+        other => other.to_string(),
+    }
+}
+
+fn stats(col: &dyn Array) -> String {
+    let nulls = col.null_count();
+    let base = format!("nulls={nulls}");
+    match col.data_type() {
+        DataType::Float32 => {
+            let a = col.as_primitive::<Float32Type>();
+            describe(a.iter().flatten(), base)
+        }
+        DataType::List(f) if f.data_type() == &DataType::Float32 => {
+            let l = col.as_list::<i32>();
+            let lens: Vec<usize> = (0..l.len()).map(|i| l.value_length(i) as usize).collect();
+            let mean_len = lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64;
+            let v = l.values().as_primitive::<Float32Type>();
+            describe(v.iter().flatten().filter(|x| !x.is_nan()), format!("{base} mean_len={mean_len:.1}"))
+        }
+        DataType::List(_) => {
+            let l = col.as_list::<i32>();
+            let total: i64 = (0..l.len()).map(|i| l.value_length(i) as i64).sum();
+            format!("{base} mean_len={:.1}", total as f64 / l.len().max(1) as f64)
+        }
+        DataType::Boolean => {
+            let b = col.as_boolean();
+            format!("{base} true={}", b.true_count())
+        }
+        _ => base,
+    }
+}
+
+fn describe(values: impl Iterator<Item = f32>, base: String) -> String {
+    let (mut n, mut sum, mut min, mut max) = (0u64, 0f64, f32::INFINITY, f32::NEG_INFINITY);
+    for x in values {
+        n += 1;
+        sum += x as f64;
+        min = min.min(x);
+        max = max.max(x);
+    }
+    if n == 0 {
+        return base;
+    }
+    format!("{base} mean={:.4} min={min:.4} max={max:.4}", sum / n as f64)
+}

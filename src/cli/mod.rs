@@ -1,0 +1,247 @@
+//! The `trajflow` command line: clap definitions and one function per subcommand. Library errors
+//! come back as [`crate::Error`]; `main.rs` prints them and exits non-zero.
+
+mod inspect;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataflow::{self, Cluster, Job};
+use crate::error::{Error, Result};
+use crate::pipeline::plan::InputColumns;
+use crate::pipeline::{explain::explain, Plan, PipelineSpec};
+use crate::store::{input_parts, Dataset, PartReader};
+
+/// trajflow: RL for LLM agents as TOML pipelines over Arrow/Parquet on timely dataflow.
+#[derive(Parser, Debug)]
+#[command(name = "trajflow", version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a pipeline file (syntax, operators, parameters, DAG, columns) and exit.
+    Validate {
+        /// Pipeline TOML file.
+        pipeline: PathBuf,
+        /// Check columns against this dataset/file instead of the declared input table.
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
+    /// Print the validated plan: stages in order, columns, parameters, dataflow shape.
+    Explain {
+        /// Pipeline TOML file.
+        pipeline: PathBuf,
+        /// Check columns against this dataset/file instead of the declared input table.
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
+    /// List the operators a pipeline stage can use.
+    Ops,
+    /// Run a pipeline over stored data and write the result as a dataset.
+    Reprocess {
+        /// Pipeline TOML file.
+        pipeline: PathBuf,
+        /// Input: a trajflow dataset, a directory of Parquet files, or one Parquet file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output dataset directory (created if needed; parts are added atomically).
+        #[arg(long)]
+        output: PathBuf,
+        /// Where the workers run.
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Process Parquet files as they land in a directory; only touched groups are recomputed.
+    Watch {
+        /// Pipeline TOML file.
+        pipeline: PathBuf,
+        /// Directory to watch.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output dataset directory; each file's changes are appended as new parts.
+        #[arg(long)]
+        output: PathBuf,
+        /// Poll interval in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        poll_ms: u64,
+        /// Exit after this many seconds without a new file.
+        #[arg(long)]
+        idle_exit: Option<f64>,
+        /// Exit after this many files.
+        #[arg(long)]
+        max_files: Option<usize>,
+        /// Where the workers run.
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print a dataset's schema, row counts, per-column statistics and a few rows.
+    Inspect {
+        /// A dataset directory, a directory of Parquet files, or one Parquet file.
+        dataset: PathBuf,
+        /// Rows to print.
+        #[arg(long, default_value_t = 3)]
+        rows: usize,
+    },
+    /// Write a synthetic trajectory dataset (seeded; for tests, benchmarks, demos).
+    Synth {
+        /// Output dataset directory.
+        #[arg(long)]
+        output: PathBuf,
+        /// Number of groups.
+        #[arg(long, default_value_t = 64)]
+        groups: usize,
+        /// Rollouts per group.
+        #[arg(long, default_value_t = 6)]
+        group_size: usize,
+        /// Number of part files to split the groups over.
+        #[arg(long, default_value_t = 1)]
+        parts: usize,
+        /// Maximum action tokens per turn.
+        #[arg(long, default_value_t = 24)]
+        max_action_tokens: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Prefix of episode and group ids.
+        #[arg(long, default_value = "e")]
+        id_prefix: String,
+    },
+    /// Report the libtorch in use and whether CUDA is available.
+    #[cfg(feature = "torch")]
+    Doctor,
+}
+
+/// `-w/--workers`, `--processes`, `--process-id`, `--hostfile`.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Worker threads in this process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes in the timely cluster.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Index of this process (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub process_id: usize,
+    /// File with one host:port line per process.
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl From<ClusterArgs> for Cluster {
+    fn from(a: ClusterArgs) -> Cluster {
+        Cluster { threads: a.workers, processes: a.processes, process_id: a.process_id, hostfile: a.hostfile }
+    }
+}
+
+/// The columns of the first part of an input.
+fn input_columns(input: &Path) -> Result<(InputColumns, Vec<PathBuf>)> {
+    let parts = input_parts(input)?;
+    let first = parts.first().ok_or_else(|| Error::file(input, "has no Parquet files"))?;
+    let schema = PartReader::open(first)?.schema();
+    Ok((schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect(), parts))
+}
+
+fn plan_for(pipeline: &Path, input: Option<&Path>) -> Result<Plan> {
+    let spec = PipelineSpec::from_file(pipeline)?;
+    match input {
+        None => Plan::from_spec(spec),
+        Some(i) => {
+            let (cols, _) = input_columns(i)?;
+            Plan::with_input(spec, &cols, i.display().to_string())
+        }
+    }
+}
+
+fn progress(total: u64, leader: bool) -> Arc<dyn Fn(u64) + Send + Sync> {
+    let bar = indicatif::ProgressBar::new(total);
+    if !leader {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} rows written ({per_sec})")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message("processing");
+    Arc::new(move |n| bar.inc(n))
+}
+
+/// Runs a parsed command line; returns what to print on stdout.
+pub fn run(cli: Cli) -> Result<String> {
+    match cli.command {
+        Command::Validate { pipeline, input } => {
+            let plan = plan_for(&pipeline, input.as_deref())?;
+            Ok(format!("{}: ok ({} stages, pipeline '{}')\n", pipeline.display(), plan.stages.len(), plan.name))
+        }
+        Command::Explain { pipeline, input } => Ok(explain(&plan_for(&pipeline, input.as_deref())?)),
+        Command::Ops => Ok(crate::stages::OPERATORS.iter().map(|(n, d)| format!("{n:<22} {d}\n")).collect()),
+        Command::Reprocess { pipeline, input, output, cluster } => {
+            let (cols, parts) = input_columns(&input)?;
+            let plan = Plan::with_input(PipelineSpec::from_file(&pipeline)?, &cols, input.display().to_string())?;
+            let total: u64 = parts.iter().map(|p| PartReader::open(p).map(|r| r.num_rows())).sum::<Result<u64>>()?;
+            let cluster: Cluster = cluster.into();
+            let start = std::time::Instant::now();
+            let report = dataflow::run(plan, Job::Reprocess { inputs: parts.clone() }, output.clone(), &cluster, progress(total, cluster.is_leader()))?;
+            Ok(format!(
+                "reprocess: {} input rows from {} file(s) -> {} rows in {} part(s) of {} ({} worker(s) in this process, {:.2}s)\n",
+                total,
+                parts.len(),
+                report.rows_written,
+                report.parts,
+                output.display(),
+                cluster.threads,
+                start.elapsed().as_secs_f64()
+            ))
+        }
+        Command::Watch { pipeline, input, output, poll_ms, idle_exit, max_files, cluster } => {
+            let plan = Plan::from_spec(PipelineSpec::from_file(&pipeline)?)?;
+            let cluster: Cluster = cluster.into();
+            let job = Job::Watch {
+                dir: input.clone(),
+                poll: Duration::from_millis(poll_ms),
+                idle_exit: idle_exit.map(Duration::from_secs_f64),
+                max_files,
+            };
+            eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), output.display());
+            let report = dataflow::run(plan, job, output.clone(), &cluster, progress(0, cluster.is_leader()))?;
+            let mut s = format!("watch: {} file(s) ingested, {} rows written in {} part(s)\n", report.epochs, report.rows_written, report.parts);
+            for r in &report.rejected {
+                s.push_str(&format!("rejected: {r}\n"));
+            }
+            Ok(s)
+        }
+        Command::Inspect { dataset, rows } => inspect::inspect(&dataset, rows),
+        Command::Synth { output, groups, group_size, parts, max_action_tokens, seed, id_prefix } => {
+            let ds = Dataset::create(&output)?;
+            let parts = parts.max(1);
+            let tag = crate::schema::TableSchema::trajectory().tag();
+            let mut rows = 0;
+            for p in 0..parts {
+                let share = groups / parts + usize::from(p < groups % parts);
+                let spec = crate::synth::SynthSpec {
+                    groups: share,
+                    group_size,
+                    max_action_tokens,
+                    seed: seed.wrapping_add(p as u64),
+                    id_prefix: format!("{id_prefix}{p}"),
+                    ..Default::default()
+                };
+                let batch = crate::synth::generate(&spec);
+                rows += batch.num_rows();
+                ds.append(&[batch], p as u64, "synth", &tag, Vec::new())?;
+            }
+            Ok(format!("synth: {rows} episodes in {parts} part(s) -> {}\n", output.display()))
+        }
+        #[cfg(feature = "torch")]
+        Command::Doctor => Ok(crate::device::report()),
+    }
+}

@@ -1,0 +1,62 @@
+//! The unit that flows through timely streams: an Arrow record batch of episode rows, tagged with
+//! the file it came from. Within a process batches move by pointer; between processes they are
+//! serialised as Arrow IPC streams (schema + buffers), so no row is ever re-encoded field by field.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Episode rows plus the file they were read from (for error messages).
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The rows.
+    pub rows: RecordBatch,
+    /// The source file (or `-` for rows re-emitted by a grouped stage).
+    pub source: Arc<str>,
+}
+
+impl Serialize for Batch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        {
+            let mut w = StreamWriter::try_new(&mut bytes, &self.rows.schema()).map_err(serde::ser::Error::custom)?;
+            w.write(&self.rows).map_err(serde::ser::Error::custom)?;
+            w.finish().map_err(serde::ser::Error::custom)?;
+        }
+        (&*self.source, &bytes[..]).serialize(s)
+    }
+}
+
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (source, bytes): (String, Vec<u8>) = Deserialize::deserialize(d)?;
+        let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(serde::de::Error::custom)?;
+        let rows = reader
+            .next()
+            .ok_or_else(|| serde::de::Error::custom("empty IPC stream"))?
+            .map_err(serde::de::Error::custom)?;
+        Ok(Batch { rows, source: source.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int32Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn ipc_round_trip() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let rows = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![1, 2, 3]))]).unwrap();
+        let b = Batch { rows: rows.clone(), source: "f.parquet".into() };
+        let json = serde_json::to_string(&b).unwrap();
+        let back: Batch = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rows, rows);
+        assert_eq!(&*back.source, "f.parquet");
+    }
+}

@@ -1,0 +1,255 @@
+//! Rendering a grouped stage: group statistics in a differential arrangement, joined back to the
+//! rows they belong to.
+//!
+//! ```text
+//! rows ─► partition by hash(group) ─► exchange ─┬─► contributions (+new, −old) ─► reduce per group (differential)
+//!                                               │                                       │ summaries, exchanged to the same worker
+//!                                               └─► GroupJoin ◄─────────────────────────┘
+//!                                                     │ for every group touched at epoch t, once both inputs passed t:
+//!                                                     ▼ all its rows with the stage's columns, then the next local stages
+//! ```
+//! Invariants:
+//! - A group's rows, its contributions and its summary all live on the worker `hash(group) % peers`,
+//!   so the join never waits on another worker's state.
+//! - Rows are upserts keyed by `episode_id`: a row that arrives again replaces the earlier one,
+//!   and its old contribution is retracted. Downstream stages therefore see, for each epoch, the
+//!   current version of every row whose group changed — never a stale row, never a duplicate.
+//! - The reduce sees a group's contributions in sorted order with multiplicities, whatever the
+//!   arrival order or worker count, so summaries (and outputs) are bit-identical across `-w N`
+//!   and across incremental vs one-shot runs.
+//! - Work per epoch is proportional to the groups it touches, not to the dataset.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use differential_dataflow::AsCollection;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, Exchange};
+use timely::dataflow::Stream;
+
+use super::batch::Batch;
+use super::cluster::stable_hash;
+use super::local::{attach, run_local};
+use super::ErrorSlot;
+use crate::error::{Error, Result};
+use crate::pipeline::Plan;
+use crate::stages::{GroupedOp, Operator as Op, StageInput, Stat, Summary};
+
+fn grouped_op(plan: &Plan, stage: usize) -> &dyn GroupedOp {
+    match &plan.stages[stage].op {
+        Op::Grouped(g) => g.as_ref(),
+        Op::Local(_) => unreachable!("render_grouped is only called on grouped stages"),
+    }
+}
+
+/// The group key of every row (empty strings for a whole-dataset group).
+fn group_keys(plan: &Plan, stage: usize, rows: &RecordBatch) -> Result<Vec<String>> {
+    let st = &plan.stages[stage];
+    let Some(logical) = grouped_op(plan, stage).group_column() else {
+        return Ok(vec![String::new(); rows.num_rows()]);
+    };
+    let name = st.read.get(logical).map(String::as_str).unwrap_or(logical);
+    let col = rows
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| Error::stage(&st.id, format!("group column '{name}' is missing or not utf8")))?;
+    Ok((0..col.len()).map(|i| if col.is_valid(i) { col.value(i).to_string() } else { String::new() }).collect())
+}
+
+fn episode_ids(rows: &RecordBatch) -> Vec<String> {
+    let ids = rows.column_by_name("episode_id").expect("every layout has episode_id").as_string::<i32>();
+    (0..ids.len()).map(|i| ids.value(i).to_string()).collect()
+}
+
+/// Splits `rows` into one batch per owning worker.
+fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize) -> Result<Vec<(u64, Batch)>> {
+    let keys = group_keys(plan, stage, &batch.rows)?;
+    let mut by_worker: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        by_worker.entry(stable_hash(k.as_bytes()) % peers as u64).or_default().push(i as u32);
+    }
+    by_worker
+        .into_iter()
+        .map(|(w, idx)| {
+            let rows = if idx.len() == batch.rows.num_rows() {
+                batch.rows.clone()
+            } else {
+                arrow::compute::take_record_batch(&batch.rows, &UInt32Array::from(idx))?
+            };
+            Ok((w, Batch { rows, source: batch.source.clone() }))
+        })
+        .collect()
+}
+
+/// Renders grouped stage `stage` followed by the local stages `then` on `rows`.
+pub fn render_grouped<'s>(rows: Stream<'s, u64, Vec<Batch>>, plan: Arc<Plan>, stage: usize, then: Vec<usize>, errors: ErrorSlot) -> Stream<'s, u64, Vec<Batch>> {
+    let peers = rows.scope().peers();
+    let id = plan.stages[stage].id.clone();
+
+    // 1. Route every row to the worker that owns its group.
+    let (p, e) = (plan.clone(), errors.clone());
+    let routed = rows
+        .unary(Pipeline, &format!("Partition[{id}]"), move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for batch in data.flat_map(|c| c.drain(..)) {
+                        match partition(&p, stage, batch, peers) {
+                            Ok(parts) => session.give_iterator(parts.into_iter()),
+                            Err(err) => e.set(err),
+                        }
+                    }
+                });
+            }
+        })
+        .container::<Vec<(u64, Batch)>>()
+        .exchange(|(worker, _)| *worker);
+
+    // 2. Contributions, as differential updates: +1 for a row's new contribution, −1 for the one it replaces.
+    let (p, e) = (plan.clone(), errors.clone());
+    let contributions = routed
+        .clone()
+        .unary(Pipeline, &format!("Contributions[{id}]"), move |_, _| {
+            let mut last: HashMap<String, (String, Stat)> = HashMap::new();
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let t = *cap.least().expect("a u64 stamp has a least time");
+                    let mut session = output.session(&cap);
+                    for (_, batch) in data.flat_map(|c| c.drain(..)) {
+                        let st = &p.stages[stage];
+                        let stats = grouped_op(&p, stage).contributions(&StageInput::new(&batch.rows, &st.read));
+                        let (stats, keys) = match (stats, group_keys(&p, stage, &batch.rows)) {
+                            (Ok(s), Ok(k)) => (s, k),
+                            (Err(m), _) => {
+                                e.set(Error::stage(&st.id, format!("{}: {m}", batch.source)));
+                                continue;
+                            }
+                            (_, Err(err)) => {
+                                e.set(err);
+                                continue;
+                            }
+                        };
+                        for ((ep, key), stat) in episode_ids(&batch.rows).into_iter().zip(keys).zip(stats) {
+                            let new = (key, stat);
+                            match last.get(&ep) {
+                                Some(old) if *old == new => continue,
+                                Some(old) => session.give(((old.0.clone(), (ep.clone(), old.1)), t, -1isize)),
+                                None => {}
+                            }
+                            session.give(((new.0.clone(), (ep.clone(), new.1)), t, 1isize));
+                            last.insert(ep, new);
+                        }
+                    }
+                });
+            }
+        })
+        .container::<Vec<((String, (String, Stat)), u64, isize)>>();
+
+    // 3. Fold each group's contributions in a differential arrangement.
+    let p = plan.clone();
+    let summaries = contributions
+        .as_collection()
+        .reduce_named(&format!("Summarize[{id}]"), move |_group, vals: &[(&(String, Stat), isize)], out| {
+            let mut it = vals.iter().map(|(v, m)| (v.1, (*m).max(0) as usize));
+            out.push((grouped_op(&p, stage).summarize(&mut it), 1isize));
+        })
+        .inner
+        .exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| stable_hash(group.as_bytes()) % peers as u64);
+
+    // 4. Join summaries back to rows; emit every touched group's rows once the epoch is complete.
+    let p = plan;
+    routed.binary_frontier(summaries, Pipeline, Pipeline, &format!("GroupJoin[{id}]"), move |_, _| {
+        let mut store: Vec<RecordBatch> = Vec::new();
+        let mut rows: HashMap<String, BTreeMap<String, (usize, usize)>> = HashMap::new();
+        let mut current: HashMap<String, Summary> = HashMap::new();
+        let mut pending: BTreeMap<u64, (Capability<u64>, BTreeSet<String>, Vec<(String, Summary)>)> = BTreeMap::new();
+        move |(in_rows, f_rows), (in_sum, f_sum), output| {
+            in_rows.for_each_stamp(|cap, data| {
+                let t = *cap.least().expect("a u64 stamp has a least time");
+                for (_, batch) in data.flat_map(|c| c.drain(..)) {
+                    let keys = match group_keys(&p, stage, &batch.rows) {
+                        Ok(k) => k,
+                        Err(err) => {
+                            errors.set(err);
+                            continue;
+                        }
+                    };
+                    let b = store.len();
+                    for (r, (ep, key)) in episode_ids(&batch.rows).into_iter().zip(keys).enumerate() {
+                        rows.entry(key.clone()).or_default().insert(ep, (b, r));
+                        let entry = pending.entry(t).or_insert_with(|| (cap.delayed(&t, 0), BTreeSet::new(), Vec::new()));
+                        entry.1.insert(key);
+                    }
+                    store.push(batch.rows);
+                }
+            });
+            in_sum.for_each_stamp(|cap, data| {
+                for ((group, summary), t, diff) in data.flat_map(|c| c.drain(..)) {
+                    let entry = pending.entry(t).or_insert_with(|| (cap.delayed(&t, 0), BTreeSet::new(), Vec::new()));
+                    entry.1.insert(group.clone());
+                    if diff > 0 {
+                        entry.2.push((group, summary));
+                    }
+                }
+            });
+            while let Some((&t, _)) = pending.first_key_value() {
+                if f_rows.less_equal(&t) || f_sum.less_equal(&t) {
+                    break;
+                }
+                let (cap, touched, updates) = pending.remove(&t).expect("the key was just seen");
+                current.extend(updates);
+                match emit(&p, stage, &then, &store, &rows, &current, &touched) {
+                    Ok(Some(batch)) => output.session(&cap).give(batch),
+                    Ok(None) => {}
+                    Err(err) => errors.set(err),
+                }
+            }
+        }
+    })
+}
+
+/// Builds the output batch of one epoch: the rows of every touched group, in (group, episode)
+/// order, with the grouped stage's columns and the following local stages applied.
+fn emit(
+    plan: &Plan,
+    stage: usize,
+    then: &[usize],
+    store: &[RecordBatch],
+    rows: &HashMap<String, BTreeMap<String, (usize, usize)>>,
+    current: &HashMap<String, Summary>,
+    touched: &BTreeSet<String>,
+) -> Result<Option<Batch>> {
+    let st = &plan.stages[stage];
+    let mut indices = Vec::new();
+    let mut summaries = Vec::new();
+    for group in touched {
+        let Some(members) = rows.get(group) else { continue };
+        let summary = current
+            .get(group)
+            .ok_or_else(|| Error::stage(&st.id, format!("group '{group}' has rows but no statistics")))?;
+        for &(b, r) in members.values() {
+            indices.push((b, r));
+            summaries.push(*summary);
+        }
+    }
+    if indices.is_empty() {
+        return Ok(None);
+    }
+    let schema = store[indices[0].0].schema();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = store.iter().map(|b| b.column(c).as_ref()).collect();
+            arrow::compute::interleave(&arrays, &indices)
+        })
+        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+    let batch = RecordBatch::try_new(schema, columns)?;
+    let arrays = grouped_op(plan, stage)
+        .apply(&StageInput::new(&batch, &st.read), &summaries)
+        .map_err(|m| Error::stage(&st.id, m))?;
+    let batch = attach(&st.id, &batch, &st.writes, arrays)?;
+    let locals: Vec<_> = then.iter().map(|&i| &plan.stages[i]).collect();
+    let batch = run_local(&locals, batch, "-")?;
+    Ok(Some(Batch { rows: batch, source: "-".into() }))
+}

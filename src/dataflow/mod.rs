@@ -1,0 +1,271 @@
+//! Layer 3 of 3: a validated [`Plan`] rendered as a timely dataflow and driven over input files.
+//!
+//! Time is the ingest epoch (`u64`): `reprocess` puts every input file in epoch 0; `watch` gives
+//! each new file its own epoch. Worker 0 announces files; every worker reads its shard of each;
+//! local stages run where the rows are; each grouped stage exchanges rows by group and keeps its
+//! statistics in a differential arrangement ([`grouped`]); each worker writes its own part per
+//! epoch, and parts are committed once the epoch is complete everywhere with no error.
+//!
+//! Every worker builds the same graph in the same order (timely matches channels by creation
+//! order); only the *feeding* of inputs differs by worker.
+
+mod batch;
+pub mod cluster;
+mod grouped;
+mod local;
+mod sink;
+mod source;
+
+pub use batch::Batch;
+pub use cluster::Cluster;
+pub use source::InputLayout;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::broadcast::Broadcast;
+use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::{ProbeHandle, Stream};
+
+use crate::error::{Error, Result};
+use crate::pipeline::Plan;
+use crate::stages::Operator as Op;
+use crate::store::Dataset;
+
+/// The first error raised inside the dataflow of this process (operators never panic on data).
+#[derive(Clone, Default)]
+pub struct ErrorSlot(Arc<Mutex<Option<Error>>>);
+
+impl ErrorSlot {
+    /// Records `e` unless an earlier error is already recorded.
+    pub fn set(&self, e: Error) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+
+    /// Whether an error was recorded.
+    pub fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Takes the recorded error.
+    pub fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What to run the plan over.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Every input file at once (epoch 0).
+    Reprocess {
+        /// Input part files.
+        inputs: Vec<PathBuf>,
+    },
+    /// Files dropped into `dir`, one epoch per file, as they arrive.
+    Watch {
+        /// Directory to watch for `*.parquet` files.
+        dir: PathBuf,
+        /// Poll interval.
+        poll: Duration,
+        /// Stop after this long without a new file.
+        idle_exit: Option<Duration>,
+        /// Stop after this many files.
+        max_files: Option<usize>,
+    },
+}
+
+/// What a run did, summed over this process's workers.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Rows written to the output (including re-emitted rows of updated groups).
+    pub rows_written: u64,
+    /// Parts committed.
+    pub parts: usize,
+    /// Epochs (files, under `watch`) processed.
+    pub epochs: u64,
+    /// Files rejected by `watch` (with the reason).
+    pub rejected: Vec<String>,
+}
+
+/// Runs `plan` over `job`, writing to the dataset at `output`. `on_rows` is called from worker
+/// threads with the number of rows each written part holds (for progress bars).
+pub fn run(plan: Plan, job: Job, output: PathBuf, cluster: &Cluster, on_rows: Arc<dyn Fn(u64) + Send + Sync>) -> Result<RunReport> {
+    let config = cluster.to_timely()?;
+    let plan = Arc::new(plan);
+    let layout = Arc::new(InputLayout::new(&plan));
+    let dataset = Dataset::create(&output)?;
+    let errors = ErrorSlot::default();
+    let tag = crate::schema::TableSchema::trajectory().tag();
+    let (e, p) = (errors.clone(), plan.clone());
+    let process = cluster.process_id;
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let pending: sink::Pending = Default::default();
+        let probe = ProbeHandle::new();
+        let mut announce = worker.dataflow::<u64, _, _>(|scope| {
+            let (handle, files) = scope.new_input::<Vec<String>>();
+            let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers);
+            let out = render(rows, p.clone(), e.clone());
+            let on_rows = on_rows.clone();
+            sink::write_parts(out.probe_with(&probe), dataset.clone(), format!("w{index}"), tag.clone(), pending.clone(), e.clone(), move |n| on_rows(n));
+            handle
+        });
+        let mut report = RunReport::default();
+        let commit_done = |report: &mut RunReport| -> Result<()> {
+            let mut pend = pending.borrow_mut();
+            let (done, wait): (Vec<_>, Vec<_>) = pend.drain(..).partition(|c| !probe.less_equal(&c.epoch));
+            *pend = wait;
+            if e.is_set() {
+                return Ok(());
+            }
+            for c in done {
+                dataset.commit(&c)?;
+                report.rows_written += c.rows;
+                report.parts += 1;
+            }
+            Ok(())
+        };
+        let leader = index == 0 && process == 0;
+        match &job {
+            Job::Reprocess { inputs } => {
+                if leader {
+                    for f in inputs {
+                        announce.send(f.display().to_string());
+                    }
+                    report.epochs = 1;
+                }
+                announce.close();
+                while !probe.done() {
+                    worker.step_or_park(None);
+                }
+                commit_done(&mut report)?;
+            }
+            Job::Watch { dir, poll, idle_exit, max_files } => {
+                if !leader {
+                    announce.close();
+                    while !probe.done() {
+                        worker.step_or_park(Some(Duration::from_millis(50)));
+                        commit_done(&mut report)?;
+                    }
+                } else {
+                    let mut watcher = watch::Watcher::new(dir.clone(), layout.clone());
+                    let mut last_new = Instant::now();
+                    let mut epoch = 0u64;
+                    loop {
+                        for file in watcher.poll(&mut report.rejected)? {
+                            announce.send(file.display().to_string());
+                            epoch += 1;
+                            announce.advance_to(epoch);
+                            while probe.less_than(&epoch) && !e.is_set() {
+                                worker.step_or_park(Some(Duration::from_millis(10)));
+                            }
+                            commit_done(&mut report)?;
+                            if e.is_set() {
+                                break;
+                            }
+                            last_new = Instant::now();
+                            if max_files.is_some_and(|m| epoch as usize >= m) {
+                                break;
+                            }
+                        }
+                        let full = max_files.is_some_and(|m| epoch as usize >= m);
+                        if e.is_set() || full || idle_exit.is_some_and(|d| last_new.elapsed() >= d) {
+                            break;
+                        }
+                        worker.step_or_park(Some(*poll));
+                    }
+                    report.epochs = epoch;
+                    announce.close();
+                    while !probe.done() {
+                        worker.step_or_park(Some(Duration::from_millis(10)));
+                    }
+                    commit_done(&mut report)?;
+                }
+            }
+        }
+        Ok::<RunReport, Error>(report)
+    })
+    .map_err(Error::Dataflow)?;
+    let mut total = RunReport::default();
+    for r in guards.join() {
+        let r = r.map_err(Error::Dataflow)??;
+        total.rows_written += r.rows_written;
+        total.parts += r.parts;
+        total.epochs = total.epochs.max(r.epochs);
+        total.rejected.extend(r.rejected);
+    }
+    match errors.take() {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+mod watch;
+
+/// Every worker reads its shard of every announced file.
+fn read_files<'s>(files: Stream<'s, u64, Vec<String>>, layout: Arc<InputLayout>, errors: ErrorSlot, index: usize, peers: usize) -> Stream<'s, u64, Vec<Batch>> {
+    files
+        .unary(Pipeline, "ReadShards", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for file in data.flat_map(|c| c.drain(..)) {
+                        let path = PathBuf::from(&file);
+                        match layout.read_shard(&path, index, peers) {
+                            Ok(batches) => {
+                                let source: Arc<str> = file.into();
+                                session.give_iterator(batches.into_iter().map(|rows| Batch { rows, source: source.clone() }));
+                            }
+                            Err(err) => errors.set(err),
+                        }
+                    }
+                });
+            }
+        })
+        .container::<Vec<Batch>>()
+}
+
+/// Renders the plan's stages: runs of local stages as one map, grouped stages via [`grouped`].
+fn render<'s>(rows: Stream<'s, u64, Vec<Batch>>, plan: Arc<Plan>, errors: ErrorSlot) -> Stream<'s, u64, Vec<Batch>> {
+    // Split the stage list at grouped stages: leading locals, then (grouped, locals after it)*.
+    let mut leading = Vec::new();
+    let mut segments: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, st) in plan.stages.iter().enumerate() {
+        match (&st.op, segments.last_mut()) {
+            (Op::Grouped(_), _) => segments.push((i, Vec::new())),
+            (Op::Local(_), Some((_, after))) => after.push(i),
+            (Op::Local(_), None) => leading.push(i),
+        }
+    }
+    let mut stream = rows;
+    if !leading.is_empty() {
+        let (p, e) = (plan.clone(), errors.clone());
+        stream = stream
+            .unary(Pipeline, "LocalStages", move |_, _| {
+                move |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        let mut session = output.session(&cap);
+                        let stages: Vec<_> = leading.iter().map(|&i| &p.stages[i]).collect();
+                        for b in data.flat_map(|c| c.drain(..)) {
+                            match local::run_local(&stages, b.rows, &b.source) {
+                                Ok(rows) => session.give(Batch { rows, source: b.source }),
+                                Err(err) => e.set(err),
+                            }
+                        }
+                    });
+                }
+            })
+            .container::<Vec<Batch>>();
+    }
+    for (g, after) in segments {
+        stream = grouped::render_grouped(stream, plan.clone(), g, after, errors.clone());
+    }
+    stream
+}

@@ -1,0 +1,59 @@
+//! The output sink: buffers each worker's output batches by epoch and, once the input frontier
+//! has passed an epoch (no more rows of it can arrive), writes them as one part file of the
+//! output dataset. The part stays invisible until the driver commits it, which it does only when
+//! the epoch completed on every worker without an error: a failed run leaves the output dataset
+//! exactly as it was.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use arrow::array::RecordBatch;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use super::batch::Batch;
+use super::ErrorSlot;
+use crate::store::{Commit, Dataset};
+
+/// Parts written by this worker and not yet committed.
+pub type Pending = Rc<RefCell<Vec<Commit>>>;
+
+/// Renders the sink. `on_rows` is told how many rows each written part holds.
+pub fn write_parts<'s>(
+    stream: Stream<'s, u64, Vec<Batch>>,
+    dataset: Dataset,
+    writer: String,
+    schema_tag: String,
+    pending: Pending,
+    errors: ErrorSlot,
+    on_rows: impl Fn(u64) + 'static,
+) {
+    let mut stash: BTreeMap<u64, Vec<RecordBatch>> = BTreeMap::new();
+    stream.sink(Pipeline, "WriteParts", move |(input, frontier)| {
+        input.for_each_stamp(|cap, data| {
+            let t = *cap.least().expect("a u64 stamp has a least time");
+            let entry = stash.entry(t).or_default();
+            for container in data {
+                entry.extend(container.drain(..).map(|b| b.rows).filter(|r| r.num_rows() > 0));
+            }
+        });
+        while let Some((&t, _)) = stash.first_key_value() {
+            if frontier.less_equal(&t) {
+                break;
+            }
+            let batches = stash.remove(&t).expect("the key was just seen");
+            if batches.is_empty() || errors.is_set() {
+                continue;
+            }
+            match dataset.write_uncommitted(&batches, t, &writer, &schema_tag, Vec::new()) {
+                Ok(commit) => {
+                    on_rows(commit.rows);
+                    pending.borrow_mut().push(commit);
+                }
+                Err(e) => errors.set(e),
+            }
+        }
+    });
+}

@@ -1,0 +1,97 @@
+//! Reading input files into the dataflow. Every worker receives every announced file and reads
+//! its own shard: the row groups whose index is congruent to the worker index modulo the number
+//! of workers, so N workers together read each row exactly once. Each file is checked against the
+//! columns the plan needs and its rows against [`crate::schema::rows`]; the batch is then laid out
+//! in the plan's fixed output layout (missing optional columns become nulls), so that batches from
+//! different files can be written to one part.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::error::{Error, Result};
+use crate::pipeline::Plan;
+use crate::schema::{check_columns, rows::check_rows, TableSchema};
+use crate::store::PartReader;
+
+/// How input rows are laid out inside the dataflow.
+pub struct InputLayout {
+    /// Schema every input batch is brought to: the plan's input columns, then the remaining
+    /// fields of the trajectory table.
+    pub schema: SchemaRef,
+    /// Logical name -> column name, for the row checks.
+    pub roles: BTreeMap<String, String>,
+    required: Vec<(String, crate::schema::ColumnType)>,
+}
+
+impl InputLayout {
+    /// The layout for `plan`.
+    pub fn new(plan: &Plan) -> InputLayout {
+        let mut fields: Vec<Field> = Vec::new();
+        let mut push = |name: &str, dt: DataType| {
+            if fields.iter().all(|f| f.name() != name) {
+                fields.push(Field::new(name, dt, name != "episode_id"));
+            }
+        };
+        for (name, ty) in &plan.input_columns {
+            push(name, ty.to_arrow());
+        }
+        for f in &TableSchema::trajectory().fields {
+            push(&f.name, f.ty.to_arrow());
+        }
+        let mut roles = BTreeMap::new();
+        let input: std::collections::BTreeSet<&str> = plan.input_columns.iter().map(|(n, _)| n.as_str()).collect();
+        for st in &plan.stages {
+            for (logical, column) in &st.read {
+                if input.contains(column.as_str()) {
+                    roles.insert(logical.clone(), column.clone());
+                }
+            }
+        }
+        roles.insert("episode_id".into(), "episode_id".into());
+        InputLayout { schema: Arc::new(Schema::new(fields)), roles, required: plan.input_columns.clone() }
+    }
+
+    /// Reads the row groups of `path` assigned to `worker` of `peers`, checked and laid out.
+    pub fn read_shard(&self, path: &Path, worker: usize, peers: usize) -> Result<Vec<RecordBatch>> {
+        let reader = PartReader::open(path)?;
+        let file_schema = reader.schema();
+        check_columns(path, &file_schema, &self.required)?;
+        let present: Vec<String> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| file_schema.field_with_name(f.name()).is_ok())
+            .map(|f| f.name().clone())
+            .collect();
+        let groups: Vec<usize> = (0..reader.num_row_groups()).filter(|g| g % peers == worker).collect();
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batches = reader.read(Some(&present), Some(groups))?;
+        batches.iter().map(|b| self.lay_out(path, b)).collect()
+    }
+
+    fn lay_out(&self, path: &Path, b: &RecordBatch) -> Result<RecordBatch> {
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match b.column_by_name(f.name()) {
+                None => Ok(new_null_array(f.data_type(), b.num_rows())),
+                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| Error::Schema {
+                    file: path.into(),
+                    column: f.name().clone(),
+                    message: format!("cannot be read as {}: {e}", f.data_type()),
+                }),
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::file(path, e))?;
+        check_rows(path, &batch, &self.roles)?;
+        Ok(batch)
+    }
+}

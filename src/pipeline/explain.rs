@@ -1,0 +1,71 @@
+//! `trajflow explain`: the validated plan as text — input columns, stages in execution order
+//! with parameters and resolved columns, and the dataflow shape (where rows are exchanged and
+//! which state lives in differential arrangements). The format is pinned by snapshot tests.
+
+use std::fmt::Write;
+
+use super::plan::Plan;
+use crate::stages::Operator;
+
+/// Renders the plan.
+pub fn explain(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "pipeline {}", plan.name);
+    if !plan.description.is_empty() {
+        let _ = writeln!(s, "  {}", plan.description);
+    }
+    let _ = writeln!(s, "input: {}", plan.input_source);
+    let cols: Vec<String> = plan.input_columns.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+    let _ = writeln!(s, "  reads {}", cols.join(", "));
+    let _ = writeln!(s, "stages, in execution order:");
+    for (i, st) in plan.stages.iter().enumerate() {
+        let kind = match &st.op {
+            Operator::Local(_) => "local".to_string(),
+            Operator::Grouped(g) => match g.group_column() {
+                Some(c) => format!("grouped by {}", st.read.get(c).map(String::as_str).unwrap_or(c)),
+                None => "grouped over all rows".to_string(),
+            },
+        };
+        let inputs = if st.inputs.is_empty() { "input".to_string() } else { st.inputs.join(", ") };
+        let _ = writeln!(s, "  {}. {} = {} ({kind}) <- {inputs}", i + 1, st.id, st.op_name);
+        let params = st.op.describe().params();
+        if !params.is_empty() {
+            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(s, "       params: {}", p.join(" "));
+        }
+        let reads: Vec<String> = st
+            .read
+            .iter()
+            .map(|(l, c)| if l == c { c.clone() } else { format!("{c} as {l}") })
+            .collect();
+        let _ = writeln!(s, "       reads:  {}", reads.join(", "));
+        let writes: Vec<String> = st.writes.iter().map(|(c, t)| format!("{c}: {t}")).collect();
+        let _ = writeln!(s, "       writes: {}", writes.join(", "));
+    }
+    let _ = writeln!(s, "dataflow:");
+    let _ = write!(s, "  read shards (row groups by worker)");
+    let mut local: Vec<&str> = Vec::new();
+    for st in &plan.stages {
+        match &st.op {
+            Operator::Local(_) => local.push(&st.id),
+            Operator::Grouped(g) => {
+                if !local.is_empty() {
+                    let _ = write!(s, " -> map[{}]", local.join(", "));
+                    local.clear();
+                }
+                let key = g.group_column().map(|c| st.read.get(c).map(String::as_str).unwrap_or(c).to_string());
+                let _ = write!(
+                    s,
+                    " -> exchange by {} -> arrange+reduce[{}]",
+                    key.as_deref().unwrap_or("(all rows to one worker)"),
+                    st.id
+                );
+            }
+        }
+    }
+    if !local.is_empty() {
+        let _ = write!(s, " -> map[{}]", local.join(", "));
+    }
+    let _ = writeln!(s, " -> write parts (one per worker per epoch)");
+    s
+}

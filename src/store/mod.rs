@@ -1,0 +1,255 @@
+//! Datasets: a directory of Parquet part files plus a manifest of commit records.
+//!
+//! Layout:
+//! ```text
+//! DATASET/part-<epoch>-<writer>-<nonce>.parquet
+//! DATASET/_manifest/<epoch>-<writer>-<nonce>.json     one commit record per part
+//! ```
+//! Invariants:
+//! - A part belongs to the dataset if and only if its commit record exists. A part is written to a
+//!   hidden temporary name, fsynced and renamed into place before its record is written the same
+//!   way, so a crash at any point leaves either a committed part or an ignored leftover, never a
+//!   half-visible one. Concurrent writers (workers, processes) never touch the same file.
+//! - Records sort by (epoch, writer, nonce); rows of a later record supersede rows of an earlier
+//!   one with the same `episode_id` (the upsert key), which is how `watch` publishes changes.
+//! - A corrupt part makes reading that part fail with an error naming it; the other parts stay
+//!   readable ([`Dataset::read_latest`] can skip bad parts and report them).
+
+mod part;
+
+pub use part::{read_part, write_part, PartReader};
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const MANIFEST_DIR: &str = "_manifest";
+
+/// The commit record of one part file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Part file name, relative to the dataset directory.
+    pub part: String,
+    /// Number of rows in the part.
+    pub rows: u64,
+    /// Ingest epoch (dataflow time) that produced the part.
+    pub epoch: u64,
+    /// Writer id (`w<worker>`), unique among concurrent writers.
+    pub writer: String,
+    /// Table schema tag of the input (`trajectory.v1`).
+    pub schema: String,
+    /// Input files this epoch ingested (recorded by the writer of worker 0 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+/// A dataset directory.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    dir: PathBuf,
+}
+
+impl Dataset {
+    /// Opens (creating if needed) the dataset at `dir` for writing.
+    pub fn create(dir: impl Into<PathBuf>) -> Result<Dataset> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join(MANIFEST_DIR)).map_err(|e| Error::io(&dir, e))?;
+        Ok(Dataset { dir })
+    }
+
+    /// Opens an existing dataset for reading.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Dataset> {
+        let dir = dir.into();
+        if !dir.join(MANIFEST_DIR).is_dir() {
+            return Err(Error::file(&dir, "not a trajflow dataset (no _manifest directory)"));
+        }
+        Ok(Dataset { dir })
+    }
+
+    /// Whether `dir` holds a trajflow dataset.
+    pub fn is_dataset(dir: &Path) -> bool {
+        dir.join(MANIFEST_DIR).is_dir()
+    }
+
+    /// The dataset directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// All commit records, in commit order (epoch, writer, nonce).
+    pub fn commits(&self) -> Result<Vec<Commit>> {
+        let mdir = self.dir.join(MANIFEST_DIR);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&mdir).map_err(|e| Error::io(&mdir, e))? {
+            let name = entry.map_err(|e| Error::io(&mdir, e))?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") && !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                let path = mdir.join(n);
+                let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("bad commit record: {e}")))
+            })
+            .collect()
+    }
+
+    /// Paths of the committed parts, in commit order.
+    pub fn part_paths(&self) -> Result<Vec<PathBuf>> {
+        Ok(self.commits()?.into_iter().map(|c| self.dir.join(c.part)).collect())
+    }
+
+    /// Writes `batches` as one part and commits it. Returns the commit record.
+    pub fn append(&self, batches: &[RecordBatch], epoch: u64, writer: &str, schema_tag: &str, sources: Vec<String>) -> Result<Commit> {
+        let commit = self.write_uncommitted(batches, epoch, writer, schema_tag, sources)?;
+        self.commit(&commit)?;
+        Ok(commit)
+    }
+
+    /// Writes `batches` as a part file that readers do not see until [`Dataset::commit`].
+    pub fn write_uncommitted(&self, batches: &[RecordBatch], epoch: u64, writer: &str, schema_tag: &str, sources: Vec<String>) -> Result<Commit> {
+        let part = format!("part-{epoch:012}-{writer}-{}.parquet", nonce());
+        let rows = write_part(&self.dir, &part, batches, schema_tag)?;
+        Ok(Commit { part, rows, epoch, writer: writer.to_string(), schema: schema_tag.to_string(), sources })
+    }
+
+    /// Publishes a written part by writing its commit record (atomically).
+    pub fn commit(&self, commit: &Commit) -> Result<()> {
+        let stem = commit.part.trim_start_matches("part-").trim_end_matches(".parquet");
+        let json = serde_json::to_vec_pretty(commit).expect("a commit record serialises");
+        part::write_atomically(&self.dir.join(MANIFEST_DIR), &format!("{stem}.json"), &json)
+    }
+
+    /// Reads every committed part and returns the latest row of each `episode_id` (later commits
+    /// win), in commit order. With `skip_bad`, unreadable parts are skipped and returned as
+    /// errors instead of failing the whole read.
+    pub fn read_latest(&self, columns: Option<&[String]>, skip_bad: bool) -> Result<(Vec<RecordBatch>, Vec<Error>)> {
+        let mut batches = Vec::new();
+        let mut bad = Vec::new();
+        for path in self.part_paths()? {
+            match read_part(&path, columns) {
+                Ok(mut b) => batches.append(&mut b),
+                Err(e) if skip_bad => bad.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((latest_by_episode(&batches)?, bad))
+    }
+}
+
+/// Keeps the last occurrence of each `episode_id` across `batches` (in order).
+pub fn latest_by_episode(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    let mut last: HashMap<String, (usize, usize)> = HashMap::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let ids = batch
+            .column_by_name("episode_id")
+            .ok_or_else(|| Error::Usage("dataset rows have no episode_id column".into()))?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| Error::Usage("episode_id is not utf8".into()))?;
+        for r in 0..ids.len() {
+            last.insert(ids.value(r).to_string(), (b, r));
+        }
+    }
+    let mut keep: Vec<(usize, usize)> = last.into_values().collect();
+    keep.sort_unstable();
+    if keep.is_empty() {
+        return Ok(Vec::new());
+    }
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let schema = batches[0].schema();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = refs.iter().map(|b| b.column(c).as_ref()).collect();
+            arrow::compute::interleave(&arrays, &keep)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(vec![RecordBatch::try_new(schema, columns)?])
+}
+
+/// Lists the input parts behind `path`: a dataset's committed parts, the `*.parquet` files of a
+/// plain directory (sorted by name), or the file itself.
+pub fn input_parts(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    if Dataset::is_dataset(path) {
+        return Dataset::open(path)?.part_paths();
+    }
+    if !path.is_dir() {
+        return Err(Error::file(path, "no such file or directory"));
+    }
+    let mut parts = Vec::new();
+    for entry in fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+        let p = entry.map_err(|e| Error::io(path, e))?.path();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.ends_with(".parquet") && !name.starts_with('.') {
+            parts.push(p);
+        }
+    }
+    parts.sort();
+    Ok(parts)
+}
+
+fn nonce() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float32Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(ids: &[&str], r: &[f32]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("episode_id", DataType::Utf8, false),
+            Field::new("reward", DataType::Float32, false),
+        ]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(ids.to_vec())), Arc::new(Float32Array::from(r.to_vec()))]).unwrap()
+    }
+
+    #[test]
+    fn append_commit_and_upsert() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::create(dir.path()).unwrap();
+        ds.append(&[batch(&["a", "b"], &[1.0, 2.0])], 0, "w0", "t.v1", vec![]).unwrap();
+        ds.append(&[batch(&["b", "c"], &[3.0, 4.0])], 1, "w0", "t.v1", vec![]).unwrap();
+        // An uncommitted leftover is ignored.
+        fs::write(dir.path().join("part-999.parquet"), b"junk").unwrap();
+        let ds = Dataset::open(dir.path()).unwrap();
+        assert_eq!(ds.commits().unwrap().len(), 2);
+        let (out, bad) = ds.read_latest(None, false).unwrap();
+        assert!(bad.is_empty());
+        let ids = out[0].column(0).as_string::<i32>();
+        let r = out[0].column(1).as_primitive::<arrow::datatypes::Float32Type>();
+        let got: Vec<(String, f32)> = (0..ids.len()).map(|i| (ids.value(i).to_string(), r.value(i))).collect();
+        assert_eq!(got, vec![("a".into(), 1.0), ("b".into(), 3.0), ("c".into(), 4.0)]);
+    }
+
+    #[test]
+    fn truncated_part_is_named_and_rest_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::create(dir.path()).unwrap();
+        ds.append(&[batch(&["a"], &[1.0])], 0, "w0", "t.v1", vec![]).unwrap();
+        let c = ds.append(&[batch(&["b"], &[2.0])], 1, "w0", "t.v1", vec![]).unwrap();
+        let path = dir.path().join(&c.part);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = ds.read_latest(None, false).unwrap_err().to_string();
+        assert!(err.contains(&c.part), "{err}");
+        let (out, bad) = ds.read_latest(None, true).unwrap();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(out[0].num_rows(), 1);
+    }
+}
