@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float32Type};
 
 use crate::error::Result;
@@ -36,10 +36,20 @@ pub fn inspect(path: &Path, rows: usize) -> Result<String> {
     for (i, f) in batch.schema().fields().iter().enumerate() {
         let _ = writeln!(s, "  {:<20} {:<14} {}", f.name(), type_name(f.data_type()), stats(batch.column(i).as_ref()));
     }
-    let head = batch.slice(0, rows.min(batch.num_rows()));
-    let shown: Vec<RecordBatch> = vec![head];
-    let table = arrow::util::pretty::pretty_format_batches(&shown)?;
-    let _ = writeln!(s, "first {} row(s):\n{table}", rows.min(batch.num_rows()));
+    let shown = rows.min(batch.num_rows());
+    let _ = writeln!(s, "first {shown} row(s):");
+    let options = arrow::util::display::FormatOptions::default().with_null("null");
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    for r in 0..shown {
+        let _ = writeln!(s, "  row {r}:");
+        for (f, fmt) in batch.schema().fields().iter().zip(&formatters) {
+            let _ = writeln!(s, "    {:<20} {}", f.name(), clip(&fmt.value(r).to_string(), 96));
+        }
+    }
     Ok(s)
 }
 
@@ -90,4 +100,13 @@ fn describe(values: impl Iterator<Item = f32>, base: String) -> String {
         return base;
     }
     format!("{base} mean={:.4} min={min:.4} max={max:.4}", sum / n as f64)
+}
+
+/// Shortens `text` to at most `max` characters, marking the cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max).collect();
+    format!("{head} … ({} chars)", text.chars().count())
 }

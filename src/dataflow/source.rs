@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
@@ -30,17 +30,18 @@ pub struct InputLayout {
 impl InputLayout {
     /// The layout for `plan`.
     pub fn new(plan: &Plan) -> InputLayout {
-        let mut fields: Vec<Field> = Vec::new();
-        let mut push = |name: &str, dt: DataType| {
-            if fields.iter().all(|f| f.name() != name) {
-                fields.push(Field::new(name, dt, name != "episode_id"));
-            }
-        };
+        // The trajectory table's fields in table order, then input columns it does not have
+        // (renamed columns of a foreign dataset), so outputs keep the familiar column order.
+        let mut fields: Vec<Field> = TableSchema::trajectory()
+            .fields
+            .iter()
+            .map(|f| Field::new(&f.name, f.ty.to_arrow(), f.name != "episode_id"))
+            .collect();
         for (name, ty) in &plan.input_columns {
-            push(name, ty.to_arrow());
-        }
-        for f in &TableSchema::trajectory().fields {
-            push(&f.name, f.ty.to_arrow());
+            match fields.iter().position(|f| f.name() == name) {
+                Some(i) => fields[i] = Field::new(name, ty.to_arrow(), name != "episode_id"),
+                None => fields.push(Field::new(name, ty.to_arrow(), true)),
+            }
         }
         let mut roles = BTreeMap::new();
         let input: std::collections::BTreeSet<&str> = plan.input_columns.iter().map(|(n, _)| n.as_str()).collect();
