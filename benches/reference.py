@@ -95,11 +95,13 @@ class Padder:
         self.offsets = offsets
         # valid[b, t] = t < len(b); flattened row-major it enumerates the flat values in order.
         self.valid = torch.arange(self.T).unsqueeze(0) < self.lengths.unsqueeze(1)
+        self.valid_np = self.valid.numpy()
 
     def pad(self, flat, fill, dtype):
-        out = torch.full((self.B, self.T), fill, dtype=dtype)
-        out[self.valid] = torch.as_tensor(np.ascontiguousarray(flat)).to(dtype)
-        return out
+        np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        out = np.full((self.B, self.T), fill, dtype=np_dtype)
+        out[self.valid_np] = flat
+        return torch.from_numpy(out)
 
     def unpad(self, padded):
         flat = padded[self.valid].numpy()
@@ -246,7 +248,7 @@ def whiten(x, act, eps=WHITEN_EPS):
 
 
 # ------------------------------------------------------------------------------------- driver
-def run(pipeline, input_path, output_path, all_columns=False):
+def run(pipeline, input_path, output_path, all_columns=False, quiet=False):
     name = os.path.splitext(os.path.basename(pipeline))[0]
     if name not in PIPELINES:
         raise SystemExit(f"unknown pipeline {pipeline!r}; expected one of {sorted(PIPELINES)}")
@@ -324,7 +326,8 @@ def run(pipeline, input_path, output_path, all_columns=False):
 
     timing.update(pipeline=name, rows=pad.B, tokens=int(seg_off[-1]), padded_T=pad.T,
                   torch_threads=torch.get_num_threads())
-    print(json.dumps(timing), file=sys.stderr)
+    if not quiet:
+        print(json.dumps(timing), file=sys.stderr)
     return timing
 
 

@@ -1,0 +1,138 @@
+//! Oracle tests: the same data must give bit-identical outputs whatever the execution —
+//! 1 worker or 4, one process or two real processes on 127.0.0.1, files arriving one at a time
+//! through `watch` or all at once through `reprocess`.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PIPELINES: &[&str] = &["loop_advantages.toml", "grpo_advantages.toml", "poad_advantages.toml", "reinforce_pp_advantages.toml"];
+
+#[test]
+fn one_worker_equals_four_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    interleaved_files(&input, 40, 5, 4, 7);
+    for p in PIPELINES {
+        let (a, b) = (dir.path().join(format!("{p}-w1")), dir.path().join(format!("{p}-w4")));
+        ok(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&a), "-w", "1"]);
+        ok(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&b), "-w", "4"]);
+        assert_same_dataset(&a, &b);
+    }
+}
+
+fn commits(dir: &Path) -> usize {
+    trajflow::store::Dataset::open(dir).map(|d| d.commits().unwrap().len()).unwrap_or(0)
+}
+
+/// Runs `watch` while copying `files` into its directory one at a time, waiting for each file's
+/// changes to be committed before dropping the next.
+fn watch_one_by_one(p: &str, files: &[std::path::PathBuf], root: &Path, workers: &str) -> std::path::PathBuf {
+    let (dir, out) = (root.join(format!("watch-{p}")), root.join(format!("watched-{p}")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = files.len().to_string();
+    let mut child = Command::new(bin())
+        .args(["watch", &pipeline(p), "--input", s(&dir), "--output", s(&out), "--poll-ms", "20", "--max-files", &n, "-w", workers])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for f in files {
+        let before = commits(&out);
+        std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
+        let start = Instant::now();
+        while commits(&out) == before {
+            assert!(start.elapsed() < Duration::from_secs(60), "watch did not commit {}", f.display());
+            assert!(child.try_wait().unwrap().is_none(), "watch exited early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn watch_one_file_at_a_time_equals_reprocess_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    // Groups span files: every file adds rollouts to groups the earlier files started.
+    let files = interleaved_files(&input, 12, 4, 4, 11);
+    for p in PIPELINES {
+        let once = dir.path().join(format!("once-{p}"));
+        ok(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&once), "-w", "2"]);
+        let watched = watch_one_by_one(p, &files, dir.path(), "2");
+        // The watch output has one commit group per file, and later ones supersede earlier rows.
+        assert!(commits(&watched) >= files.len());
+        assert_same_dataset(&once, &watched);
+    }
+}
+
+#[test]
+fn watch_recomputes_only_the_groups_a_file_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let spec = trajflow::synth::SynthSpec { groups: 10, group_size: 4, id_prefix: "old".into(), ..Default::default() };
+    write_file(&input, "a.parquet", &trajflow::synth::generate(&spec));
+    // The second file: one brand-new group of 3 rollouts.
+    let spec = trajflow::synth::SynthSpec { groups: 1, group_size: 3, id_prefix: "new".into(), seed: 5, ..Default::default() };
+    write_file(&input, "b.parquet", &trajflow::synth::generate(&spec));
+    let files = vec![input.join("a.parquet"), input.join("b.parquet")];
+    let out = watch_one_by_one("loop_advantages.toml", &files, dir.path(), "1");
+    let ds = trajflow::store::Dataset::open(&out).unwrap();
+    let rows_per_epoch: Vec<(u64, u64)> = ds.commits().unwrap().iter().map(|c| (c.epoch, c.rows)).collect();
+    // Epoch 0 emits all 40 rows; epoch 1 only the 3 rows of the new group.
+    assert_eq!(rows_per_epoch, vec![(0, 40), (1, 3)]);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_or_kill(mut children: Vec<Child>) {
+    let start = Instant::now();
+    for c in &mut children {
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(status.success(), "a process failed");
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                for k in &mut children {
+                    let _ = k.kill();
+                }
+                panic!("processes did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn two_processes_on_loopback_equal_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    interleaved_files(&input, 30, 4, 3, 3);
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    for p in ["loop_advantages.toml", "poad_advantages.toml"] {
+        let (one, two) = (dir.path().join(format!("one-{p}")), dir.path().join(format!("two-{p}")));
+        ok(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&one), "-w", "1"]);
+        let children = (0..2)
+            .map(|i| {
+                Command::new(bin())
+                    .args(["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&two), "-w", "1"])
+                    .args(["--processes", "2", "--process-id", &i.to_string(), "--hostfile", s(&hosts)])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        wait_or_kill(children);
+        assert_same_dataset(&one, &two);
+    }
+}
