@@ -48,8 +48,7 @@ _run:
 test: setup
 	@$(MAKE) --no-print-directory _test
 _test:
-	cargo build --release --bin trajflow
-	TRAJFLOW_PYTHON=$(PY) cargo test --release -- --test-threads 2
+	TRAJFLOW_PYTHON=$(PY) cargo test -- --test-threads 2
 
 bench: setup
 	@$(MAKE) --no-print-directory _bench
