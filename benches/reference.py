@@ -202,16 +202,20 @@ def gae_tokens(act, is_last, tclamp, V, R, D, N, bootstrap, p):
     r_tok = torch.where(is_last, Rt, torch.zeros_like(V))
     a_tok = torch.where(is_last, Dt, gi.expand(B, T))
     c_tok = torch.where(is_last, Dt * torch.pow(lam, Nt.to(torch.float32)), intra.expand(B, T))
-    adv = torch.zeros_like(V)
+    # Time-major copies so that each step of the scan reads contiguous memory.
+    actT, VT = act.t().contiguous(), V.t().contiguous()
+    rT, aT, cT = r_tok.t().contiguous(), a_tok.t().contiguous(), c_tok.t().contiguous()
+    advT = torch.zeros((T, B), dtype=torch.float32)
     v_next = bootstrap.clone()
     g_next = torch.zeros(B, dtype=torch.float32)
     for t in range(T - 1, -1, -1):
-        m = act[:, t]
-        vt = V[:, t]
-        g = r_tok[:, t] + a_tok[:, t] * v_next - vt + c_tok[:, t] * g_next
+        m = actT[t]
+        vt = VT[t]
+        g = rT[t] + aT[t] * v_next - vt + cT[t] * g_next
         g_next = torch.where(m, g, g_next)
         v_next = torch.where(m, vt, v_next)
-        adv[:, t] = torch.where(m, g, torch.zeros_like(g))
+        advT[t] = torch.where(m, g, torch.zeros_like(g))
+    adv = advT.t()
     ret = torch.where(act, adv + V, torch.zeros_like(V))
     return adv, ret
 
@@ -224,16 +228,17 @@ def reinforce_pp_tokens(act, is_last, tclamp, R, D, gamma):
     g = torch.tensor(gamma, dtype=torch.float32)
     r_tok = torch.where(is_last, Rt, torch.zeros_like(Rt))
     a_tok = torch.where(is_last, Dt, g.expand(B, T))
-    out = torch.zeros((B, T), dtype=torch.float32)
+    actT, rT, aT = act.t().contiguous(), r_tok.t().contiguous(), a_tok.t().contiguous()
+    outT = torch.zeros((T, B), dtype=torch.float32)
     running = torch.zeros(B, dtype=torch.float32)
     for t in range(T - 1, -1, -1):
-        m = act[:, t]
-        x = r_tok[:, t] + a_tok[:, t] * running
+        m = actT[t]
+        x = rT[t] + aT[t] * running
         # A non-action token between two actions zeroes the running sum (veRL reset); padding
         # and tokens after the last action are non-action too, where running is 0 anyway.
         running = torch.where(m, x, torch.zeros_like(x))
-        out[:, t] = running
-    return out
+        outT[t] = running
+    return outT.t()
 
 
 def whiten(x, act, eps=WHITEN_EPS):

@@ -20,6 +20,7 @@ pub mod dataflow;
 #[cfg(feature = "torch")]
 pub mod device;
 pub mod error;
+pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod schema;

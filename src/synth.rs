@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray, UInt8Array};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float32Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray, UInt8Array,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
 
@@ -36,7 +38,16 @@ pub struct SynthSpec {
 
 impl Default for SynthSpec {
     fn default() -> Self {
-        SynthSpec { groups: 64, group_size: 6, max_turns: 6, max_action_tokens: 24, max_obs_tokens: 40, prompt_tokens: 64, seed: 0, id_prefix: "e".into() }
+        SynthSpec {
+            groups: 64,
+            group_size: 6,
+            max_turns: 6,
+            max_action_tokens: 24,
+            max_obs_tokens: 40,
+            prompt_tokens: 64,
+            seed: 0,
+            id_prefix: "e".into(),
+        }
     }
 }
 
@@ -92,7 +103,8 @@ pub fn generate(spec: &SynthSpec) -> RecordBatch {
     let (mut ep, mut task, mut group) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut tokens, mut segments, mut turns) = (Lists::<i32>::new(), Lists::<u8>::new(), Lists::<i32>::new());
     let (mut logp, mut values, mut rewards) = (Lists::<f32>::new(), Lists::<f32>::new(), Lists::<f32>::new());
-    let (mut reward, mut success, mut terminated, mut truncated, mut bootstrap) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut reward, mut success, mut terminated, mut truncated, mut bootstrap) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for g in 0..spec.groups {
         let difficulty = rng.unit();
         for k in 0..spec.group_size {
@@ -128,7 +140,13 @@ pub fn generate(spec: &SynthSpec) -> RecordBatch {
                     }
                 }
                 let last = t + 1 == n_turns;
-                let r = if last && solved { 1.0 } else if rng.unit() < 0.1 { 0.1 } else { 0.0 };
+                let r = if last && solved {
+                    1.0
+                } else if rng.unit() < 0.1 {
+                    0.1
+                } else {
+                    0.0
+                };
                 rewards.values.push(r);
             }
             tokens.end_row();
@@ -154,12 +172,36 @@ pub fn generate(spec: &SynthSpec) -> RecordBatch {
                 "task_id" => Arc::new(StringArray::from(task.clone())),
                 "group_id" => Arc::new(StringArray::from(group.clone())),
                 "policy_version" => Arc::new(Int64Array::from(vec![0i64; n])),
-                "tokens" => list(Arc::new(Int32Array::from(std::mem::take(&mut tokens.values))), tokens.offsets.clone(), DataType::Int32),
-                "segments" => list(Arc::new(UInt8Array::from(std::mem::take(&mut segments.values))), segments.offsets.clone(), DataType::UInt8),
-                "turns" => list(Arc::new(Int32Array::from(std::mem::take(&mut turns.values))), turns.offsets.clone(), DataType::Int32),
-                "logp_behavior" => list(Arc::new(Float32Array::from(std::mem::take(&mut logp.values))), logp.offsets.clone(), DataType::Float32),
-                "values" => list(Arc::new(Float32Array::from(std::mem::take(&mut values.values))), values.offsets.clone(), DataType::Float32),
-                "turn_rewards" => list(Arc::new(Float32Array::from(std::mem::take(&mut rewards.values))), rewards.offsets.clone(), DataType::Float32),
+                "tokens" => list(
+                    Arc::new(Int32Array::from(std::mem::take(&mut tokens.values))),
+                    tokens.offsets.clone(),
+                    DataType::Int32,
+                ),
+                "segments" => list(
+                    Arc::new(UInt8Array::from(std::mem::take(&mut segments.values))),
+                    segments.offsets.clone(),
+                    DataType::UInt8,
+                ),
+                "turns" => list(
+                    Arc::new(Int32Array::from(std::mem::take(&mut turns.values))),
+                    turns.offsets.clone(),
+                    DataType::Int32,
+                ),
+                "logp_behavior" => list(
+                    Arc::new(Float32Array::from(std::mem::take(&mut logp.values))),
+                    logp.offsets.clone(),
+                    DataType::Float32,
+                ),
+                "values" => list(
+                    Arc::new(Float32Array::from(std::mem::take(&mut values.values))),
+                    values.offsets.clone(),
+                    DataType::Float32,
+                ),
+                "turn_rewards" => list(
+                    Arc::new(Float32Array::from(std::mem::take(&mut rewards.values))),
+                    rewards.offsets.clone(),
+                    DataType::Float32,
+                ),
                 "reward" => Arc::new(Float32Array::from(reward.clone())),
                 "success" => Arc::new(BooleanArray::from(success.clone())),
                 "terminated" => Arc::new(BooleanArray::from(terminated.clone())),

@@ -37,10 +37,14 @@ fn unknown_operator_names_stage_and_lists_known_ones() {
 #[test]
 fn unknown_parameter_and_out_of_range_parameter_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_pipeline(dir.path(), "name = \"x\"\n[[stage]]\nid = \"g\"\nop = \"gae\"\ngamma = 0.9\nlambda = 0.9\ngama_intra = 1.0\n");
+    let p = write_pipeline(
+        dir.path(),
+        "name = \"x\"\n[[stage]]\nid = \"g\"\nop = \"gae\"\ngamma = 0.9\nlambda = 0.9\ngama_intra = 1.0\n",
+    );
     let err = fails(&["validate", &p]);
     assert!(err.contains("stage 'g': key 'gama_intra'"), "{err}");
-    let p = write_pipeline(dir.path(), "name = \"x\"\n[[stage]]\nid = \"g\"\nop = \"gae\"\ngamma = 1.5\nlambda = 0.9\n");
+    let p =
+        write_pipeline(dir.path(), "name = \"x\"\n[[stage]]\nid = \"g\"\nop = \"gae\"\ngamma = 1.5\nlambda = 0.9\n");
     let err = fails(&["validate", &p]);
     assert!(err.contains("stage 'g': key 'gamma': must be in [0, 1], got 1.5"), "{err}");
 }
@@ -53,7 +57,10 @@ fn cycle_is_reported_with_its_stages() {
         "name = \"x\"\n[[stage]]\nid = \"a\"\nop = \"broadcast\"\ninputs = [\"b\"]\n[[stage]]\nid = \"b\"\nop = \"group_baseline\"\ninputs = [\"a\"]\n",
     );
     let err = fails(&["validate", &p]);
-    assert!(err.contains("key 'inputs': the stage graph has a cycle: a -> b -> a") || err.contains("cycle: b -> a -> b"), "{err}");
+    assert!(
+        err.contains("key 'inputs': the stage graph has a cycle: a -> b -> a") || err.contains("cycle: b -> a -> b"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,7 +82,10 @@ fn missing_column_names_stage_and_column() {
 #[test]
 fn wrong_column_type_in_a_rename_and_in_a_data_file() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_pipeline(dir.path(), "name = \"x\"\n[[stage]]\nid = \"base\"\nop = \"group_baseline\"\nread = { reward = \"turn_rewards\" }\n");
+    let p = write_pipeline(
+        dir.path(),
+        "name = \"x\"\n[[stage]]\nid = \"base\"\nop = \"group_baseline\"\nread = { reward = \"turn_rewards\" }\n",
+    );
     let err = fails(&["validate", &p]);
     assert!(err.contains("stage 'base': key 'read.reward': column 'turn_rewards' is List"), "{err}");
     assert!(err.contains("expected float32"), "{err}");
@@ -89,7 +99,14 @@ fn wrong_column_type_in_a_rename_and_in_a_data_file() {
     cols[idx] = arc(Float64Array::from(vec![1.0]));
     let batch = RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), cols).unwrap();
     write_file(&dir.path().join("in"), "f64.parquet", &batch);
-    let err = fails(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&dir.path().join("in")), "--output", s(&dir.path().join("out"))]);
+    let err = fails(&[
+        "reprocess",
+        &pipeline("loop_advantages.toml"),
+        "--input",
+        s(&dir.path().join("in")),
+        "--output",
+        s(&dir.path().join("out")),
+    ]);
     assert!(err.contains("key 'op': column 'reward' is Float64"), "{err}");
 }
 
@@ -101,28 +118,32 @@ fn nan_reward_is_an_error_naming_file_episode_and_column_and_output_is_intact() 
     ok(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&good), "--output", s(&out)]);
     let before = snapshot(&out);
     write_file(&bad, "n.parquet", &episodes_batch(&[Ep::outcome("c", "h", 1.0), Ep::outcome("d", "h", f32::NAN)]));
-    let err = fails(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&bad), "--output", s(&out), "-w", "2"]);
+    let err =
+        fails(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&bad), "--output", s(&out), "-w", "2"]);
     assert!(err.contains("n.parquet: episode 'd': column 'reward': is NaN"), "{err}");
     assert_eq!(snapshot(&out), before, "the failed run changed the output dataset");
 }
 
-#[test]
-fn nan_in_turn_rewards_or_values_on_action_tokens_is_an_error() {
+/// Runs the POAD pipeline over one episode whose values are `values`; returns stderr.
+fn poad_error_for_values(values: Vec<f32>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut e = Ep::outcome("a", "g", 1.0);
-    e.values = vec![f32::NAN, f32::NAN]; // NaN on the action token (index 1)
+    e.values = values;
     write_file(&dir.path().join("in"), "v.parquet", &episodes_batch(&[e]));
-    let err = fails(&["reprocess", &pipeline("poad_advantages.toml"), "--input", s(&dir.path().join("in")), "--output", s(&dir.path().join("out"))]);
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    fails(&["reprocess", &pipeline("poad_advantages.toml"), "--input", s(&input), "--output", s(&output)])
+}
+
+#[test]
+fn nan_value_on_an_action_token_is_an_error() {
+    // Token 1 is the action token; NaN on the prompt token alone would be allowed.
+    let err = poad_error_for_values(vec![f32::NAN, f32::NAN]);
     assert!(err.contains("episode 'a': column 'values': is NaN at action token 1"), "{err}");
 }
 
 #[test]
 fn per_token_list_of_the_wrong_length_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut e = Ep::outcome("a", "g", 1.0);
-    e.values = vec![0.0];
-    write_file(&dir.path().join("in"), "v.parquet", &episodes_batch(&[e]));
-    let err = fails(&["reprocess", &pipeline("poad_advantages.toml"), "--input", s(&dir.path().join("in")), "--output", s(&dir.path().join("out"))]);
+    let err = poad_error_for_values(vec![0.0]);
     assert!(err.contains("column 'values': has 1 entries but segments has 2 tokens"), "{err}");
 }
 
@@ -135,7 +156,8 @@ fn truncated_input_part_is_named_and_output_is_intact() {
     let before = snapshot(&out);
     let bytes = std::fs::read(&files[1]).unwrap();
     std::fs::write(&files[1], &bytes[..bytes.len() / 2]).unwrap();
-    let err = fails(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&input), "--output", s(&out), "-w", "2"]);
+    let err =
+        fails(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&input), "--output", s(&out), "-w", "2"]);
     assert!(err.contains("rollouts-001.parquet") && err.contains("not a readable Parquet file"), "{err}");
     assert_eq!(snapshot(&out), before);
     // inspect still reads the rest of the directory and says which part it skipped.
@@ -148,8 +170,26 @@ fn watch_rejects_a_bad_file_and_keeps_going() {
     let dir = tempfile::tempdir().unwrap();
     let (watch_dir, out) = (dir.path().join("w"), dir.path().join("out"));
     write_file(&watch_dir, "1-bad.parquet", &episodes_batch(&[Ep::outcome("x", "g", f32::INFINITY)]));
-    write_file(&watch_dir, "2-good.parquet", &episodes_batch(&[Ep::outcome("a", "g", 1.0), Ep::outcome("b", "g", 0.0)]));
-    let stdout = ok(&["watch", &pipeline("loop_advantages.toml"), "--input", s(&watch_dir), "--output", s(&out), "--poll-ms", "20", "--idle-exit", "1"]);
-    assert!(stdout.contains("rejected: ") && stdout.contains("1-bad.parquet: episode 'x': column 'reward': is inf"), "{stdout}");
+    write_file(
+        &watch_dir,
+        "2-good.parquet",
+        &episodes_batch(&[Ep::outcome("a", "g", 1.0), Ep::outcome("b", "g", 0.0)]),
+    );
+    let stdout = ok(&[
+        "watch",
+        &pipeline("loop_advantages.toml"),
+        "--input",
+        s(&watch_dir),
+        "--output",
+        s(&out),
+        "--poll-ms",
+        "20",
+        "--idle-exit",
+        "1",
+    ]);
+    assert!(
+        stdout.contains("rejected: ") && stdout.contains("1-bad.parquet: episode 'x': column 'reward': is inf"),
+        "{stdout}"
+    );
     assert_eq!(f32s(&read_sorted(&out), "episode_advantage"), vec![1.0, -1.0]);
 }

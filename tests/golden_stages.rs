@@ -166,7 +166,14 @@ fn reflector_reward_code_and_paper_formulas() {
     let batch = arrow::array::RecordBatch::try_new(batch.schema(), cols).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_file(&dir.path().join("in"), "x.parquet", &batch);
-    ok(&["reprocess", &pipeline("retroact_rewards.toml"), "--input", s(&dir.path().join("in")), "--output", s(&dir.path().join("out"))]);
+    ok(&[
+        "reprocess",
+        &pipeline("retroact_rewards.toml"),
+        "--input",
+        s(&dir.path().join("in")),
+        "--output",
+        s(&dir.path().join("out")),
+    ]);
     let out = read_sorted(&dir.path().join("out"));
     let r = out.column_by_name("reflector_reward").unwrap();
     let r = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float32Type>(r);

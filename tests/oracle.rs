@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PIPELINES: &[&str] = &["loop_advantages.toml", "grpo_advantages.toml", "poad_advantages.toml", "reinforce_pp_advantages.toml"];
+const PIPELINES: &[&str] =
+    &["loop_advantages.toml", "grpo_advantages.toml", "poad_advantages.toml", "reinforce_pp_advantages.toml"];
 
 #[test]
 fn one_worker_equals_four_workers() {
@@ -35,7 +36,20 @@ fn watch_one_by_one(p: &str, files: &[std::path::PathBuf], root: &Path, workers:
     std::fs::create_dir_all(&dir).unwrap();
     let n = files.len().to_string();
     let mut child = Command::new(bin())
-        .args(["watch", &pipeline(p), "--input", s(&dir), "--output", s(&out), "--poll-ms", "20", "--max-files", &n, "-w", workers])
+        .args([
+            "watch",
+            &pipeline(p),
+            "--input",
+            s(&dir),
+            "--output",
+            s(&out),
+            "--poll-ms",
+            "20",
+            "--max-files",
+            &n,
+            "-w",
+            workers,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -78,7 +92,8 @@ fn watch_recomputes_only_the_groups_a_file_touches() {
     let spec = trajflow::synth::SynthSpec { groups: 10, group_size: 4, id_prefix: "old".into(), ..Default::default() };
     write_file(&input, "a.parquet", &trajflow::synth::generate(&spec));
     // The second file: one brand-new group of 3 rollouts.
-    let spec = trajflow::synth::SynthSpec { groups: 1, group_size: 3, id_prefix: "new".into(), seed: 5, ..Default::default() };
+    let spec =
+        trajflow::synth::SynthSpec { groups: 1, group_size: 3, id_prefix: "new".into(), seed: 5, ..Default::default() };
     write_file(&input, "b.parquet", &trajflow::synth::generate(&spec));
     let files = vec![input.join("a.parquet"), input.join("b.parquet")];
     let out = watch_one_by_one("loop_advantages.toml", &files, dir.path(), "1");

@@ -55,7 +55,11 @@ fn renamed_columns_let_a_foreign_dataset_be_reprocessed_without_conversion() {
             _ => f.as_ref().clone(),
         })
         .collect();
-    let batch = arrow::array::RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), batch.columns().to_vec()).unwrap();
+    let batch = arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        batch.columns().to_vec(),
+    )
+    .unwrap();
     write_file(&dir.path().join("in"), "foreign.parquet", &batch);
     let p = dir.path().join("p.toml");
     std::fs::write(&p, "name = \"x\"\n[[stage]]\nid = \"base\"\nop = \"group_baseline\"\nread = { reward = \"score\", group_id = \"prompt_uid\" }\nwrite = { episode_advantage = \"adv\" }\n").unwrap();
@@ -71,7 +75,17 @@ fn renamed_columns_let_a_foreign_dataset_be_reprocessed_without_conversion() {
 /// `max_tokens` tokens, comparing the raw GAE stage of the two shipped pipelines.
 fn ntpo_gap(dir: &std::path::Path, max_tokens: usize) -> f64 {
     let data = dir.join(format!("data-{max_tokens}"));
-    ok(&["synth", "--output", s(&data), "--groups", "30", "--group-size", "2", "--max-action-tokens", &max_tokens.to_string()]);
+    ok(&[
+        "synth",
+        "--output",
+        s(&data),
+        "--groups",
+        "30",
+        "--group-size",
+        "2",
+        "--max-action-tokens",
+        &max_tokens.to_string(),
+    ]);
     let run = |p: &str| {
         let out = dir.join(format!("{max_tokens}-{p}"));
         // Drop the whitening stage: compare GAE itself.
@@ -108,4 +122,32 @@ fn ntpo_equals_poad_for_one_token_actions_and_the_gap_grows_with_action_length()
     eprintln!("mean |A_BAD − A_NTPO|: 1-token {one}, ≤4 tokens {short:.4}, ≤32 tokens {long:.4}");
     assert_eq!(one, 0.0);
     assert!(short > 0.0 && long > short, "short {short}, long {long}");
+}
+
+#[test]
+fn outputs_only_mode_writes_the_key_and_the_new_columns_with_the_same_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    interleaved_files(&input, 10, 3, 2, 4);
+    let (all, slim) = (dir.path().join("all"), dir.path().join("slim"));
+    ok(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&input), "--output", s(&all), "-w", "2"]);
+    ok(&[
+        "reprocess",
+        &pipeline("loop_advantages.toml"),
+        "--input",
+        s(&input),
+        "--output",
+        s(&slim),
+        "-w",
+        "2",
+        "--columns",
+        "outputs",
+    ]);
+    let slim = read_sorted(&slim);
+    let names: Vec<String> = slim.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, vec!["episode_id", "episode_advantage", "keep", "advantages"]);
+    let all = read_sorted(&all);
+    for c in &names {
+        assert_eq!(slim.column_by_name(c).unwrap(), all.column_by_name(c).unwrap(), "{c}");
+    }
 }

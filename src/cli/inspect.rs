@@ -15,7 +15,13 @@ pub fn inspect(path: &Path, rows: usize) -> Result<String> {
     let mut s = String::new();
     let mut batches = Vec::new();
     let parts = input_parts(path)?;
-    let _ = writeln!(s, "{}: {} part(s){}", path.display(), parts.len(), if Dataset::is_dataset(path) { " (trajflow dataset)" } else { "" });
+    let _ = writeln!(
+        s,
+        "{}: {} part(s){}",
+        path.display(),
+        parts.len(),
+        if Dataset::is_dataset(path) { " (trajflow dataset)" } else { "" }
+    );
     for p in &parts {
         match read_part(p, None) {
             Ok(mut b) => batches.append(&mut b),
@@ -25,7 +31,11 @@ pub fn inspect(path: &Path, rows: usize) -> Result<String> {
         }
     }
     let stored: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let latest = if batches.first().is_some_and(|b| b.column_by_name("episode_id").is_some()) { latest_by_episode(&batches)? } else { batches };
+    let latest = if batches.first().is_some_and(|b| b.column_by_name("episode_id").is_some()) {
+        latest_by_episode(&batches)?
+    } else {
+        batches
+    };
     let Some(first) = latest.first() else {
         let _ = writeln!(s, "no rows");
         return Ok(s);

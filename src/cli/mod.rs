@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::dataflow::{self, Cluster, Job};
+use crate::dataflow::{self, Cluster, Columns, Job};
 use crate::error::{Error, Result};
 use crate::pipeline::plan::InputColumns;
-use crate::pipeline::{explain::explain, Plan, PipelineSpec};
+use crate::pipeline::{explain::explain, PipelineSpec, Plan};
 use crate::store::{input_parts, Dataset, PartReader};
 
 /// trajflow: RL for LLM agents as TOML pipelines over Arrow/Parquet on timely dataflow.
@@ -55,6 +55,9 @@ pub enum Command {
         /// Output dataset directory (created if needed; parts are added atomically).
         #[arg(long)]
         output: PathBuf,
+        /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
+        #[arg(long, value_enum, default_value_t = Columns::All)]
+        columns: Columns,
         /// Where the workers run.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -78,6 +81,9 @@ pub enum Command {
         /// Exit after this many files.
         #[arg(long)]
         max_files: Option<usize>,
+        /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
+        #[arg(long, value_enum, default_value_t = Columns::All)]
+        columns: Columns,
         /// Where the workers run.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -161,15 +167,17 @@ fn plan_for(pipeline: &Path, input: Option<&Path>) -> Result<Plan> {
     }
 }
 
-fn progress(total: u64, leader: bool) -> Arc<dyn Fn(u64) + Send + Sync> {
-    let bar = indicatif::ProgressBar::new(total);
+/// A progress bar over rows read (a spinner when the total is unknown, as under `watch`).
+fn progress(total: Option<u64>, leader: bool) -> Arc<dyn Fn(u64) + Send + Sync> {
+    let (bar, template) = match total {
+        Some(n) => (indicatif::ProgressBar::new(n), "{spinner} {msg} [{bar:30}] {pos}/{len} rows read ({per_sec})"),
+        None => (indicatif::ProgressBar::new_spinner(), "{spinner} {msg} {pos} rows ingested ({per_sec})"),
+    };
     if !leader {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} rows written ({per_sec})")
-            .expect("the template is valid")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(template).expect("the templates are valid").progress_chars("=> "),
     );
     bar.set_message("processing");
     Arc::new(move |n| bar.inc(n))
@@ -184,13 +192,20 @@ pub fn run(cli: Cli) -> Result<String> {
         }
         Command::Explain { pipeline, input } => Ok(explain(&plan_for(&pipeline, input.as_deref())?)),
         Command::Ops => Ok(crate::stages::OPERATORS.iter().map(|(n, d)| format!("{n:<22} {d}\n")).collect()),
-        Command::Reprocess { pipeline, input, output, cluster } => {
+        Command::Reprocess { pipeline, input, output, columns, cluster } => {
             let (cols, parts) = input_columns(&input)?;
             let plan = Plan::with_input(PipelineSpec::from_file(&pipeline)?, &cols, input.display().to_string())?;
             let total: u64 = parts.iter().map(|p| PartReader::open(p).map(|r| r.num_rows())).sum::<Result<u64>>()?;
             let cluster: Cluster = cluster.into();
             let start = std::time::Instant::now();
-            let report = dataflow::run(plan, Job::Reprocess { inputs: parts.clone() }, output.clone(), &cluster, progress(total, cluster.is_leader()))?;
+            let report = dataflow::run(
+                plan,
+                Job::Reprocess { inputs: parts.clone() },
+                output.clone(),
+                columns,
+                &cluster,
+                progress(Some(total), cluster.is_leader()),
+            )?;
             Ok(format!(
                 "reprocess: {} input rows from {} file(s) -> {} rows in {} part(s) of {} ({} worker(s) in this process, {:.2}s)\n",
                 total,
@@ -202,7 +217,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 start.elapsed().as_secs_f64()
             ))
         }
-        Command::Watch { pipeline, input, output, poll_ms, idle_exit, max_files, cluster } => {
+        Command::Watch { pipeline, input, output, poll_ms, idle_exit, max_files, columns, cluster } => {
             let plan = Plan::from_spec(PipelineSpec::from_file(&pipeline)?)?;
             let cluster: Cluster = cluster.into();
             let job = Job::Watch {
@@ -212,8 +227,12 @@ pub fn run(cli: Cli) -> Result<String> {
                 max_files,
             };
             eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), output.display());
-            let report = dataflow::run(plan, job, output.clone(), &cluster, progress(0, cluster.is_leader()))?;
-            let mut s = format!("watch: {} file(s) ingested, {} rows written in {} part(s)\n", report.epochs, report.rows_written, report.parts);
+            let report =
+                dataflow::run(plan, job, output.clone(), columns, &cluster, progress(None, cluster.is_leader()))?;
+            let mut s = format!(
+                "watch: {} file(s) ingested, {} rows written in {} part(s)\n",
+                report.epochs, report.rows_written, report.parts
+            );
             for r in &report.rejected {
                 s.push_str(&format!("rejected: {r}\n"));
             }

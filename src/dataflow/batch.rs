@@ -30,7 +30,6 @@ impl Serialize for Batch {
     }
 }
 
-
 impl<'de> Deserialize<'de> for Batch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (source, bytes): (String, Vec<u8>) = Deserialize::deserialize(d)?;

@@ -52,13 +52,24 @@ impl Cluster {
             }
         } else {
             if self.process_id >= self.processes {
-                return Err(Error::Usage(format!("--process-id {} is not below --processes {}", self.process_id, self.processes)));
+                return Err(Error::Usage(format!(
+                    "--process-id {} is not below --processes {}",
+                    self.process_id, self.processes
+                )));
             }
             let path = self.hostfile.as_ref().ok_or_else(|| Error::Usage("--processes > 1 needs --hostfile".into()))?;
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            let addresses: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+            let addresses: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
             if addresses.len() < self.processes {
-                return Err(Error::file(path, format!("lists {} addresses for {} processes", addresses.len(), self.processes)));
+                return Err(Error::file(
+                    path,
+                    format!("lists {} addresses for {} processes", addresses.len(), self.processes),
+                ));
             }
             CommConfig::Cluster {
                 threads: self.threads,

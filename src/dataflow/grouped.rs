@@ -10,7 +10,9 @@
 //! ```
 //! Invariants:
 //! - A group's rows, its contributions and its summary all live on the worker `hash(group) % peers`,
-//!   so the join never waits on another worker's state.
+//!   so the join never waits on another worker's state. A whole-dataset group (batch-scope
+//!   whitening) is the exception: rows stay spread by `hash(episode_id)` and the one summary is
+//!   broadcast to every worker, so that work stays parallel.
 //! - Rows are upserts keyed by `episode_id`: a row that arrives again replaces the earlier one,
 //!   and its old contribution is retracted. Downstream stages therefore see, for each epoch, the
 //!   current version of every row whose group changed — never a stale row, never a duplicate.
@@ -26,6 +28,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use differential_dataflow::AsCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::broadcast::Broadcast;
 use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
@@ -63,9 +66,13 @@ fn episode_ids(rows: &RecordBatch) -> Vec<String> {
     (0..ids.len()).map(|i| ids.value(i).to_string()).collect()
 }
 
-/// Splits `rows` into one batch per owning worker.
+/// Splits `rows` into one batch per owning worker: by group, or by episode when the group is
+/// the whole dataset (its rows then stay spread over all workers and only the summary moves).
 fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize) -> Result<Vec<(u64, Batch)>> {
-    let keys = group_keys(plan, stage, &batch.rows)?;
+    let keys = match grouped_op(plan, stage).group_column() {
+        Some(_) => group_keys(plan, stage, &batch.rows)?,
+        None => episode_ids(&batch.rows),
+    };
     let mut by_worker: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     for (i, k) in keys.iter().enumerate() {
         by_worker.entry(stable_hash(k.as_bytes()) % peers as u64).or_default().push(i as u32);
@@ -84,7 +91,13 @@ fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize) -> Result<Ve
 }
 
 /// Renders grouped stage `stage` followed by the local stages `then` on `rows`.
-pub fn render_grouped<'s>(rows: Stream<'s, u64, Vec<Batch>>, plan: Arc<Plan>, stage: usize, then: Vec<usize>, errors: ErrorSlot) -> Stream<'s, u64, Vec<Batch>> {
+pub fn render_grouped<'s>(
+    rows: Stream<'s, u64, Vec<Batch>>,
+    plan: Arc<Plan>,
+    stage: usize,
+    then: Vec<usize>,
+    errors: ErrorSlot,
+) -> Stream<'s, u64, Vec<Batch>> {
     let peers = rows.scope().peers();
     let id = plan.stages[stage].id.clone();
 
@@ -155,8 +168,15 @@ pub fn render_grouped<'s>(rows: Stream<'s, u64, Vec<Batch>>, plan: Arc<Plan>, st
             let mut it = vals.iter().map(|(v, m)| (v.1, (*m).max(0) as usize));
             out.push((grouped_op(&p, stage).summarize(&mut it), 1isize));
         })
-        .inner
-        .exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| stable_hash(group.as_bytes()) % peers as u64);
+        .inner;
+    // A group's summary goes to the worker holding its rows; the whole-dataset summary to all.
+    let summaries = if grouped_op(&plan, stage).group_column().is_some() {
+        summaries.exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| {
+            stable_hash(group.as_bytes()) % peers as u64
+        })
+    } else {
+        summaries.broadcast()
+    };
 
     // 4. Join summaries back to rows; emit every touched group's rows once the epoch is complete.
     let p = plan;
@@ -179,7 +199,8 @@ pub fn render_grouped<'s>(rows: Stream<'s, u64, Vec<Batch>>, plan: Arc<Plan>, st
                     let b = store.len();
                     for (r, (ep, key)) in episode_ids(&batch.rows).into_iter().zip(keys).enumerate() {
                         rows.entry(key.clone()).or_default().insert(ep, (b, r));
-                        let entry = pending.entry(t).or_insert_with(|| (cap.delayed(&t, 0), BTreeSet::new(), Vec::new()));
+                        let entry =
+                            pending.entry(t).or_insert_with(|| (cap.delayed(&t, 0), BTreeSet::new(), Vec::new()));
                         entry.1.insert(key);
                     }
                     store.push(batch.rows);

@@ -14,7 +14,12 @@ use crate::schema::ColumnType;
 use crate::stages::{Operator, StageInput};
 
 /// Attaches `arrays` as the columns `writes` of `batch`.
-pub fn attach(stage: &str, batch: &RecordBatch, writes: &[(String, ColumnType)], arrays: Vec<ArrayRef>) -> Result<RecordBatch> {
+pub fn attach(
+    stage: &str,
+    batch: &RecordBatch,
+    writes: &[(String, ColumnType)],
+    arrays: Vec<ArrayRef>,
+) -> Result<RecordBatch> {
     if arrays.len() != writes.len() {
         return Err(Error::stage(stage, format!("produced {} columns, declared {}", arrays.len(), writes.len())));
     }
@@ -23,7 +28,10 @@ pub fn attach(stage: &str, batch: &RecordBatch, writes: &[(String, ColumnType)],
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for ((name, ty), array) in writes.iter().zip(arrays) {
         if array.len() != batch.num_rows() {
-            return Err(Error::stage(stage, format!("column '{name}' has {} rows, the batch {}", array.len(), batch.num_rows())));
+            return Err(Error::stage(
+                stage,
+                format!("column '{name}' has {} rows, the batch {}", array.len(), batch.num_rows()),
+            ));
         }
         let field = Arc::new(Field::new(name, ty.to_arrow(), true));
         match fields.iter().position(|f| f.name() == name) {
@@ -47,9 +55,8 @@ pub fn run_local(stages: &[&PlannedStage], batch: RecordBatch, source: &str) -> 
         let Operator::Local(op) = &st.op else {
             return Err(Error::stage(&st.id, "is not a local stage"));
         };
-        let arrays = op
-            .apply(&StageInput::new(&batch, &st.read))
-            .map_err(|m| Error::stage(&st.id, format!("{source}: {m}")))?;
+        let arrays =
+            op.apply(&StageInput::new(&batch, &st.read)).map_err(|m| Error::stage(&st.id, format!("{source}: {m}")))?;
         batch = attach(&st.id, &batch, &st.writes, arrays)?;
     }
     Ok(batch)

@@ -80,6 +80,16 @@ pub enum Job {
     },
 }
 
+/// Which columns the output dataset gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Columns {
+    /// Every trajectory column plus the columns the stages write: a complete dataset.
+    #[default]
+    All,
+    /// `episode_id` and the columns the stages write (join them back by `episode_id`).
+    Outputs,
+}
+
 /// What a run did, summed over this process's workers.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -94,11 +104,23 @@ pub struct RunReport {
 }
 
 /// Runs `plan` over `job`, writing to the dataset at `output`. `on_rows` is called from worker
-/// threads with the number of rows each written part holds (for progress bars).
-pub fn run(plan: Plan, job: Job, output: PathBuf, cluster: &Cluster, on_rows: Arc<dyn Fn(u64) + Send + Sync>) -> Result<RunReport> {
+/// threads with the number of rows each input batch holds as it is read (for progress bars).
+pub fn run(
+    plan: Plan,
+    job: Job,
+    output: PathBuf,
+    columns: Columns,
+    cluster: &Cluster,
+    on_rows: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<RunReport> {
     let config = cluster.to_timely()?;
     let plan = Arc::new(plan);
-    let layout = Arc::new(InputLayout::new(&plan));
+    let layout = Arc::new(InputLayout::new(&plan, columns));
+    let keep: Option<Vec<String>> = (columns == Columns::Outputs).then(|| {
+        std::iter::once("episode_id".to_string())
+            .chain(plan.stages.iter().flat_map(|s| s.writes.iter().map(|(n, _)| n.clone())))
+            .collect()
+    });
     let dataset = Dataset::create(&output)?;
     let errors = ErrorSlot::default();
     let tag = crate::schema::TableSchema::trajectory().tag();
@@ -111,10 +133,17 @@ pub fn run(plan: Plan, job: Job, output: PathBuf, cluster: &Cluster, on_rows: Ar
         let probe = ProbeHandle::new();
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
-            let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers);
+            let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
             let out = render(rows, p.clone(), e.clone());
-            let on_rows = on_rows.clone();
-            sink::write_parts(out.probe_with(&probe), dataset.clone(), format!("w{index}"), tag.clone(), pending.clone(), e.clone(), move |n| on_rows(n));
+            sink::write_parts(
+                out.probe_with(&probe),
+                dataset.clone(),
+                format!("w{index}"),
+                tag.clone(),
+                keep.clone(),
+                pending.clone(),
+                e.clone(),
+            );
             handle
         });
         let mut report = RunReport::default();
@@ -160,13 +189,20 @@ pub fn run(plan: Plan, job: Job, output: PathBuf, cluster: &Cluster, on_rows: Ar
                     let mut epoch = 0u64;
                     loop {
                         for file in watcher.poll(&mut report.rejected)? {
+                            let started = Instant::now();
                             announce.send(file.display().to_string());
                             epoch += 1;
                             announce.advance_to(epoch);
                             while probe.less_than(&epoch) && !e.is_set() {
-                                worker.step_or_park(Some(Duration::from_millis(10)));
+                                worker.step_or_park(Some(Duration::from_millis(1)));
                             }
                             commit_done(&mut report)?;
+                            eprintln!(
+                                "watch: epoch {} ({}) done in {:.1} ms",
+                                epoch - 1,
+                                file.display(),
+                                started.elapsed().as_secs_f64() * 1e3
+                            );
                             if e.is_set() {
                                 break;
                             }
@@ -210,7 +246,14 @@ pub fn run(plan: Plan, job: Job, output: PathBuf, cluster: &Cluster, on_rows: Ar
 mod watch;
 
 /// Every worker reads its shard of every announced file.
-fn read_files<'s>(files: Stream<'s, u64, Vec<String>>, layout: Arc<InputLayout>, errors: ErrorSlot, index: usize, peers: usize) -> Stream<'s, u64, Vec<Batch>> {
+fn read_files<'s>(
+    files: Stream<'s, u64, Vec<String>>,
+    layout: Arc<InputLayout>,
+    errors: ErrorSlot,
+    index: usize,
+    peers: usize,
+    on_rows: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Stream<'s, u64, Vec<Batch>> {
     files
         .unary(Pipeline, "ReadShards", move |_, _| {
             move |input, output| {
@@ -220,8 +263,11 @@ fn read_files<'s>(files: Stream<'s, u64, Vec<String>>, layout: Arc<InputLayout>,
                         let path = PathBuf::from(&file);
                         match layout.read_shard(&path, index, peers) {
                             Ok(batches) => {
+                                on_rows(batches.iter().map(|b| b.num_rows() as u64).sum());
                                 let source: Arc<str> = file.into();
-                                session.give_iterator(batches.into_iter().map(|rows| Batch { rows, source: source.clone() }));
+                                session.give_iterator(
+                                    batches.into_iter().map(|rows| Batch { rows, source: source.clone() }),
+                                );
                             }
                             Err(err) => errors.set(err),
                         }

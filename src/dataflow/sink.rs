@@ -20,15 +20,16 @@ use crate::store::{Commit, Dataset};
 /// Parts written by this worker and not yet committed.
 pub type Pending = Rc<RefCell<Vec<Commit>>>;
 
-/// Renders the sink. `on_rows` is told how many rows each written part holds.
+/// Renders the sink. With `keep`, only those columns are written.
+#[allow(clippy::too_many_arguments)]
 pub fn write_parts<'s>(
     stream: Stream<'s, u64, Vec<Batch>>,
     dataset: Dataset,
     writer: String,
     schema_tag: String,
+    keep: Option<Vec<String>>,
     pending: Pending,
     errors: ErrorSlot,
-    on_rows: impl Fn(u64) + 'static,
 ) {
     let mut stash: BTreeMap<u64, Vec<RecordBatch>> = BTreeMap::new();
     stream.sink(Pipeline, "WriteParts", move |(input, frontier)| {
@@ -36,7 +37,15 @@ pub fn write_parts<'s>(
             let t = *cap.least().expect("a u64 stamp has a least time");
             let entry = stash.entry(t).or_default();
             for container in data {
-                entry.extend(container.drain(..).map(|b| b.rows).filter(|r| r.num_rows() > 0));
+                for b in container.drain(..).filter(|b| b.rows.num_rows() > 0) {
+                    match &keep {
+                        None => entry.push(b.rows),
+                        Some(cols) => match project(&b.rows, cols) {
+                            Ok(rows) => entry.push(rows),
+                            Err(e) => errors.set(e),
+                        },
+                    }
+                }
             }
         });
         while let Some((&t, _)) = stash.first_key_value() {
@@ -48,12 +57,15 @@ pub fn write_parts<'s>(
                 continue;
             }
             match dataset.write_uncommitted(&batches, t, &writer, &schema_tag, Vec::new()) {
-                Ok(commit) => {
-                    on_rows(commit.rows);
-                    pending.borrow_mut().push(commit);
-                }
+                Ok(commit) => pending.borrow_mut().push(commit),
                 Err(e) => errors.set(e),
             }
         }
     });
+}
+
+fn project(rows: &RecordBatch, columns: &[String]) -> crate::error::Result<RecordBatch> {
+    let schema = rows.schema();
+    let idx: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+    Ok(rows.project(&idx)?)
 }

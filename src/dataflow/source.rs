@@ -17,6 +17,8 @@ use crate::pipeline::Plan;
 use crate::schema::{check_columns, rows::check_rows, TableSchema};
 use crate::store::PartReader;
 
+use super::Columns;
+
 /// How input rows are laid out inside the dataflow.
 pub struct InputLayout {
     /// Schema every input batch is brought to: the plan's input columns, then the remaining
@@ -28,15 +30,19 @@ pub struct InputLayout {
 }
 
 impl InputLayout {
-    /// The layout for `plan`.
-    pub fn new(plan: &Plan) -> InputLayout {
+    /// The layout for `plan`. With [`Columns::All`] rows carry every trajectory column (so the
+    /// output is a complete dataset); with [`Columns::Outputs`] only what the stages read.
+    pub fn new(plan: &Plan, columns: Columns) -> InputLayout {
         // The trajectory table's fields in table order, then input columns it does not have
         // (renamed columns of a foreign dataset), so outputs keep the familiar column order.
-        let mut fields: Vec<Field> = TableSchema::trajectory()
-            .fields
-            .iter()
-            .map(|f| Field::new(&f.name, f.ty.to_arrow(), f.name != "episode_id"))
-            .collect();
+        let mut fields: Vec<Field> = match columns {
+            Columns::All => TableSchema::trajectory()
+                .fields
+                .iter()
+                .map(|f| Field::new(&f.name, f.ty.to_arrow(), f.name != "episode_id"))
+                .collect(),
+            Columns::Outputs => Vec::new(),
+        };
         for (name, ty) in &plan.input_columns {
             match fields.iter().position(|f| f.name() == name) {
                 Some(i) => fields[i] = Field::new(name, ty.to_arrow(), name != "episode_id"),

@@ -109,16 +109,9 @@ impl std::error::Error for BoundaryError {}
 /// Returns one entry per turn `0..n_turns`: the span of that turn's action, or
 /// `None` when the turn has no action tokens. See the module docs for the
 /// checks performed.
-pub fn action_spans(
-    segments: &[u8],
-    turns: &[i32],
-    n_turns: usize,
-) -> Result<Vec<Option<ActionSpan>>, BoundaryError> {
+pub fn action_spans(segments: &[u8], turns: &[i32], n_turns: usize) -> Result<Vec<Option<ActionSpan>>, BoundaryError> {
     if segments.len() != turns.len() {
-        return Err(BoundaryError::LengthMismatch {
-            segments: segments.len(),
-            turns: turns.len(),
-        });
+        return Err(BoundaryError::LengthMismatch { segments: segments.len(), turns: turns.len() });
     }
     let mut spans: Vec<Option<ActionSpan>> = vec![None; n_turns];
     let mut previous: Option<usize> = None;
@@ -129,34 +122,21 @@ pub fn action_spans(
         if code != ACTION {
             continue;
         }
-        let turn = usize::try_from(raw_turn)
-            .ok()
-            .filter(|&t| t < n_turns)
-            .ok_or(BoundaryError::TurnOutOfRange {
-                index,
-                turn: raw_turn,
-                n_turns,
-            })?;
+        let turn = usize::try_from(raw_turn).ok().filter(|&t| t < n_turns).ok_or(BoundaryError::TurnOutOfRange {
+            index,
+            turn: raw_turn,
+            n_turns,
+        })?;
         if let Some(prev) = previous {
             if turn < prev {
-                return Err(BoundaryError::TurnsDecreasing {
-                    index,
-                    previous: prev,
-                    turn,
-                });
+                return Err(BoundaryError::TurnsDecreasing { index, previous: prev, turn });
             }
         }
         previous = Some(turn);
         match &mut spans[turn] {
             Some(span) if span.end == index => span.end = index + 1,
             Some(_) => return Err(BoundaryError::NotContiguous { index, turn }),
-            slot @ None => {
-                *slot = Some(ActionSpan {
-                    turn,
-                    start: index,
-                    end: index + 1,
-                })
-            }
+            slot @ None => *slot = Some(ActionSpan { turn, start: index, end: index + 1 }),
         }
     }
     Ok(spans)
@@ -197,10 +177,7 @@ mod tests {
         let turns = [0, 0, 0, 0, 1, 1, 2, 3];
         let spans = action_spans(&seg, &turns, 3).unwrap();
         assert_eq!(spans, vec![span(0, 1, 3), None, span(2, 6, 7)]);
-        assert_eq!(
-            action_end_flags(&spans, seg.len()),
-            vec![false, false, true, false, false, false, true, false]
-        );
+        assert_eq!(action_end_flags(&spans, seg.len()), vec![false, false, true, false, false, false, true, false]);
     }
 
     #[test]
@@ -211,43 +188,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_token() {
-        assert_eq!(
-            action_spans(&[1, 1], &[0], 1),
-            Err(BoundaryError::LengthMismatch {
-                segments: 2,
-                turns: 1
-            })
-        );
+        assert_eq!(action_spans(&[1, 1], &[0], 1), Err(BoundaryError::LengthMismatch { segments: 2, turns: 1 }));
         let e = action_spans(&[0, 7], &[0, 0], 1).unwrap_err();
         assert_eq!(e, BoundaryError::UnknownSegment { index: 1, code: 7 });
         assert!(e.to_string().contains("token 1"));
         assert_eq!(
             action_spans(&[2, 1], &[0, 1], 1),
-            Err(BoundaryError::TurnOutOfRange {
-                index: 1,
-                turn: 1,
-                n_turns: 1
-            })
+            Err(BoundaryError::TurnOutOfRange { index: 1, turn: 1, n_turns: 1 })
         );
-        assert_eq!(
-            action_spans(&[1], &[-1], 1),
-            Err(BoundaryError::TurnOutOfRange {
-                index: 0,
-                turn: -1,
-                n_turns: 1
-            })
-        );
-        assert_eq!(
-            action_spans(&[1, 2, 1], &[0, 0, 0], 1),
-            Err(BoundaryError::NotContiguous { index: 2, turn: 0 })
-        );
+        assert_eq!(action_spans(&[1], &[-1], 1), Err(BoundaryError::TurnOutOfRange { index: 0, turn: -1, n_turns: 1 }));
+        assert_eq!(action_spans(&[1, 2, 1], &[0, 0, 0], 1), Err(BoundaryError::NotContiguous { index: 2, turn: 0 }));
         assert_eq!(
             action_spans(&[1, 1], &[1, 0], 2),
-            Err(BoundaryError::TurnsDecreasing {
-                index: 1,
-                previous: 1,
-                turn: 0
-            })
+            Err(BoundaryError::TurnsDecreasing { index: 1, previous: 1, turn: 0 })
         );
         let msg = BoundaryError::NotContiguous { index: 2, turn: 0 }.to_string();
         assert!(msg.contains("token 2") && msg.contains("turn 0"));

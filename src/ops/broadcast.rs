@@ -12,12 +12,7 @@ use super::segment::ACTION;
 /// # Panics
 /// If `out.len() != n_tokens`, if `per_turn.len() != spans.len()`, or if a
 /// span ends beyond `n_tokens`.
-pub fn broadcast_turn_values(
-    spans: &[Option<ActionSpan>],
-    per_turn: &[f32],
-    n_tokens: usize,
-    out: &mut [f32],
-) {
+pub fn broadcast_turn_values(spans: &[Option<ActionSpan>], per_turn: &[f32], n_tokens: usize, out: &mut [f32]) {
     assert_eq!(out.len(), n_tokens, "output length must equal n_tokens");
     assert_eq!(per_turn.len(), spans.len(), "one value per turn");
     out.fill(0.0);

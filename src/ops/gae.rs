@@ -63,35 +63,17 @@ impl GaeParams {
     /// POAD's Bellman backup with action decomposition: no discount inside an
     /// action (`γ_intra = 1, λ_intra = λ`).
     pub fn bad(gamma: f32, lambda: f32) -> Self {
-        Self {
-            gamma,
-            lambda,
-            gamma_intra: 1.0,
-            lambda_intra: lambda,
-            granularity: ValueGranularity::Token,
-        }
+        Self { gamma, lambda, gamma_intra: 1.0, lambda_intra: lambda, granularity: ValueGranularity::Token }
     }
 
     /// NTPO, identical to standard per-token GAE (`γ_intra = γ, λ_intra = λ`).
     pub fn ntpo(gamma: f32, lambda: f32) -> Self {
-        Self {
-            gamma,
-            lambda,
-            gamma_intra: gamma,
-            lambda_intra: lambda,
-            granularity: ValueGranularity::Token,
-        }
+        Self { gamma, lambda, gamma_intra: gamma, lambda_intra: lambda, granularity: ValueGranularity::Token }
     }
 
     /// TWOSOME: action-level values and step-level GAE.
     pub fn twosome(gamma: f32, lambda: f32) -> Self {
-        Self {
-            gamma,
-            lambda,
-            gamma_intra: 1.0,
-            lambda_intra: 1.0,
-            granularity: ValueGranularity::Action,
-        }
+        Self { gamma, lambda, gamma_intra: 1.0, lambda_intra: 1.0, granularity: ValueGranularity::Action }
     }
 }
 
@@ -159,13 +141,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn run(
-        spans: &[Option<ActionSpan>],
-        r: &[f32],
-        v: &[f32],
-        b: f32,
-        p: &GaeParams,
-    ) -> (Vec<f32>, Vec<f32>) {
+    fn run(spans: &[Option<ActionSpan>], r: &[f32], v: &[f32], b: f32, p: &GaeParams) -> (Vec<f32>, Vec<f32>) {
         let mut a = vec![f32::NAN; v.len()];
         let mut ret = vec![f32::NAN; v.len()];
         gae(spans, r, v, b, p, &mut a, &mut ret);
@@ -265,11 +241,7 @@ mod tests {
     fn golden_single_token_action() {
         let spans = action_spans(&[1], &[0], 1).unwrap();
         // δ = 3 + 0.5·0.5 − 1 = 2.25; ret = 3.25 (same for every configuration)
-        for p in [
-            GaeParams::bad(0.5, 0.5),
-            GaeParams::ntpo(0.5, 0.5),
-            GaeParams::twosome(0.5, 0.5),
-        ] {
+        for p in [GaeParams::bad(0.5, 0.5), GaeParams::ntpo(0.5, 0.5), GaeParams::twosome(0.5, 0.5)] {
             let (a, ret) = run(&spans, &[3.0], &[1.0], 0.5, &p);
             assert_eq!((a[0], ret[0]), (2.25, 3.25));
         }
@@ -289,9 +261,7 @@ mod tests {
     /// Classic per-token GAE (veRL) over the compacted action tokens, reward
     /// on the last token of each action; only valid without empty turns.
     fn reference_token_gae(ep: &Episode, b: f32, g: f32, l: f32) -> Vec<f32> {
-        let idx: Vec<usize> = (0..ep.segments.len())
-            .filter(|&i| ep.segments[i] == ACTION)
-            .collect();
+        let idx: Vec<usize> = (0..ep.segments.len()).filter(|&i| ep.segments[i] == ACTION).collect();
         let mut rew = vec![0.0f32; idx.len()];
         for (span, &r) in ep.spans.iter().zip(&ep.rewards) {
             if let Some(s) = span {
@@ -302,11 +272,7 @@ mod tests {
         let mut out = vec![0.0f32; ep.segments.len()];
         let mut running = 0.0f32;
         for k in (0..idx.len()).rev() {
-            let nv = if k + 1 < idx.len() {
-                ep.values[idx[k + 1]]
-            } else {
-                b
-            };
+            let nv = if k + 1 < idx.len() { ep.values[idx[k + 1]] } else { b };
             let delta = rew[k] + g * nv - ep.values[idx[k]];
             running = delta + g * l * running;
             out[idx[k]] = running;

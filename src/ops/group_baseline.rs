@@ -89,18 +89,12 @@ impl BaselineParams {
 
     /// Leave-one-out (LOOP / RLOO), singletons 0.
     pub fn leave_one_out() -> Self {
-        Self {
-            mode: BaselineMode::LeaveOneOut,
-            ..Self::grpo()
-        }
+        Self { mode: BaselineMode::LeaveOneOut, ..Self::grpo() }
     }
 
     /// Mean baseline without std scaling (Dr.GRPO), singletons 0.
     pub fn mean() -> Self {
-        Self {
-            mode: BaselineMode::Mean,
-            ..Self::grpo()
-        }
+        Self { mode: BaselineMode::Mean, ..Self::grpo() }
     }
 }
 
@@ -153,12 +147,7 @@ mod tests {
     use super::*;
 
     fn with(mode: BaselineMode, std: StdKind, epsilon: f64) -> BaselineParams {
-        BaselineParams {
-            mode,
-            std,
-            epsilon,
-            singleton: Singleton::Zero,
-        }
+        BaselineParams { mode, std, epsilon, singleton: Singleton::Zero }
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -169,34 +158,14 @@ mod tests {
     fn golden_stats() {
         // [1, 2, 3, 6]: sum 12, mean 3, m2 = 4 + 1 + 0 + 9 = 14
         let s = group_stats(&[1.0, 2.0, 3.0, 6.0]);
-        assert_eq!(
-            s,
-            GroupStats {
-                n: 4,
-                sum: 12.0,
-                mean: 3.0,
-                m2: 14.0
-            }
-        );
-        assert_eq!(
-            group_stats(&[]),
-            GroupStats {
-                n: 0,
-                sum: 0.0,
-                mean: 0.0,
-                m2: 0.0
-            }
-        );
+        assert_eq!(s, GroupStats { n: 4, sum: 12.0, mean: 3.0, m2: 14.0 });
+        assert_eq!(group_stats(&[]), GroupStats { n: 0, sum: 0.0, mean: 0.0, m2: 0.0 });
     }
 
     #[test]
     fn golden_singleton() {
         let s = group_stats(&[3.0]);
-        for mode in [
-            BaselineMode::LeaveOneOut,
-            BaselineMode::Mean,
-            BaselineMode::MeanStd,
-        ] {
+        for mode in [BaselineMode::LeaveOneOut, BaselineMode::Mean, BaselineMode::MeanStd] {
             let mut p = with(mode, StdKind::Unbiased, 1e-6);
             assert_eq!(group_advantage(3.0, &s, &p), 0.0);
             p.singleton = Singleton::Raw;
@@ -209,28 +178,15 @@ mod tests {
         // [1, 3]: mean 2, m2 = 1 + 1 = 2
         let s = group_stats(&[1.0, 3.0]);
         // LOO: 1 − 3/1 = −2 ((1 − 2)·2/1 = −2)
-        assert_eq!(
-            group_advantage(1.0, &s, &BaselineParams::leave_one_out()),
-            -2.0
-        );
-        assert_eq!(
-            group_advantage(3.0, &s, &BaselineParams::leave_one_out()),
-            2.0
-        );
+        assert_eq!(group_advantage(1.0, &s, &BaselineParams::leave_one_out()), -2.0);
+        assert_eq!(group_advantage(3.0, &s, &BaselineParams::leave_one_out()), 2.0);
         // Mean: 1 − 2 = −1
         assert_eq!(group_advantage(1.0, &s, &BaselineParams::mean()), -1.0);
         // unbiased std = sqrt(2/1); −1/sqrt(2) = −0.7071067811865475
-        let unb = group_advantage(
-            1.0,
-            &s,
-            &with(BaselineMode::MeanStd, StdKind::Unbiased, 0.0),
-        );
+        let unb = group_advantage(1.0, &s, &with(BaselineMode::MeanStd, StdKind::Unbiased, 0.0));
         assert!(close(unb, -0.7071067811865475));
         // with ε = 1e-6: −1/(1.4142135623730951 + 1e-6) = −0.7071062811869011
-        assert!(close(
-            group_advantage(1.0, &s, &BaselineParams::grpo()),
-            -0.7071062811869011
-        ));
+        assert!(close(group_advantage(1.0, &s, &BaselineParams::grpo()), -0.7071062811869011));
         // population std = sqrt(2/2) = 1 → −1 exactly
         let pop = with(BaselineMode::MeanStd, StdKind::Population, 0.0);
         assert_eq!(group_advantage(1.0, &s, &pop), -1.0);
@@ -251,10 +207,7 @@ mod tests {
         assert!(close(group_advantage(6.0, &s, &unb), 1.3887301496588271));
         assert!(close(group_advantage(6.0, &s, &pop), 1.6035674514745464));
         // ε = 1e-6: 3/(2.160246899469287 + 1e-6) = 1.3887295068019816
-        assert!(close(
-            group_advantage(6.0, &s, &BaselineParams::grpo()),
-            1.3887295068019816
-        ));
+        assert!(close(group_advantage(6.0, &s, &BaselineParams::grpo()), 1.3887295068019816));
     }
 
     #[test]
@@ -262,11 +215,7 @@ mod tests {
         // 0.1 + 0.1 + 0.1 = 0.30000000000000004 and /3 ≠ 0.1, hence the exact-mean rule.
         let s = group_stats(&[0.1, 0.1, 0.1]);
         assert_eq!((s.mean, s.m2), (0.1, 0.0));
-        for mode in [
-            BaselineMode::LeaveOneOut,
-            BaselineMode::Mean,
-            BaselineMode::MeanStd,
-        ] {
+        for mode in [BaselineMode::LeaveOneOut, BaselineMode::Mean, BaselineMode::MeanStd] {
             for std in [StdKind::Unbiased, StdKind::Population] {
                 for eps in [0.0, 1e-6] {
                     assert_eq!(group_advantage(0.1, &s, &with(mode, std, eps)), 0.0);

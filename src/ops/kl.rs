@@ -39,11 +39,7 @@ pub fn kl(logp: f32, ref_logp: f32, e: KlEstimator, c: KlClamp) -> f32 {
         KlEstimator::K2 => 0.5 * (logp - ref_logp) * (logp - ref_logp),
         KlEstimator::K3 => {
             let d = ref_logp - logp;
-            let d = if c == KlClamp::Verl {
-                d.clamp(-20.0, 20.0)
-            } else {
-                d
-            };
+            let d = if c == KlClamp::Verl { d.clamp(-20.0, 20.0) } else { d };
             d.exp_m1() - d
         }
     };
@@ -57,14 +53,7 @@ pub fn kl(logp: f32, ref_logp: f32, e: KlEstimator, c: KlClamp) -> f32 {
 ///
 /// # Panics
 /// If `logp`, `ref_logp`, `segments` and `out` differ in length.
-pub fn kl_tokens(
-    logp: &[f32],
-    ref_logp: &[f32],
-    segments: &[u8],
-    e: KlEstimator,
-    c: KlClamp,
-    out: &mut [f32],
-) {
+pub fn kl_tokens(logp: &[f32], ref_logp: &[f32], segments: &[u8], e: KlEstimator, c: KlClamp, out: &mut [f32]) {
     assert_eq!(logp.len(), segments.len(), "one logp per token");
     assert_eq!(ref_logp.len(), segments.len(), "one ref logp per token");
     assert_eq!(out.len(), segments.len(), "one output per token");
@@ -110,10 +99,7 @@ mod tests {
         assert_eq!(kl(-30.0, 0.0, KlEstimator::K1, KlClamp::OpenRlhf), -10.0);
         assert_eq!(kl(-30.0, 0.0, KlEstimator::K1, KlClamp::Verl), -30.0);
         // d = 100: e^100 overflows f32 → +∞ unclamped; Verl pre-clamps d to 20, then 10
-        assert_eq!(
-            kl(-100.0, 0.0, KlEstimator::K3, KlClamp::None),
-            f32::INFINITY
-        );
+        assert_eq!(kl(-100.0, 0.0, KlEstimator::K3, KlClamp::None), f32::INFINITY);
         assert_eq!(kl(-100.0, 0.0, KlEstimator::K3, KlClamp::Verl), 10.0);
         assert_eq!(kl(-100.0, 0.0, KlEstimator::K3, KlClamp::OpenRlhf), 10.0);
     }
@@ -121,14 +107,7 @@ mod tests {
     #[test]
     fn golden_tokens() {
         let mut out = [9.0f32; 3];
-        kl_tokens(
-            &[-1.0, -1.0, -3.0],
-            &[-2.0, -2.0, -1.0],
-            &[1, 2, 1],
-            KlEstimator::K1,
-            KlClamp::Verl,
-            &mut out,
-        );
+        kl_tokens(&[-1.0, -1.0, -3.0], &[-2.0, -2.0, -1.0], &[1, 2, 1], KlEstimator::K1, KlClamp::Verl, &mut out);
         // token 0: −1 − (−2) = 1; token 1 observation; token 2: −3 − (−1) = −2
         assert_eq!(out, [1.0, 0.0, -2.0]);
     }

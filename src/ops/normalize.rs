@@ -40,20 +40,12 @@ pub struct NormalizeParams {
 impl Default for NormalizeParams {
     /// veRL `masked_whiten`: unbiased variance, ε = 1e-8, mean subtracted.
     fn default() -> Self {
-        Self {
-            std: StdKind::Unbiased,
-            epsilon: 1e-8,
-            shift_mean: true,
-        }
+        Self { std: StdKind::Unbiased, epsilon: 1e-8, shift_mean: true }
     }
 }
 
 fn action_values<'a>(values: &'a [f32], segments: &'a [u8]) -> impl Iterator<Item = f64> + 'a {
-    values
-        .iter()
-        .zip(segments)
-        .filter(|(_, &s)| s == ACTION)
-        .map(|(&v, _)| f64::from(v))
+    values.iter().zip(segments).filter(|(_, &s)| s == ACTION).map(|(&v, _)| f64::from(v))
 }
 
 /// Moments of `values` over the action tokens.
@@ -64,16 +56,10 @@ pub fn moments(values: &[f32], segments: &[u8]) -> Moments {
     assert_eq!(values.len(), segments.len(), "one segment per value");
     let (n, sum) = action_values(values, segments).fold((0u64, 0.0f64), |(n, s), x| (n + 1, s + x));
     if n == 0 {
-        return Moments {
-            n: 0,
-            mean: 0.0,
-            m2: 0.0,
-        };
+        return Moments { n: 0, mean: 0.0, m2: 0.0 };
     }
     let mean = sum / n as f64;
-    let m2 = action_values(values, segments)
-        .map(|x| (x - mean) * (x - mean))
-        .sum();
+    let m2 = action_values(values, segments).map(|x| (x - mean) * (x - mean)).sum();
     Moments { n, mean, m2 }
 }
 
@@ -89,11 +75,7 @@ pub fn combine(a: &Moments, b: &Moments) -> Moments {
     let n = a.n + b.n;
     let (na, nb, nf) = (a.n as f64, b.n as f64, n as f64);
     let delta = b.mean - a.mean;
-    Moments {
-        n,
-        mean: a.mean + delta * nb / nf,
-        m2: a.m2 + b.m2 + delta * delta * na * nb / nf,
-    }
+    Moments { n, mean: a.mean + delta * nb / nf, m2: a.m2 + b.m2 + delta * delta * na * nb / nf }
 }
 
 /// Variance of `m`: `m2/(n − 1)` (unbiased; 0 when `n < 2`) or `m2/n`
@@ -117,11 +99,7 @@ pub fn whiten(values: &[f32], segments: &[u8], m: &Moments, p: &NormalizeParams,
     let scale = 1.0 / (variance(m, p.std) + p.epsilon).sqrt();
     let offset = if p.shift_mean { 0.0 } else { m.mean };
     for ((o, &v), &s) in out.iter_mut().zip(values).zip(segments) {
-        *o = if s == ACTION {
-            ((f64::from(v) - m.mean) * scale + offset) as f32
-        } else {
-            0.0
-        };
+        *o = if s == ACTION { ((f64::from(v) - m.mean) * scale + offset) as f32 } else { 0.0 };
     }
 }
 
@@ -134,32 +112,14 @@ mod tests {
     fn golden_moments_and_variance() {
         // action values 1, 2, 3, 6 (9s are non-action): mean 3, m2 = 4 + 1 + 0 + 9 = 14
         let m = moments(&[9.0, 1.0, 2.0, 9.0, 3.0, 6.0], &[0, 1, 1, 2, 1, 1]);
-        assert_eq!(
-            m,
-            Moments {
-                n: 4,
-                mean: 3.0,
-                m2: 14.0
-            }
-        );
+        assert_eq!(m, Moments { n: 4, mean: 3.0, m2: 14.0 });
         // unbiased 14/3, population 14/4 = 3.5
         assert_eq!(variance(&m, StdKind::Unbiased), 14.0 / 3.0);
         assert_eq!(variance(&m, StdKind::Population), 3.5);
-        let one = Moments {
-            n: 1,
-            mean: 5.0,
-            m2: 0.0,
-        };
+        let one = Moments { n: 1, mean: 5.0, m2: 0.0 };
         assert_eq!(variance(&one, StdKind::Unbiased), 0.0);
         assert_eq!(variance(&one, StdKind::Population), 0.0);
-        assert_eq!(
-            moments(&[1.0], &[0]),
-            Moments {
-                n: 0,
-                mean: 0.0,
-                m2: 0.0
-            }
-        );
+        assert_eq!(moments(&[1.0], &[0]), Moments { n: 0, mean: 0.0, m2: 0.0 });
     }
 
     #[test]
@@ -172,11 +132,7 @@ mod tests {
         assert_eq!(c.n, 3);
         assert!((c.mean - 10.0 / 3.0).abs() < 1e-15);
         assert!((c.m2 - 38.0 / 3.0).abs() < 1e-14);
-        let empty = Moments {
-            n: 0,
-            mean: 0.0,
-            m2: 0.0,
-        };
+        let empty = Moments { n: 0, mean: 0.0, m2: 0.0 };
         assert_eq!(combine(&empty, &a), a);
         assert_eq!(combine(&a, &empty), a);
     }
@@ -188,35 +144,15 @@ mod tests {
         let v = [1.0, 50.0, 3.0];
         let m = moments(&v, &seg);
         let mut out = [9.0f32; 3];
-        let pop = NormalizeParams {
-            std: StdKind::Population,
-            epsilon: 0.0,
-            shift_mean: true,
-        };
+        let pop = NormalizeParams { std: StdKind::Population, epsilon: 0.0, shift_mean: true };
         whiten(&v, &seg, &m, &pop, &mut out);
         assert_eq!(out, [-1.0, 0.0, 1.0]);
         // shift_mean = false: −1 + 2 = 1, 1 + 2 = 3
-        whiten(
-            &v,
-            &seg,
-            &m,
-            &NormalizeParams {
-                shift_mean: false,
-                ..pop
-            },
-            &mut out,
-        );
+        whiten(&v, &seg, &m, &NormalizeParams { shift_mean: false, ..pop }, &mut out);
         assert_eq!(out, [1.0, 0.0, 3.0]);
         // unbiased var 2, ε = 1e-8: ±1/sqrt(2.00000001) = ±0.70710677 (f32)
         whiten(&v, &seg, &m, &NormalizeParams::default(), &mut out);
-        assert_eq!(
-            out,
-            [
-                (-1.0 / 2.00000001f64.sqrt()) as f32,
-                0.0,
-                (1.0 / 2.00000001f64.sqrt()) as f32
-            ]
-        );
+        assert_eq!(out, [(-1.0 / 2.00000001f64.sqrt()) as f32, 0.0, (1.0 / 2.00000001f64.sqrt()) as f32]);
         assert!((out[2] - 0.70710677).abs() < 1e-7);
     }
 
@@ -227,19 +163,8 @@ mod tests {
         let seg = [1u8; 4];
         let v = [1.0, 2.0, 3.0, 6.0];
         let mut out = [0.0f32; 4];
-        whiten(
-            &v,
-            &seg,
-            &moments(&v, &seg),
-            &NormalizeParams::default(),
-            &mut out,
-        );
-        let want: [f64; 4] = [
-            -0.9258200987806015,
-            -0.4629100493903007,
-            0.0,
-            1.3887301481709022,
-        ];
+        whiten(&v, &seg, &moments(&v, &seg), &NormalizeParams::default(), &mut out);
+        let want: [f64; 4] = [-0.9258200987806015, -0.4629100493903007, 0.0, 1.3887301481709022];
         for (o, w) in out.iter().zip(want) {
             assert!((f64::from(*o) - w).abs() < 1e-6);
         }

@@ -85,28 +85,19 @@ mod tests {
     fn golden_reset() {
         // A1: j=5: 2; j=4: 0.5·2 = 1. Gap (token 3) → reset.
         // A0: j=2: 1 + 0.5·0 = 1; j=1: 0.5·1 = 0.5
-        assert_eq!(
-            run(&SEG, &TURNS, &[1.0, 2.0], ObservationPolicy::Reset),
-            vec![0.0, 0.5, 1.0, 0.0, 1.0, 2.0]
-        );
+        assert_eq!(run(&SEG, &TURNS, &[1.0, 2.0], ObservationPolicy::Reset), vec![0.0, 0.5, 1.0, 0.0, 1.0, 2.0]);
     }
 
     #[test]
     fn golden_carry() {
         // A1 as above; A0: j=2: 1 + 0.5·1 = 1.5; j=1: 0.5·1.5 = 0.75
-        assert_eq!(
-            run(&SEG, &TURNS, &[1.0, 2.0], ObservationPolicy::Carry),
-            vec![0.0, 0.75, 1.5, 0.0, 1.0, 2.0]
-        );
+        assert_eq!(run(&SEG, &TURNS, &[1.0, 2.0], ObservationPolicy::Carry), vec![0.0, 0.75, 1.5, 0.0, 1.0, 2.0]);
     }
 
     #[test]
     fn adjacent_actions_are_not_reset() {
         // A0 A1 with no gap: j=1: 2; j=0: 1 + 0.5·2 = 2
-        assert_eq!(
-            run(&[1, 1], &[0, 1], &[1.0, 2.0], ObservationPolicy::Reset),
-            vec![2.0, 2.0]
-        );
+        assert_eq!(run(&[1, 1], &[0, 1], &[1.0, 2.0], ObservationPolicy::Reset), vec![2.0, 2.0]);
     }
 
     #[test]
@@ -114,14 +105,8 @@ mod tests {
         // A0 O O(turn 1, empty) A2; r = [1, 2, 4]
         // A2: 4. A0 (carry): R = 1 + 0.5·2 = 2, D = 0.25: 2 + 0.25·4 = 3; reset: 2
         let (seg, turns, r) = ([1, 2, 2, 1], [0, 0, 1, 2], [1.0, 2.0, 4.0]);
-        assert_eq!(
-            run(&seg, &turns, &r, ObservationPolicy::Carry),
-            vec![3.0, 0.0, 0.0, 4.0]
-        );
-        assert_eq!(
-            run(&seg, &turns, &r, ObservationPolicy::Reset),
-            vec![2.0, 0.0, 0.0, 4.0]
-        );
+        assert_eq!(run(&seg, &turns, &r, ObservationPolicy::Carry), vec![3.0, 0.0, 0.0, 4.0]);
+        assert_eq!(run(&seg, &turns, &r, ObservationPolicy::Reset), vec![2.0, 0.0, 0.0, 4.0]);
     }
 
     proptest! {

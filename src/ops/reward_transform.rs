@@ -44,22 +44,13 @@ mod tests {
     #[test]
     fn golden_reflector() {
         // code, α = 1: (0.75 − 0.25)·(0.25 + 1)/1 = 0.5·1.25 = 0.625
-        assert_eq!(
-            reflector_reward(0.75, 0.25, &ReflectorFormula::default()),
-            0.625
-        );
+        assert_eq!(reflector_reward(0.75, 0.25, &ReflectorFormula::default()), 0.625);
         // code, α = 0.5: 0.5·(0.25 + 0.5)/0.5 = 0.75
-        assert_eq!(
-            reflector_reward(0.75, 0.25, &ReflectorFormula::Code { alpha: 0.5 }),
-            0.75
-        );
+        assert_eq!(reflector_reward(0.75, 0.25, &ReflectorFormula::Code { alpha: 0.5 }), 0.75);
         // paper: 0.75 − 0.25 = 0.5
         assert_eq!(reflector_reward(0.75, 0.25, &ReflectorFormula::Paper), 0.5);
         // regression, code α = 1: (0 − 1)·(1 + 1) = −2; paper: −1
-        assert_eq!(
-            reflector_reward(0.0, 1.0, &ReflectorFormula::default()),
-            -2.0
-        );
+        assert_eq!(reflector_reward(0.0, 1.0, &ReflectorFormula::default()), -2.0);
         assert_eq!(reflector_reward(0.0, 1.0, &ReflectorFormula::Paper), -1.0);
     }
 

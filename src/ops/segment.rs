@@ -40,12 +40,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejects_unknown() {
-        for s in [
-            Segment::Prompt,
-            Segment::Action,
-            Segment::Observation,
-            Segment::Template,
-        ] {
+        for s in [Segment::Prompt, Segment::Action, Segment::Observation, Segment::Template] {
             assert_eq!(Segment::from_u8(s as u8), Some(s));
         }
         assert_eq!(ACTION, 1);

@@ -33,20 +33,11 @@ pub struct Step {
 /// # Panics
 /// If `spans` and `turn_rewards` differ in length.
 pub fn folded_steps(spans: &[Option<ActionSpan>], turn_rewards: &[f32], gamma: f32) -> Vec<Step> {
-    assert_eq!(
-        spans.len(),
-        turn_rewards.len(),
-        "one span entry per turn reward"
-    );
+    assert_eq!(spans.len(), turn_rewards.len(), "one span entry per turn reward");
     let mut steps: Vec<Step> = Vec::with_capacity(spans.len());
     for (span, &reward) in spans.iter().zip(turn_rewards) {
         match span {
-            Some(span) => steps.push(Step {
-                span: *span,
-                reward,
-                discount: gamma,
-                n_turns: 1,
-            }),
+            Some(span) => steps.push(Step { span: *span, reward, discount: gamma, n_turns: 1 }),
             None => {
                 if let Some(step) = steps.last_mut() {
                     step.reward += step.discount * reward;
@@ -92,15 +83,9 @@ pub(crate) mod tests {
                     turns.extend(std::iter::repeat_n(t as i32, alen + olen));
                 }
                 let rewards: Vec<f32> = layout.iter().map(|&(_, _, r)| r as f32).collect();
-                let spans = action_spans(&segments, &turns, rewards.len())
-                    .expect("generated layout is valid");
+                let spans = action_spans(&segments, &turns, rewards.len()).expect("generated layout is valid");
                 let values = pool[..segments.len()].to_vec();
-                Episode {
-                    segments,
-                    values,
-                    rewards,
-                    spans,
-                }
+                Episode { segments, values, rewards, spans }
             })
     }
 
@@ -117,22 +102,12 @@ pub(crate) mod tests {
         assert_eq!(steps.len(), 2);
         // turn 0's reward 8 is credited nowhere.
         // step 1: 1 + 0.5·2 + 0.25·4 = 3; discount 0.5³ = 0.125; 3 turns
-        assert_eq!(
-            steps[0].span,
-            ActionSpan {
-                turn: 1,
-                start: 0,
-                end: 2
-            }
-        );
+        assert_eq!(steps[0].span, ActionSpan { turn: 1, start: 0, end: 2 });
         assert_eq!(steps[0].reward, 3.0);
         assert_eq!(steps[0].discount, 0.125);
         assert_eq!(steps[0].n_turns, 3);
         // step 4: 3, discount 0.5
-        assert_eq!(
-            (steps[1].reward, steps[1].discount, steps[1].n_turns),
-            (3.0, 0.5, 1)
-        );
+        assert_eq!((steps[1].reward, steps[1].discount, steps[1].n_turns), (3.0, 0.5, 1));
         assert!(folded_steps(&[None, None], &[1.0, 2.0], 0.9).is_empty());
     }
 

@@ -33,11 +33,8 @@ pub fn explain(plan: &Plan) -> String {
             let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(s, "       params: {}", p.join(" "));
         }
-        let reads: Vec<String> = st
-            .read
-            .iter()
-            .map(|(l, c)| if l == c { c.clone() } else { format!("{c} as {l}") })
-            .collect();
+        let reads: Vec<String> =
+            st.read.iter().map(|(l, c)| if l == c { c.clone() } else { format!("{c} as {l}") }).collect();
         let _ = writeln!(s, "       reads:  {}", reads.join(", "));
         let writes: Vec<String> = st.writes.iter().map(|(c, t)| format!("{c}: {t}")).collect();
         let _ = writeln!(s, "       writes: {}", writes.join(", "));

@@ -79,7 +79,12 @@ impl Plan {
             message,
         };
         if spec.stages.is_empty() {
-            return Err(Error::Spec { file: file.clone(), stage: None, key: Some("stage".into()), message: "the pipeline has no stages".into() });
+            return Err(Error::Spec {
+                file: file.clone(),
+                stage: None,
+                key: Some("stage".into()),
+                message: "the pipeline has no stages".into(),
+            });
         }
         // Ids and edges.
         let mut index = BTreeMap::new();
@@ -131,19 +136,33 @@ impl Plan {
                 match (found, input.get(&name)) {
                     (Some(ty), _) => {
                         if ty != c.ty {
-                            return Err(err(&s.id, &key, format!("column '{name}' is {ty} (written by stage '{}'), expected {}", spec.stages[written_by[&name].0].id, c.ty)));
+                            return Err(err(
+                                &s.id,
+                                &key,
+                                format!(
+                                    "column '{name}' is {ty} (written by stage '{}'), expected {}",
+                                    spec.stages[written_by[&name].0].id, c.ty
+                                ),
+                            ));
                         }
                     }
                     (None, Some(dt)) => {
                         if !c.ty.matches(dt) {
-                            return Err(err(&s.id, &key, format!("column '{name}' is {dt} in {source}, expected {}", c.ty)));
+                            return Err(err(
+                                &s.id,
+                                &key,
+                                format!("column '{name}' is {dt} in {source}, expected {}", c.ty),
+                            ));
                         }
                         input_columns.insert(name.clone(), c.ty.clone());
                     }
                     (None, None) if c.optional => {}
                     (None, None) => {
                         let hint = match written_by.get(&name) {
-                            Some((w, _)) => format!("; stage '{}' writes it but is not upstream (add it to inputs)", spec.stages[*w].id),
+                            Some((w, _)) => format!(
+                                "; stage '{}' writes it but is not upstream (add it to inputs)",
+                                spec.stages[*w].id
+                            ),
                             None => String::new(),
                         };
                         return Err(err(&s.id, &key, format!("reads column '{name}', which is neither in {source} nor written by an upstream stage{hint}")));
@@ -157,18 +176,36 @@ impl Plan {
                 let key = if s.write.contains_key(c.name) { format!("write.{}", c.name) } else { "op".to_string() };
                 if let Some(dt) = input.get(&name) {
                     if !c.ty.matches(dt) {
-                        return Err(err(&s.id, &key, format!("would overwrite input column '{name}' ({dt}) with {}", c.ty)));
+                        return Err(err(
+                            &s.id,
+                            &key,
+                            format!("would overwrite input column '{name}' ({dt}) with {}", c.ty),
+                        ));
                     }
                 }
                 if let Some((w, _)) = written_by.get(&name) {
                     if !ancestors[i].contains(w) {
-                        return Err(err(&s.id, &key, format!("column '{name}' is also written by stage '{}', which is not upstream of this one", spec.stages[*w].id)));
+                        return Err(err(
+                            &s.id,
+                            &key,
+                            format!(
+                                "column '{name}' is also written by stage '{}', which is not upstream of this one",
+                                spec.stages[*w].id
+                            ),
+                        ));
                     }
                 }
                 written_by.insert(name.clone(), (i, c.ty.clone()));
                 out.push((name, c.ty.clone()));
             }
-            planned[i] = Some(PlannedStage { id: s.id.clone(), op_name: s.op.clone(), inputs: s.inputs.clone(), op, read, writes: out });
+            planned[i] = Some(PlannedStage {
+                id: s.id.clone(),
+                op_name: s.op.clone(),
+                inputs: s.inputs.clone(),
+                op,
+                read,
+                writes: out,
+            });
         }
         let stages = order.iter().map(|&i| planned[i].take().expect("every stage was planned")).collect();
         Ok(Plan {
@@ -187,14 +224,22 @@ impl Plan {
     }
 }
 
-fn check_renames<'a>(s: &StageSpec, which: &str, names: impl Iterator<Item = &'a str>) -> std::result::Result<(), (String, String)> {
+fn check_renames<'a>(
+    s: &StageSpec,
+    which: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> std::result::Result<(), (String, String)> {
     let known: BTreeSet<&str> = names.collect();
     let map = if which == "read" { &s.read } else { &s.write };
     for k in map.keys() {
         if !known.contains(k.as_str()) {
             return Err((
                 format!("{which}.{k}"),
-                format!("operator '{}' has no {which} column '{k}' (it has: {})", s.op, known.iter().copied().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "operator '{}' has no {which} column '{k}' (it has: {})",
+                    s.op,
+                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
             ));
         }
     }
@@ -229,7 +274,12 @@ fn topo_order(stages: &[StageSpec], index: &BTreeMap<String, usize>) -> std::res
     let mut path = vec![(0..n).find(|&i| indegree[i] > 0).expect("some stage is unplaced")];
     loop {
         let cur = *path.last().expect("non-empty");
-        let next = stages[cur].inputs.iter().map(|u| index[u]).find(|&u| indegree[u] > 0).expect("an unplaced stage has an unplaced input");
+        let next = stages[cur]
+            .inputs
+            .iter()
+            .map(|u| index[u])
+            .find(|&u| indegree[u] > 0)
+            .expect("an unplaced stage has an unplaced input");
         if let Some(pos) = path.iter().position(|&p| p == next) {
             let mut cycle: Vec<String> = path[pos..].iter().rev().map(|&p| stages[p].id.clone()).collect();
             cycle.push(cycle[0].clone());

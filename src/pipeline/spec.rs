@@ -93,7 +93,9 @@ impl PipelineSpec {
         for (i, mut t) in raw.stage.into_iter().enumerate() {
             let id = match t.remove("id") {
                 Some(toml::Value::String(s)) if !s.is_empty() => s,
-                Some(_) => return Err(err(None, Some("id"), format!("stage #{}: id must be a non-empty string", i + 1))),
+                Some(_) => {
+                    return Err(err(None, Some("id"), format!("stage #{}: id must be a non-empty string", i + 1)))
+                }
                 None => return Err(err(None, Some("id"), format!("stage #{} has no id", i + 1))),
             };
             let op = match t.remove("op") {
@@ -109,9 +111,9 @@ impl PipelineSpec {
             let mut renames = |key: &str| -> Result<BTreeMap<String, String>> {
                 match t.remove(key) {
                     None => Ok(BTreeMap::new()),
-                    Some(v) => v.try_into().map_err(|_| {
-                        err(Some(&id), Some(key), "must be a table of logical name = \"column\"".into())
-                    }),
+                    Some(v) => v
+                        .try_into()
+                        .map_err(|_| err(Some(&id), Some(key), "must be a table of logical name = \"column\"".into())),
                 }
             };
             let read = renames("read")?;

@@ -81,10 +81,7 @@ impl TableSchema {
     /// The Arrow schema of the whole table.
     pub fn to_arrow(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.fields
-                .iter()
-                .map(|f| Field::new(&f.name, f.ty.to_arrow(), f.nullable))
-                .collect::<Vec<_>>(),
+            self.fields.iter().map(|f| Field::new(&f.name, f.ty.to_arrow(), f.nullable)).collect::<Vec<_>>(),
         ))
     }
 }
@@ -123,20 +120,20 @@ mod tests {
         assert_eq!(s.tag(), "trajectory.v1");
         assert!(s.fields.iter().all(|f| !f.doc.is_empty()));
         let arrow = s.to_arrow();
-        assert_eq!(arrow.field_with_name("tokens").unwrap().data_type(), &ColumnType::parse("list<int32>").unwrap().to_arrow());
+        assert_eq!(
+            arrow.field_with_name("tokens").unwrap().data_type(),
+            &ColumnType::parse("list<int32>").unwrap().to_arrow()
+        );
         assert!(!arrow.field_with_name("episode_id").unwrap().is_nullable());
     }
 
     #[test]
     fn check_columns_names_file_and_column() {
         let schema = Schema::new(vec![Field::new("reward", DataType::Float64, false)]);
-        let err = check_columns(
-            Path::new("x.parquet"),
-            &schema,
-            &[("reward".into(), ColumnType::parse("float32").unwrap())],
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            check_columns(Path::new("x.parquet"), &schema, &[("reward".into(), ColumnType::parse("float32").unwrap())])
+                .unwrap_err()
+                .to_string();
         assert_eq!(err, "x.parquet: column 'reward': has type Float64, expected float32");
         let err = check_columns(
             Path::new("x.parquet"),

@@ -24,12 +24,16 @@ const FINITE_ON_ACTIONS: &[&str] = &["values", "logp", "logp_ref", "logp_behavio
 /// Checks every row of `batch`. `roles` maps logical column names (as operators know them) to the
 /// batch's column names; only roles present in it are checked.
 pub fn check_rows(file: &Path, batch: &RecordBatch, roles: &BTreeMap<String, String>) -> Result<()> {
-    let ids = batch
-        .column_by_name("episode_id")
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| Error::Schema { file: file.into(), column: "episode_id".into(), message: "missing or not utf8".into() })?;
+    let ids = batch.column_by_name("episode_id").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
+        Error::Schema { file: file.into(), column: "episode_id".into(), message: "missing or not utf8".into() }
+    })?;
     let episode = |i: usize| if ids.is_valid(i) { ids.value(i).to_string() } else { format!("<row {i}>") };
-    let data_err = |i: usize, column: &str, message: String| Error::Data { file: file.into(), episode: episode(i), column: column.into(), message };
+    let data_err = |i: usize, column: &str, message: String| Error::Data {
+        file: file.into(),
+        episode: episode(i),
+        column: column.into(),
+        message,
+    };
     if let Some(i) = (0..ids.len()).find(|&i| ids.is_null(i)) {
         return Err(data_err(i, "episode_id", "is null".into()));
     }
@@ -85,7 +89,11 @@ pub fn check_rows(file: &Path, batch: &RecordBatch, roles: &BTreeMap<String, Str
         for i in 0..l.len() {
             let n = (off[i + 1] - off[i]) as usize;
             if l.is_valid(i) && n != segments(i).len() {
-                return Err(data_err(i, name, format!("has {n} entries but segments has {} tokens", segments(i).len())));
+                return Err(data_err(
+                    i,
+                    name,
+                    format!("has {n} entries but segments has {} tokens", segments(i).len()),
+                ));
             }
         }
         if FINITE_ON_ACTIONS.contains(role) {

@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn parse_display_round_trip() {
-        for s in ["utf8", "bool", "uint8", "int32", "int64", "float32", "float64", "list<float32>", "list<list<int32>>"] {
+        for s in ["utf8", "bool", "uint8", "int32", "int64", "float32", "float64", "list<float32>", "list<list<int32>>"]
+        {
             assert_eq!(ColumnType::parse(s).unwrap().to_string(), s);
         }
         assert!(ColumnType::parse("list<float16>").is_none());

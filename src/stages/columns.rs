@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float32Array, ListArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float32Array, ListArray, PrimitiveArray, RecordBatch, StringArray,
+};
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
-use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float32Type};
+use arrow::datatypes::{ArrowPrimitiveType, Field, Float32Type};
 
 /// A batch as one stage sees it.
 pub struct StageInput<'a> {
@@ -109,13 +111,15 @@ impl<'a> StageInput<'a> {
     /// A boolean column.
     pub fn bools(&self, logical: &str) -> Result<&'a BooleanArray, String> {
         let arr = self.required(logical)?;
-        arr.as_boolean_opt().ok_or_else(|| format!("column '{}' is {}, expected bool", self.name(logical), arr.data_type()))
+        arr.as_boolean_opt()
+            .ok_or_else(|| format!("column '{}' is {}, expected bool", self.name(logical), arr.data_type()))
     }
 
     /// A utf8 column.
     pub fn strings(&self, logical: &str) -> Result<&'a StringArray, String> {
         let arr = self.required(logical)?;
-        arr.as_string_opt::<i32>().ok_or_else(|| format!("column '{}' is {}, expected utf8", self.name(logical), arr.data_type()))
+        arr.as_string_opt::<i32>()
+            .ok_or_else(|| format!("column '{}' is {}, expected utf8", self.name(logical), arr.data_type()))
     }
 }
 
@@ -124,32 +128,44 @@ pub fn opt_value(col: Option<&PrimitiveArray<Float32Type>>, i: usize) -> Option<
     col.filter(|c| c.is_valid(i)).map(|c| c.value(i))
 }
 
-fn rebased(offsets: &[i32]) -> OffsetBuffer<i32> {
-    let base = offsets[0];
-    OffsetBuffer::new(ScalarBuffer::from(offsets.iter().map(|o| o - base).collect::<Vec<_>>()))
+/// Fills one value vector with the row layout of `template` (offsets rebased to 0): row `i` is
+/// `fill(i, out)` with `out` of the template row's length, starting at `T::default()`.
+fn per_token<T: Clone + Default, U>(
+    template: &Lists<'_, U>,
+    rows: usize,
+    mut fill: impl FnMut(usize, &mut [T]) -> Result<(), String>,
+) -> Result<(OffsetBuffer<i32>, Vec<T>), String> {
+    let base = template.offsets[0];
+    let offsets: Vec<i32> = template.offsets[..=rows].iter().map(|o| o - base).collect();
+    let mut values = vec![T::default(); offsets[rows] as usize];
+    for i in 0..rows {
+        fill(i, &mut values[offsets[i] as usize..offsets[i + 1] as usize])?;
+    }
+    Ok((OffsetBuffer::new(ScalarBuffer::from(offsets)), values))
+}
+
+fn list_array(offsets: OffsetBuffer<i32>, values: ArrayRef) -> ArrayRef {
+    let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+    Arc::new(ListArray::new(field, offsets, values, None))
 }
 
 /// Builds a `list<float32>` with the row layout of `template`, filling row `i` with `fill(i, out)`
 /// where `out` has the length of the template's row `i` and starts zeroed.
-pub fn per_token_f32<T>(template: &Lists<'_, T>, rows: usize, mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), String>) -> Result<ArrayRef, String> {
-    let offsets = rebased(&template.offsets[..=rows]);
-    let mut values = vec![0f32; offsets.last() as usize];
-    for i in 0..rows {
-        let (s, e) = (offsets[i] as usize, offsets[i + 1] as usize);
-        fill(i, &mut values[s..e])?;
-    }
-    let field = Arc::new(Field::new("item", DataType::Float32, true));
-    Ok(Arc::new(ListArray::new(field, offsets, Arc::new(Float32Array::from(values)), None)))
+pub fn per_token_f32<U>(
+    template: &Lists<'_, U>,
+    rows: usize,
+    fill: impl FnMut(usize, &mut [f32]) -> Result<(), String>,
+) -> Result<ArrayRef, String> {
+    let (offsets, values) = per_token(template, rows, fill)?;
+    Ok(list_array(offsets, Arc::new(Float32Array::from(values))))
 }
 
-/// Builds a `list<bool>` with the row layout of `template`.
-pub fn per_token_bool<T>(template: &Lists<'_, T>, rows: usize, mut fill: impl FnMut(usize, &mut [bool]) -> Result<(), String>) -> Result<ArrayRef, String> {
-    let offsets = rebased(&template.offsets[..=rows]);
-    let mut values = vec![false; offsets.last() as usize];
-    for i in 0..rows {
-        let (s, e) = (offsets[i] as usize, offsets[i + 1] as usize);
-        fill(i, &mut values[s..e])?;
-    }
-    let field = Arc::new(Field::new("item", DataType::Boolean, true));
-    Ok(Arc::new(ListArray::new(field, offsets, Arc::new(BooleanArray::from(values)), None)))
+/// Builds a `list<bool>` with the row layout of `template` (rows start all false).
+pub fn per_token_bool<U>(
+    template: &Lists<'_, U>,
+    rows: usize,
+    fill: impl FnMut(usize, &mut [bool]) -> Result<(), String>,
+) -> Result<ArrayRef, String> {
+    let (offsets, values) = per_token(template, rows, fill)?;
+    Ok(list_array(offsets, Arc::new(BooleanArray::from(values))))
 }

@@ -53,7 +53,9 @@ impl Gae {
         let p: Params = params::parse(t)?;
         let gamma_intra = p.gamma_intra.unwrap_or(1.0);
         let lambda_intra = p.lambda_intra.unwrap_or(p.lambda);
-        for (k, v) in [("gamma", p.gamma), ("lambda", p.lambda), ("gamma_intra", gamma_intra), ("lambda_intra", lambda_intra)] {
+        for (k, v) in
+            [("gamma", p.gamma), ("lambda", p.lambda), ("gamma_intra", gamma_intra), ("lambda_intra", lambda_intra)]
+        {
             params::in_range(k, v as f64, 0.0, 1.0)?;
         }
         if matches!(p.value_granularity, Granularity::Action) && (p.gamma_intra.is_some() || p.lambda_intra.is_some()) {
@@ -76,7 +78,12 @@ impl Describe for Gae {
     }
     fn params(&self) -> Vec<(String, String)> {
         let p = &self.p;
-        let mut out = params::show(&[("gamma", p.gamma), ("lambda", p.lambda), ("gamma_intra", p.gamma_intra), ("lambda_intra", p.lambda_intra)]);
+        let mut out = params::show(&[
+            ("gamma", p.gamma),
+            ("lambda", p.lambda),
+            ("gamma_intra", p.gamma_intra),
+            ("lambda_intra", p.lambda_intra),
+        ]);
         out.push(("value_granularity".into(), format!("{:?}", p.granularity)));
         out
     }

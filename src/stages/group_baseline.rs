@@ -21,7 +21,9 @@ use arrow::datatypes::Float32Type;
 
 use super::columns::StageInput;
 use super::{params, Col, Describe, GroupedOp, ParamError, Stat, Summary};
-use crate::ops::group_baseline::{group_advantage, group_stats, passes_abs_filter, BaselineMode, BaselineParams, Singleton, StdKind};
+use crate::ops::group_baseline::{
+    group_advantage, group_stats, passes_abs_filter, BaselineMode, BaselineParams, Singleton, StdKind,
+};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,7 +101,10 @@ impl GroupBaseline {
             One::Zero => Singleton::Zero,
             One::Raw => Singleton::Raw,
         };
-        Ok(GroupBaseline { p: BaselineParams { mode, std: p.std.into(), epsilon: p.epsilon, singleton }, min_abs: p.min_abs })
+        Ok(GroupBaseline {
+            p: BaselineParams { mode, std: p.std.into(), epsilon: p.epsilon, singleton },
+            min_abs: p.min_abs,
+        })
     }
 }
 

@@ -54,7 +54,11 @@ impl Kl {
 
 impl Describe for Kl {
     fn reads(&self) -> Vec<Col> {
-        vec![Col::new("segments", "list<uint8>"), Col::new("logp", "list<float32>"), Col::new("logp_ref", "list<float32>")]
+        vec![
+            Col::new("segments", "list<uint8>"),
+            Col::new("logp", "list<float32>"),
+            Col::new("logp_ref", "list<float32>"),
+        ]
     }
     fn writes(&self) -> Vec<Col> {
         vec![Col::new("kl", "list<float32>")]

@@ -17,9 +17,9 @@ mod grouped;
 mod params;
 
 mod action_boundaries;
-mod episode;
 mod broadcast;
 mod discounted_return;
+mod episode;
 mod gae;
 mod group_baseline;
 mod kl;

@@ -55,7 +55,10 @@ impl Normalize {
     pub fn new(t: &toml::Table) -> Result<Self, ParamError> {
         let p: Params = params::parse(t)?;
         params::in_range("epsilon", p.epsilon, 0.0, 1.0)?;
-        Ok(Normalize { scope: p.scope, p: NormalizeParams { std: p.std.into(), epsilon: p.epsilon, shift_mean: p.shift_mean } })
+        Ok(Normalize {
+            scope: p.scope,
+            p: NormalizeParams { std: p.std.into(), epsilon: p.epsilon, shift_mean: p.shift_mean },
+        })
     }
 }
 

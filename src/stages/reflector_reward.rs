@@ -69,7 +69,10 @@ impl LocalOp for ReflectorReward {
         let r = input.scalars::<Float32Type>("reward")?;
         let last = input.scalars::<Float32Type>("prev_trial_reward")?;
         let out: Float32Array = (0..r.len())
-            .map(|i| last.is_valid(i).then(|| reflector_reward(r.value(i) as f64, last.value(i) as f64, &self.formula) as f32))
+            .map(|i| {
+                last.is_valid(i)
+                    .then(|| reflector_reward(r.value(i) as f64, last.value(i) as f64, &self.formula) as f32)
+            })
             .collect();
         Ok(vec![Arc::new(out)])
     }

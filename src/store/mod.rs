@@ -108,14 +108,28 @@ impl Dataset {
     }
 
     /// Writes `batches` as one part and commits it. Returns the commit record.
-    pub fn append(&self, batches: &[RecordBatch], epoch: u64, writer: &str, schema_tag: &str, sources: Vec<String>) -> Result<Commit> {
+    pub fn append(
+        &self,
+        batches: &[RecordBatch],
+        epoch: u64,
+        writer: &str,
+        schema_tag: &str,
+        sources: Vec<String>,
+    ) -> Result<Commit> {
         let commit = self.write_uncommitted(batches, epoch, writer, schema_tag, sources)?;
         self.commit(&commit)?;
         Ok(commit)
     }
 
     /// Writes `batches` as a part file that readers do not see until [`Dataset::commit`].
-    pub fn write_uncommitted(&self, batches: &[RecordBatch], epoch: u64, writer: &str, schema_tag: &str, sources: Vec<String>) -> Result<Commit> {
+    pub fn write_uncommitted(
+        &self,
+        batches: &[RecordBatch],
+        epoch: u64,
+        writer: &str,
+        schema_tag: &str,
+        sources: Vec<String>,
+    ) -> Result<Commit> {
         let part = format!("part-{epoch:012}-{writer}-{}.parquet", nonce());
         let rows = write_part(&self.dir, &part, batches, schema_tag)?;
         Ok(Commit { part, rows, epoch, writer: writer.to_string(), schema: schema_tag.to_string(), sources })
@@ -216,7 +230,11 @@ mod tests {
             Field::new("episode_id", DataType::Utf8, false),
             Field::new("reward", DataType::Float32, false),
         ]));
-        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(ids.to_vec())), Arc::new(Float32Array::from(r.to_vec()))]).unwrap()
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(ids.to_vec())), Arc::new(Float32Array::from(r.to_vec()))],
+        )
+        .unwrap()
     }
 
     #[test]

@@ -112,9 +112,7 @@ impl PartReader {
             builder = builder.with_row_groups(rg);
         }
         let reader = builder.build().map_err(|e| Error::file(&path, e))?;
-        reader
-            .map(|b| b.map_err(|e| Error::file(&path, format!("corrupt data: {e}"))))
-            .collect()
+        reader.map(|b| b.map_err(|e| Error::file(&path, format!("corrupt data: {e}")))).collect()
     }
 }
 

@@ -30,7 +30,11 @@ pub fn ok(args: &[&str]) -> String {
 /// Runs the binary and asserts failure; returns stderr.
 pub fn fails(args: &[&str]) -> String {
     let out = trajflow(args);
-    assert!(!out.status.success(), "trajflow {args:?} unexpectedly succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "trajflow {args:?} unexpectedly succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -114,9 +118,7 @@ pub fn f32s(batch: &RecordBatch, name: &str) -> Vec<f32> {
 /// A list<float32> column as nested Vecs.
 pub fn f32_lists(batch: &RecordBatch, name: &str) -> Vec<Vec<f32>> {
     let l = batch.column_by_name(name).unwrap().as_list::<i32>();
-    (0..l.len())
-        .map(|i| l.value(i).as_primitive::<arrow::datatypes::Float32Type>().values().to_vec())
-        .collect()
+    (0..l.len()).map(|i| l.value(i).as_primitive::<arrow::datatypes::Float32Type>().values().to_vec()).collect()
 }
 
 /// Builds a one-column array reference.
@@ -141,12 +143,24 @@ pub struct Ep {
 impl Ep {
     /// An episode with only an outcome (one 1-token action), for baseline tests.
     pub fn outcome(id: &'static str, group: &'static str, reward: f32) -> Ep {
-        Ep { id, group, reward, segments: vec![0, 1], turns: vec![0, 0], turn_rewards: vec![reward], values: vec![0.0, 0.0], truncated: false, bootstrap: None }
+        Ep {
+            id,
+            group,
+            reward,
+            segments: vec![0, 1],
+            turns: vec![0, 0],
+            turn_rewards: vec![reward],
+            values: vec![0.0, 0.0],
+            truncated: false,
+            bootstrap: None,
+        }
     }
 }
 
 fn list_of<T: arrow::datatypes::ArrowPrimitiveType>(rows: Vec<Vec<T::Native>>) -> ArrayRef {
-    Arc::new(arrow::array::ListArray::from_iter_primitive::<T, _, _>(rows.into_iter().map(|r| Some(r.into_iter().map(Some)))))
+    Arc::new(arrow::array::ListArray::from_iter_primitive::<T, _, _>(
+        rows.into_iter().map(|r| Some(r.into_iter().map(Some))),
+    ))
 }
 
 /// The episodes as a batch in the trajectory schema (columns not given are null/defaults).
