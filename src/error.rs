@@ -74,6 +74,13 @@ pub enum Error {
     /// Dataflow runtime error (timely setup, a worker that failed).
     #[error("dataflow: {0}")]
     Dataflow(String),
+    /// A model file could not be loaded (the message names the file).
+    #[error("{0}")]
+    Model(String),
+    /// A libtorch operation failed.
+    #[cfg(feature = "torch")]
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
     /// Invalid command-line usage.
     #[error("{0}")]
     Usage(String),
@@ -93,5 +100,11 @@ impl Error {
     /// A stage error.
     pub fn stage(stage: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Error::Stage { stage: stage.into(), message: message.to_string() }
+    }
+}
+
+impl From<crate::model::gguf::GgufError> for Error {
+    fn from(e: crate::model::gguf::GgufError) -> Self {
+        Error::Model(e.to_string())
     }
 }

@@ -2,6 +2,8 @@
 //! come back as [`crate::Error`]; `main.rs` prints them and exits non-zero.
 
 mod inspect;
+#[cfg(feature = "torch")]
+mod model;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,6 +125,50 @@ pub enum Command {
     /// Report the libtorch in use and whether CUDA is available.
     #[cfg(feature = "torch")]
     Doctor,
+    /// Generate a reply with a model (a Hugging Face folder, a .gguf file, or a short name).
+    #[cfg(feature = "torch")]
+    Generate {
+        /// Model SPEC.
+        #[arg(long)]
+        model: String,
+        /// A user message, rendered with the model's chat template.
+        #[arg(long)]
+        chat: Option<String>,
+        /// Raw text to continue instead.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Maximum new tokens.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Sampling temperature (0 = greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Top-k (0 = off).
+        #[arg(long, default_value_t = 0)]
+        top_k: i64,
+        /// Top-p (1 = off).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Sampler seed.
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+    },
+    /// Write per-token log-probs of a dataset's `tokens` under a model.
+    #[cfg(feature = "torch")]
+    Score {
+        /// Model SPEC.
+        #[arg(long)]
+        model: String,
+        /// Input dataset.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output dataset.
+        #[arg(long)]
+        output: PathBuf,
+        /// Name of the log-prob column.
+        #[arg(long, default_value = "logp")]
+        column: String,
+    },
 }
 
 /// `-w/--workers`, `--processes`, `--process-id`, `--hostfile`.
@@ -262,5 +308,19 @@ pub fn run(cli: Cli) -> Result<String> {
         }
         #[cfg(feature = "torch")]
         Command::Doctor => Ok(crate::device::report()),
+        #[cfg(feature = "torch")]
+        Command::Generate { model, chat, prompt, max_new_tokens, temperature, top_k, top_p, seed } => {
+            let s = crate::model::generate::Sampling {
+                temperature,
+                top_k,
+                top_p,
+                max_new_tokens,
+                seed,
+                ..Default::default()
+            };
+            model::run_generate(&model, chat.as_deref(), prompt.as_deref(), s)
+        }
+        #[cfg(feature = "torch")]
+        Command::Score { model, input, output, column } => model::run_score(&model, &input, &output, &column),
     }
 }

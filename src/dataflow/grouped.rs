@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use differential_dataflow::AsCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -222,8 +222,7 @@ pub fn render_grouped<'s>(
                 let (cap, touched, updates) = pending.remove(&t).expect("the key was just seen");
                 current.extend(updates);
                 match emit(&p, stage, &then, &store, &rows, &current, &touched) {
-                    Ok(Some(batch)) => output.session(&cap).give(batch),
-                    Ok(None) => {}
+                    Ok(batches) => output.session(&cap).give_iterator(batches.into_iter()),
                     Err(err) => errors.set(err),
                 }
             }
@@ -231,8 +230,10 @@ pub fn render_grouped<'s>(
     })
 }
 
-/// Builds the output batch of one epoch: the rows of every touched group, in (group, episode)
-/// order, with the grouped stage's columns and the following local stages applied.
+/// Builds the output of one epoch: the current rows of every touched group, with the grouped
+/// stage's columns and the following local stages applied. Rows are taken from the stored batches
+/// they arrived in (a whole batch is reused as is, otherwise its rows are gathered), one output
+/// batch per stored batch, so nothing is copied row by row across batches.
 fn emit(
     plan: &Plan,
     stage: usize,
@@ -241,36 +242,34 @@ fn emit(
     rows: &HashMap<String, BTreeMap<String, (usize, usize)>>,
     current: &HashMap<String, Summary>,
     touched: &BTreeSet<String>,
-) -> Result<Option<Batch>> {
+) -> Result<Vec<Batch>> {
     let st = &plan.stages[stage];
-    let mut indices = Vec::new();
-    let mut summaries = Vec::new();
+    let mut per_batch: BTreeMap<usize, Vec<(u32, Summary)>> = BTreeMap::new();
     for group in touched {
         let Some(members) = rows.get(group) else { continue };
         let summary = current
             .get(group)
             .ok_or_else(|| Error::stage(&st.id, format!("group '{group}' has rows but no statistics")))?;
         for &(b, r) in members.values() {
-            indices.push((b, r));
-            summaries.push(*summary);
+            per_batch.entry(b).or_default().push((r as u32, *summary));
         }
     }
-    if indices.is_empty() {
-        return Ok(None);
-    }
-    let schema = store[indices[0].0].schema();
-    let columns = (0..schema.fields().len())
-        .map(|c| {
-            let arrays: Vec<&dyn Array> = store.iter().map(|b| b.column(c).as_ref()).collect();
-            arrow::compute::interleave(&arrays, &indices)
-        })
-        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
-    let batch = RecordBatch::try_new(schema, columns)?;
-    let arrays = grouped_op(plan, stage)
-        .apply(&StageInput::new(&batch, &st.read), &summaries)
-        .map_err(|m| Error::stage(&st.id, m))?;
-    let batch = attach(&st.id, &batch, &st.writes, arrays)?;
     let locals: Vec<_> = then.iter().map(|&i| &plan.stages[i]).collect();
-    let batch = run_local(&locals, batch, "-")?;
-    Ok(Some(Batch { rows: batch, source: "-".into() }))
+    let mut out = Vec::with_capacity(per_batch.len());
+    for (b, mut picked) in per_batch {
+        picked.sort_unstable_by_key(|(r, _)| *r);
+        let batch = if picked.len() == store[b].num_rows() {
+            store[b].clone()
+        } else {
+            let idx = UInt32Array::from(picked.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+            arrow::compute::take_record_batch(&store[b], &idx)?
+        };
+        let summaries: Vec<Summary> = picked.into_iter().map(|(_, s)| s).collect();
+        let arrays = grouped_op(plan, stage)
+            .apply(&StageInput::new(&batch, &st.read), &summaries)
+            .map_err(|m| Error::stage(&st.id, m))?;
+        let batch = attach(&st.id, &batch, &st.writes, arrays)?;
+        out.push(Batch { rows: run_local(&locals, batch, "-")?, source: "-".into() });
+    }
+    Ok(out)
 }

@@ -18,6 +18,7 @@ mod source;
 
 pub use batch::Batch;
 pub use cluster::Cluster;
+pub use local::attach;
 pub use source::InputLayout;
 
 use std::path::PathBuf;

@@ -1,4 +1,66 @@
-//! Models: loading weights (GGUF, Hugging Face folders) and, as they land, the decoder, LoRA,
-//! heads and generation that the model-bound operators run on a device thread.
+//! Models: the Llama-family decoder and everything needed to load and run it — configurations,
+//! weights from Hugging Face folders and GGUF files, tokenizers and chat templates, generation and
+//! per-token scoring. A model is named by a SPEC: a Hugging Face folder, a `.gguf` file, or a short
+//! name of a model fetched into the cache (`smollm2-135m`, by `make model`).
 
+pub mod config;
 pub mod gguf;
+#[cfg(feature = "torch")]
+pub mod generate;
+#[cfg(feature = "torch")]
+pub mod llama;
+#[cfg(feature = "torch")]
+pub mod score;
+#[cfg(feature = "torch")]
+pub mod tokenizer;
+#[cfg(feature = "torch")]
+pub mod weights;
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// Short model names and the cached file each resolves to.
+pub const SHORT_NAMES: &[(&str, &str)] = &[("smollm2-135m", "models/SmolLM2-135M-Instruct.Q4_1.gguf")];
+
+/// The cache folder (`$TRAJFLOW_CACHE`, default `~/.cache/trajflow`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("TRAJFLOW_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/trajflow"))
+}
+
+/// Resolves a model SPEC to a path.
+pub fn resolve(spec: &str) -> Result<PathBuf> {
+    if let Some((_, rel)) = SHORT_NAMES.iter().find(|(n, _)| *n == spec) {
+        let path = cache_dir().join(rel);
+        return if path.exists() {
+            Ok(path)
+        } else {
+            Err(Error::Model(format!("model '{spec}' is not in the cache ({}); run `make model` to fetch it", path.display())))
+        };
+    }
+    let path = PathBuf::from(spec);
+    if path.exists() {
+        Ok(path)
+    } else {
+        let names: Vec<&str> = SHORT_NAMES.iter().map(|(n, _)| *n).collect();
+        Err(Error::Model(format!("model '{spec}': no such file or folder, and not a known name ({})", names.join(", "))))
+    }
+}
+
+/// Loads a model and its tokenizer from a SPEC onto `device`.
+#[cfg(feature = "torch")]
+pub fn load(spec: &str, device: tch::Device) -> Result<(llama::Decoder, tokenizer::Tok)> {
+    let path = resolve(spec)?;
+    if path.is_dir() {
+        let cfg = config::DecoderConfig::from_hf_json(&path.join("config.json"))?;
+        let weights = weights::from_hf_folder(&path)?;
+        Ok((llama::Decoder::from_weights(cfg, &weights, device)?, tokenizer::Tok::from_hf_folder(&path)?))
+    } else {
+        let g = gguf::Gguf::open(&path)?;
+        let cfg = config::DecoderConfig::from_gguf(&g)?;
+        let weights = weights::from_gguf(&g, &cfg)?;
+        Ok((llama::Decoder::from_weights(cfg, &weights, device)?, tokenizer::Tok::from_gguf(&g)?))
+    }
+}

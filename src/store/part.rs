@@ -43,7 +43,15 @@ pub fn write_part(dir: &Path, name: &str, batches: &[RecordBatch], schema_tag: &
         .ok_or_else(|| Error::file(dir.join(name), "refusing to write a part with no batches"))?;
     let tmp = dir.join(format!(".tmp-{name}"));
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let props = WriterProperties::builder()
+    // Dictionary encoding pays off for the repeated ids and names, not for floats and token ids:
+    // trying it on 10M-value float lists costs more than the compression itself.
+    let mut props = WriterProperties::builder().set_dictionary_enabled(false);
+    for f in schema.fields() {
+        if matches!(f.data_type(), arrow::datatypes::DataType::Utf8) {
+            props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
+        }
+    }
+    let props = props
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_METADATA_KEY.to_string(), schema_tag.to_string())]))

@@ -1,0 +1,69 @@
+//! `trajflow generate` and `trajflow score`: a quick look at a model, and per-token log-probs of
+//! a stored dataset's sequences under it.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, ListArray};
+use arrow::datatypes::Int32Type;
+
+use crate::error::{Error, Result};
+use crate::model::generate::{generate, Sampling};
+use crate::model::tokenizer::Message;
+use crate::store::{input_parts, read_part, Dataset};
+
+/// The device models run on: CUDA when available, else the CPU.
+pub fn device() -> tch::Device {
+    tch::Device::cuda_if_available()
+}
+
+/// Generates a reply to `chat` (rendered with the model's chat template) or continues `prompt`.
+pub fn run_generate(spec: &str, chat: Option<&str>, prompt: Option<&str>, s: Sampling) -> Result<String> {
+    let (model, tok) = crate::model::load(spec, device())?;
+    let text = match (chat, prompt) {
+        (Some(c), None) => tok.apply_chat_template(&[Message::new("user", c)], true)?,
+        (None, Some(p)) => p.to_string(),
+        _ => return Err(Error::Usage("give exactly one of --chat or --prompt".into())),
+    };
+    let ids = tok.encode(&text)?;
+    let mut s = s;
+    if s.stop_tokens.is_empty() {
+        s.stop_tokens = model.cfg.eos_token_ids.clone();
+        s.stop_tokens.extend(tok.token_id(&tok.eos_token));
+        s.stop_tokens.extend(tok.token_id("<|im_end|>"));
+    }
+    let g = generate(&model, &tok, &[ids], &s)?.remove(0);
+    let mut reply = tok.decode(&g.tokens)?;
+    for stop in s.stop_tokens.iter().filter_map(|&t| tok.decode(&[t]).ok()) {
+        if let Some(stripped) = reply.strip_suffix(stop.as_str()) {
+            reply = stripped.to_string();
+        }
+    }
+    Ok(format!("{reply}\n"))
+}
+
+/// Writes `output`: the rows of `input` plus a per-token log-prob column `column` of `tokens`.
+pub fn run_score(spec: &str, input: &std::path::Path, output: &std::path::Path, column: &str) -> Result<String> {
+    let (model, _) = crate::model::load(spec, device())?;
+    let out = Dataset::create(output)?;
+    let mut rows = 0;
+    for part in input_parts(input)? {
+        for batch in read_part(&part, None)? {
+            let tokens = batch
+                .column_by_name("tokens")
+                .and_then(|c| c.as_list_opt::<i32>())
+                .ok_or_else(|| Error::Schema { file: part.clone(), column: "tokens".into(), message: "missing or not a list".into() })?;
+            let seqs: Vec<Vec<i64>> = (0..tokens.len())
+                .map(|i| tokens.value(i).as_primitive::<Int32Type>().values().iter().map(|&t| t as i64).collect())
+                .collect();
+            let lp = crate::model::score::token_logprobs(&model, &seqs, 8192)?;
+            let list = ListArray::from_iter_primitive::<arrow::datatypes::Float32Type, _, _>(
+                lp.into_iter().map(|v| Some(v.into_iter().map(Some))),
+            );
+            let ty = crate::schema::ColumnType::parse("list<float32>").expect("a valid type");
+            let batch = crate::dataflow::attach("score", &batch, &[(column.to_string(), ty)], vec![Arc::new(list)])?;
+            rows += batch.num_rows();
+            out.append(&[batch], 0, "score", &crate::schema::TableSchema::trajectory().tag(), Vec::new())?;
+        }
+    }
+    Ok(format!("score: {rows} sequences scored under {spec} -> column '{column}' of {}\n", output.display()))
+}

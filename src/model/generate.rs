@@ -1,0 +1,149 @@
+//! Batched generation with a KV cache. Prompts of different lengths are left-padded; every row
+//! has its own positions, so a row's tokens and log-probs do not depend on what else is in the
+//! batch. Sampling: greedy (temperature 0) or temperature, top-k, top-p; stop tokens and stop
+//! strings; a token budget. Each generated token comes with its log-prob under the distribution
+//! it was sampled from (softmax(logits / temperature), before top-k/top-p truncation; plain
+//! softmax for greedy). Sampling draws from libtorch's generator seeded with `seed`, so runs are
+//! reproducible on the CPU.
+
+use tch::{Kind, Tensor};
+
+use super::llama::{Decoder, KvCache};
+use super::tokenizer::Tok;
+use crate::error::Result;
+
+/// How to sample.
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    pub top_k: i64,
+    /// Keep the smallest set of tokens whose probability reaches p (1.0 = off).
+    pub top_p: f64,
+    /// Maximum new tokens per sequence.
+    pub max_new_tokens: usize,
+    /// Tokens that end a sequence (kept in the output).
+    pub stop_tokens: Vec<i64>,
+    /// Strings that end a sequence once the decoded output contains them.
+    pub stop_strings: Vec<String>,
+    /// Seed of the sampler.
+    pub seed: i64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, max_new_tokens: 64, stop_tokens: vec![], stop_strings: vec![], seed: 0 }
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// A stop token or stop string.
+    Stop,
+    /// The token budget ran out (truncated).
+    Length,
+}
+
+/// One generated continuation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Generated token ids (stop token included).
+    pub tokens: Vec<i64>,
+    /// Log-prob of each generated token under the sampling distribution.
+    pub logprobs: Vec<f32>,
+    /// Why generation ended.
+    pub finish: Finish,
+}
+
+fn filter_logits(logits: &Tensor, s: &Sampling) -> Tensor {
+    let mut l = logits / s.temperature;
+    if s.top_k > 0 && s.top_k < l.size()[1] {
+        let (kth, _) = l.topk(s.top_k, -1, true, true);
+        let min = kth.narrow(1, s.top_k - 1, 1);
+        l = l.masked_fill(&l.lt_tensor(&min), f64::NEG_INFINITY);
+    }
+    if s.top_p < 1.0 {
+        let (sorted, idx) = l.sort(-1, true);
+        let cum = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+        // Drop a token when the mass before it already reaches p (the first token always stays).
+        let before = &cum - sorted.softmax(-1, Kind::Float);
+        let drop_sorted = before.ge(s.top_p);
+        let drop = drop_sorted.scatter(-1, &idx, &drop_sorted);
+        l = l.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    l
+}
+
+/// Generates a continuation of every prompt.
+pub fn generate(model: &Decoder, tok: &Tok, prompts: &[Vec<i64>], s: &Sampling) -> Result<Vec<Generation>> {
+    let dev = model.device();
+    let b = prompts.len() as i64;
+    let t = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    let mut ids = vec![0i64; (b * t) as usize];
+    let mut valid = vec![false; (b * t) as usize];
+    let mut pos = vec![0i64; (b * t) as usize];
+    for (r, p) in prompts.iter().enumerate() {
+        let pad = t as usize - p.len();
+        for (j, &id) in p.iter().enumerate() {
+            let k = r * t as usize + pad + j;
+            ids[k] = id;
+            valid[k] = true;
+            pos[k] = j as i64;
+        }
+    }
+    let mut key_valid = Tensor::from_slice(&valid).view([b, t]).to(dev);
+    let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+    let mut out: Vec<Generation> =
+        (0..b).map(|_| Generation { tokens: vec![], logprobs: vec![], finish: Finish::Length }).collect();
+    let mut done = vec![false; b as usize];
+    tch::manual_seed(s.seed);
+    let _guard = tch::no_grad_guard();
+    let mut cache = KvCache::default();
+    let mut input = Tensor::from_slice(&ids).view([b, t]).to(dev);
+    let mut positions = Tensor::from_slice(&pos).view([b, t]).to(dev);
+    for _ in 0..s.max_new_tokens {
+        let hidden = model.hidden(&input, &positions, &key_valid, Some(&mut cache));
+        let last = model.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1)).squeeze_dim(1).to_kind(Kind::Float);
+        let (next, logp) = if s.temperature <= 0.0 {
+            let next = last.argmax(-1, false);
+            (next.shallow_clone(), last.log_softmax(-1, Kind::Float).gather(1, &next.unsqueeze(1), false).squeeze_dim(1))
+        } else {
+            let logp_all = (&last / s.temperature).log_softmax(-1, Kind::Float);
+            let probs = filter_logits(&last, s).softmax(-1, Kind::Float);
+            let next = probs.multinomial(1, false).squeeze_dim(1);
+            (next.shallow_clone(), logp_all.gather(1, &next.unsqueeze(1), false).squeeze_dim(1))
+        };
+        let next: Vec<i64> = Vec::try_from(&next.to_device(tch::Device::Cpu))?;
+        let logp: Vec<f32> = Vec::try_from(&logp.to_device(tch::Device::Cpu))?;
+        for r in 0..b as usize {
+            if done[r] {
+                continue;
+            }
+            let g = &mut out[r];
+            g.tokens.push(next[r]);
+            g.logprobs.push(logp[r]);
+            let stop_string = !s.stop_strings.is_empty() && {
+                let text = tok.decode(&g.tokens)?;
+                s.stop_strings.iter().any(|x| text.contains(x.as_str()))
+            };
+            if s.stop_tokens.contains(&next[r]) || stop_string {
+                g.finish = Finish::Stop;
+                done[r] = true;
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        // Finished rows keep decoding padding that nothing attends to; their output is frozen.
+        input = Tensor::from_slice(&next).view([b, 1]).to(dev);
+        positions = Tensor::from_slice(&next_pos).view([b, 1]).to(dev);
+        for p in next_pos.iter_mut() {
+            *p += 1;
+        }
+        let step_valid: Vec<bool> = done.iter().map(|d| !d).collect();
+        key_valid = Tensor::cat(&[key_valid, Tensor::from_slice(&step_valid).view([b, 1]).to(dev)], 1);
+    }
+    Ok(out)
+}

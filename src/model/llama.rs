@@ -1,0 +1,207 @@
+//! The Llama-family decoder in libtorch: RMSNorm, rotary position embeddings (Hugging Face's
+//! half-rotation layout), SwiGLU MLP, grouped-query attention, tied or untied embeddings and
+//! optional q/k/v bias (Qwen2). Variable names equal Hugging Face checkpoint names
+//! (`model.layers.3.self_attn.q_proj.weight`), so checkpoints load by name and save the same way.
+//!
+//! Invariants: positions are explicit per token (left-padded batches and KV-cached decoding use
+//! the same code path); a query never attends to a masked key, and every query row keeps at least
+//! its own key, so padded rows stay finite; norms and softmax run in f32.
+
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+use super::config::DecoderConfig;
+use super::weights::Weights;
+use crate::error::{Error, Result};
+
+/// Key/value cache: per layer, keys and values of every position seen so far, [B, KVH, T, hd].
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.size()[2]).unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the batch rows in `rows` (for dropping finished sequences).
+    pub fn select_rows(&mut self, rows: &Tensor) {
+        for l in self.layers.iter_mut().flatten() {
+            *l = (l.0.index_select(0, rows), l.1.index_select(0, rows));
+        }
+    }
+}
+
+struct Block {
+    input_norm: Tensor,
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    o: nn::Linear,
+    post_norm: Tensor,
+    gate: nn::Linear,
+    up: nn::Linear,
+    down: nn::Linear,
+}
+
+/// A decoder with its weights in a `VarStore`.
+pub struct Decoder {
+    /// The configuration.
+    pub cfg: DecoderConfig,
+    /// The variables (Hugging Face names).
+    pub vs: nn::VarStore,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Option<Tensor>,
+    inv_freq: Tensor,
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+    let kind = x.kind();
+    let x = x.to_kind(Kind::Float);
+    let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    w * (x * (var + eps).rsqrt()).to_kind(kind)
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], 3)
+}
+
+impl Decoder {
+    /// A decoder with freshly initialised weights on `device`.
+    pub fn new(cfg: DecoderConfig, device: Device) -> Decoder {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let p = &root / "model";
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim);
+        let lin = |p: nn::Path, i: i64, o: i64, bias: bool| {
+            nn::linear(p, i, o, nn::LinearConfig { bias, ..Default::default() })
+        };
+        let embed = (&p / "embed_tokens").var("weight", &[cfg.vocab_size, d], nn::Init::Randn { mean: 0., stdev: 0.02 });
+        let blocks = (0..cfg.num_layers)
+            .map(|i| {
+                let l = &p / "layers" / i;
+                let a = &l / "self_attn";
+                let m = &l / "mlp";
+                Block {
+                    input_norm: (&l / "input_layernorm").ones("weight", &[d]),
+                    q: lin(&a / "q_proj", d, cfg.num_heads * hd, cfg.qkv_bias),
+                    k: lin(&a / "k_proj", d, cfg.num_kv_heads * hd, cfg.qkv_bias),
+                    v: lin(&a / "v_proj", d, cfg.num_kv_heads * hd, cfg.qkv_bias),
+                    o: lin(&a / "o_proj", cfg.num_heads * hd, d, false),
+                    post_norm: (&l / "post_attention_layernorm").ones("weight", &[d]),
+                    gate: lin(&m / "gate_proj", d, cfg.intermediate_size, false),
+                    up: lin(&m / "up_proj", d, cfg.intermediate_size, false),
+                    down: lin(&m / "down_proj", cfg.intermediate_size, d, false),
+                }
+            })
+            .collect();
+        let norm = (&p / "norm").ones("weight", &[d]);
+        let lm_head = (!cfg.tie_embeddings).then(|| {
+            (&root / "lm_head").var("weight", &[cfg.vocab_size, d], nn::Init::Randn { mean: 0., stdev: 0.02 })
+        });
+        let inv_freq = Tensor::arange_start_step(0, hd, 2, (Kind::Float, device))
+            .divide_scalar(hd as f64)
+            .multiply_scalar(-(cfg.rope_theta.ln()))
+            .exp();
+        Decoder { cfg, vs, embed, blocks, norm, lm_head, inv_freq }
+    }
+
+    /// A decoder holding `weights` (every variable must be present, with its shape).
+    pub fn from_weights(cfg: DecoderConfig, weights: &Weights, device: Device) -> Result<Decoder> {
+        let model = Decoder::new(cfg, device);
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in model.vs.variables() {
+                let w = weights.get(&name).ok_or_else(|| Error::Model(format!("checkpoint has no tensor '{name}'")))?;
+                if w.size() != var.size() {
+                    return Err(Error::Model(format!(
+                        "tensor '{name}' has shape {:?}, the model expects {:?}",
+                        w.size(),
+                        var.size()
+                    )));
+                }
+                var.copy_(w);
+            }
+            Ok(())
+        })?;
+        Ok(model)
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Final hidden states [B, T, D] for tokens `ids` [B, T] at `positions` [B, T], with
+    /// `key_valid` [B, past + T] marking real (non-padding) keys. Appends to `cache` if given.
+    pub fn hidden(&self, ids: &Tensor, positions: &Tensor, key_valid: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let (h, kvh, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        let (cos, sin) = (emb.cos(), emb.sin());
+        let mask = attention_mask(key_valid, t, past);
+        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false);
+        if let Some(c) = cache.as_mut() {
+            c.layers.resize_with(self.blocks.len(), || None);
+        }
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let a = rms_norm(&x, &blk.input_norm, self.cfg.rms_eps);
+            let q = blk.q.forward(&a).view([b, t, h, hd]).transpose(1, 2);
+            let k = blk.k.forward(&a).view([b, t, kvh, hd]).transpose(1, 2);
+            let v = blk.v.forward(&a).view([b, t, kvh, hd]).transpose(1, 2);
+            let q = &q * &cos + rotate_half(&q) * &sin;
+            let mut k = &k * &cos + rotate_half(&k) * &sin;
+            let mut v = v;
+            if let Some(c) = cache.as_mut() {
+                if let Some((pk, pv)) = &c.layers[i] {
+                    k = Tensor::cat(&[pk, &k], 2);
+                    v = Tensor::cat(&[pv, &v], 2);
+                }
+                c.layers[i] = Some((k.shallow_clone(), v.shallow_clone()));
+            }
+            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, kvh != h);
+            let att = att.transpose(1, 2).contiguous().view([b, t, h * hd]);
+            x = x + blk.o.forward(&att);
+            let m = rms_norm(&x, &blk.post_norm, self.cfg.rms_eps);
+            x = x + blk.down.forward(&(blk.gate.forward(&m).silu() * blk.up.forward(&m)));
+        }
+        rms_norm(&x, &self.norm, self.cfg.rms_eps)
+    }
+
+    /// Logits [B, T, V] of `hidden` states.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.matmul(&self.lm_head.as_ref().unwrap_or(&self.embed).tr())
+    }
+
+    /// Logits [B, T, V] for unpadded sequences `ids` [B, T] starting at position 0.
+    pub fn forward(&self, ids: &Tensor) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let pos = Tensor::arange(t, (Kind::Int64, ids.device())).unsqueeze(0).expand([b, t], false);
+        let valid = Tensor::ones([b, t], (Kind::Bool, ids.device()));
+        self.logits(&self.hidden(ids, &pos, &valid, None))
+    }
+}
+
+/// Boolean attention mask [B, 1, T, past + T]: causal, restricted to valid keys, and always
+/// allowing a query its own key (so rows of padding tokens are never fully masked).
+pub fn attention_mask(key_valid: &Tensor, t: i64, past: i64) -> Tensor {
+    let dev = key_valid.device();
+    let tk = past + t;
+    let q_idx = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(1) + past;
+    let k_idx = Tensor::arange(tk, (Kind::Int64, dev)).unsqueeze(0);
+    let causal = k_idx.le_tensor(&q_idx);
+    let own = k_idx.eq_tensor(&q_idx);
+    let valid = key_valid.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
+    causal.unsqueeze(0).unsqueeze(0).logical_and(&valid).logical_or(&own.unsqueeze(0).unsqueeze(0))
+}

@@ -1,0 +1,52 @@
+//! Per-token log-probs of stored token sequences under a model: the kernel behind recomputed
+//! behaviour log-probs (LOOP), reference log-probs (KL, DPO) and `trajflow score`. Sequences are
+//! scored in length-sorted chunks of at most `max_batch_tokens` padded tokens, so memory is
+//! bounded whatever the dataset; results do not depend on the chunking (each row has its own
+//! positions and padding is masked).
+
+use tch::{Kind, Tensor};
+
+use super::llama::Decoder;
+use crate::error::Result;
+
+/// Log-prob of every token given the tokens before it; the first token of each sequence gets NaN.
+pub fn token_logprobs(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize) -> Result<Vec<Vec<f32>>> {
+    let dev = model.device();
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+    let mut out = vec![Vec::new(); seqs.len()];
+    let _guard = tch::no_grad_guard();
+    let mut start = 0;
+    while start < order.len() {
+        let t = seqs[order[start]].len().max(1);
+        let rows = (max_batch_tokens / t).max(1).min(order.len() - start);
+        let chunk = &order[start..start + rows];
+        let mut ids = vec![0i64; rows * t];
+        let mut valid = vec![false; rows * t];
+        for (r, &i) in chunk.iter().enumerate() {
+            for (j, &id) in seqs[i].iter().enumerate() {
+                ids[r * t + j] = id;
+                valid[r * t + j] = true;
+            }
+        }
+        let ids = Tensor::from_slice(&ids).view([rows as i64, t as i64]).to(dev);
+        let valid = Tensor::from_slice(&valid).view([rows as i64, t as i64]).to(dev);
+        let pos = Tensor::arange(t as i64, (Kind::Int64, dev)).unsqueeze(0).expand([rows as i64, t as i64], false);
+        let logits = model.logits(&model.hidden(&ids, &pos, &valid, None)).to_kind(Kind::Float);
+        let logp = logits.narrow(1, 0, t as i64 - 1).log_softmax(-1, Kind::Float);
+        let target = ids.narrow(1, 1, t as i64 - 1).unsqueeze(-1);
+        let picked = logp.gather(2, &target, false).squeeze_dim(-1).to_device(tch::Device::Cpu);
+        let picked: Vec<f32> = Vec::try_from(picked.view([-1]))?;
+        for (r, &i) in chunk.iter().enumerate() {
+            let n = seqs[i].len();
+            let mut v = Vec::with_capacity(n);
+            if n > 0 {
+                v.push(f32::NAN);
+                v.extend_from_slice(&picked[r * (t - 1)..r * (t - 1) + n - 1]);
+            }
+            out[i] = v;
+        }
+        start += rows;
+    }
+    Ok(out)
+}
