@@ -30,10 +30,11 @@ struct Data {
 }
 
 fn load(path: &std::path::Path) -> Data {
-    let cols: Vec<String> = ["group_id", "reward", "segments", "turns", "turn_rewards", "values", "truncated", "bootstrap_value"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let cols: Vec<String> =
+        ["group_id", "reward", "segments", "turns", "turn_rewards", "values", "truncated", "bootstrap_value"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let mut d = Data {
         group: vec![],
         reward: vec![],
@@ -126,7 +127,8 @@ fn reinforce_pp(d: &Data, ret: &mut [f32], adv: &mut [f32]) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let path = args.first().expect("usage: cargo bench --bench kernels -- DATASET [--repeat N]");
-    let repeat: usize = args.iter().position(|a| a == "--repeat").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(3);
+    let repeat: usize =
+        args.iter().position(|a| a == "--repeat").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(3);
     let d = load(std::path::Path::new(path));
     let n = d.segments.len();
     let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);

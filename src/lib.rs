@@ -27,5 +27,7 @@ pub mod schema;
 pub mod stages;
 pub mod store;
 pub mod synth;
+#[cfg(feature = "torch")]
+pub mod train;
 
 pub use error::{Error, Result};

@@ -48,10 +48,9 @@ pub fn run_score(spec: &str, input: &std::path::Path, output: &std::path::Path, 
     let mut rows = 0;
     for part in input_parts(input)? {
         for batch in read_part(&part, None)? {
-            let tokens = batch
-                .column_by_name("tokens")
-                .and_then(|c| c.as_list_opt::<i32>())
-                .ok_or_else(|| Error::Schema { file: part.clone(), column: "tokens".into(), message: "missing or not a list".into() })?;
+            let tokens = batch.column_by_name("tokens").and_then(|c| c.as_list_opt::<i32>()).ok_or_else(|| {
+                Error::Schema { file: part.clone(), column: "tokens".into(), message: "missing or not a list".into() }
+            })?;
             let seqs: Vec<Vec<i64>> = (0..tokens.len())
                 .map(|i| tokens.value(i).as_primitive::<Int32Type>().values().iter().map(|&t| t as i64).collect())
                 .collect();

@@ -59,7 +59,10 @@ impl DecoderConfig {
         let cfg: Json = serde_json::from_str(&text).map_err(|e| Error::file(file, format!("invalid JSON: {e}")))?;
         let model_type = cfg.get("model_type").and_then(Json::as_str).unwrap_or("llama");
         if !matches!(model_type, "llama" | "mistral" | "qwen2") {
-            return Err(Error::file(file, format!("model_type '{model_type}' is not a supported Llama-family decoder")));
+            return Err(Error::file(
+                file,
+                format!("model_type '{model_type}' is not a supported Llama-family decoder"),
+            ));
         }
         let hidden = int(&cfg, "hidden_size", file)?;
         let heads = int(&cfg, "num_attention_heads", file)?;

@@ -3,14 +3,15 @@
 //! batch. Sampling: greedy (temperature 0) or temperature, top-k, top-p; stop tokens and stop
 //! strings; a token budget. Each generated token comes with its log-prob under the distribution
 //! it was sampled from (softmax(logits / temperature), before top-k/top-p truncation; plain
-//! softmax for greedy). Sampling draws from libtorch's generator seeded with `seed`, so runs are
-//! reproducible on the CPU.
+//! softmax for greedy). Sampling draws from a generator of its own seeded with `seed`, so a run
+//! is reproducible whatever else runs in the process.
 
 use tch::{Kind, Tensor};
 
 use super::llama::{Decoder, KvCache};
 use super::tokenizer::Tok;
 use crate::error::Result;
+use crate::synth::SplitMix;
 
 /// How to sample.
 #[derive(Debug, Clone)]
@@ -33,7 +34,15 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, max_new_tokens: 64, stop_tokens: vec![], stop_strings: vec![], seed: 0 }
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            max_new_tokens: 64,
+            stop_tokens: vec![],
+            stop_strings: vec![],
+            seed: 0,
+        }
     }
 }
 
@@ -76,6 +85,28 @@ fn filter_logits(logits: &Tensor, s: &Sampling) -> Tensor {
     l
 }
 
+/// Draws one token per row of `probs` [B, V] by inverting the cumulative distribution with our
+/// own seeded generator (libtorch's is global, so concurrent generations would interleave draws).
+fn sample_rows(probs: &Tensor, rng: &mut SplitMix) -> Result<Vec<i64>> {
+    let v = probs.size()[1] as usize;
+    let flat: Vec<f32> = Vec::try_from(probs.contiguous().view([-1]))?;
+    Ok(flat
+        .chunks(v)
+        .map(|row| {
+            let total: f64 = row.iter().map(|&p| p as f64).sum();
+            let u = rng.unit() as f64 * total;
+            let mut acc = 0.0;
+            let last_nonzero = row.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+            row.iter()
+                .position(|&p| {
+                    acc += p as f64;
+                    acc > u
+                })
+                .unwrap_or(last_nonzero) as i64
+        })
+        .collect())
+}
+
 /// Generates a continuation of every prompt.
 pub fn generate(model: &Decoder, tok: &Tok, prompts: &[Vec<i64>], s: &Sampling) -> Result<Vec<Generation>> {
     let dev = model.device();
@@ -98,7 +129,7 @@ pub fn generate(model: &Decoder, tok: &Tok, prompts: &[Vec<i64>], s: &Sampling) 
     let mut out: Vec<Generation> =
         (0..b).map(|_| Generation { tokens: vec![], logprobs: vec![], finish: Finish::Length }).collect();
     let mut done = vec![false; b as usize];
-    tch::manual_seed(s.seed);
+    let mut rng = SplitMix::new(s.seed as u64);
     let _guard = tch::no_grad_guard();
     let mut cache = KvCache::default();
     let mut input = Tensor::from_slice(&ids).view([b, t]).to(dev);
@@ -108,11 +139,14 @@ pub fn generate(model: &Decoder, tok: &Tok, prompts: &[Vec<i64>], s: &Sampling) 
         let last = model.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1)).squeeze_dim(1).to_kind(Kind::Float);
         let (next, logp) = if s.temperature <= 0.0 {
             let next = last.argmax(-1, false);
-            (next.shallow_clone(), last.log_softmax(-1, Kind::Float).gather(1, &next.unsqueeze(1), false).squeeze_dim(1))
+            (
+                next.shallow_clone(),
+                last.log_softmax(-1, Kind::Float).gather(1, &next.unsqueeze(1), false).squeeze_dim(1),
+            )
         } else {
             let logp_all = (&last / s.temperature).log_softmax(-1, Kind::Float);
-            let probs = filter_logits(&last, s).softmax(-1, Kind::Float);
-            let next = probs.multinomial(1, false).squeeze_dim(1);
+            let probs = filter_logits(&last, s).softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+            let next = Tensor::from_slice(&sample_rows(&probs, &mut rng)?).to(dev);
             (next.shallow_clone(), logp_all.gather(1, &next.unsqueeze(1), false).squeeze_dim(1))
         };
         let next: Vec<i64> = Vec::try_from(&next.to_device(tch::Device::Cpu))?;

@@ -39,16 +39,38 @@ impl KvCache {
     }
 }
 
-struct Block {
+/// A linear projection of a block, with its Hugging Face module path and, once an adapter is
+/// attached, its LoRA factors.
+pub(crate) struct Proj {
+    pub(crate) linear: nn::Linear,
+    pub(crate) path: String,
+    pub(crate) lora: Option<(Tensor, Tensor)>,
+}
+
+impl Proj {
+    /// The module name (`q_proj`, ..., `down_proj`).
+    pub(crate) fn name(&self) -> &str {
+        self.path.rsplit('.').next().unwrap_or(&self.path)
+    }
+}
+
+pub(crate) struct Block {
     input_norm: Tensor,
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
-    o: nn::Linear,
+    pub(crate) q: Proj,
+    pub(crate) k: Proj,
+    pub(crate) v: Proj,
+    pub(crate) o: Proj,
     post_norm: Tensor,
-    gate: nn::Linear,
-    up: nn::Linear,
-    down: nn::Linear,
+    pub(crate) gate: Proj,
+    pub(crate) up: Proj,
+    pub(crate) down: Proj,
+}
+
+impl Block {
+    /// The block's projections, in Hugging Face order.
+    pub(crate) fn projections_mut(&mut self) -> [&mut Proj; 7] {
+        [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down]
+    }
 }
 
 /// A decoder with its weights in a `VarStore`.
@@ -58,10 +80,12 @@ pub struct Decoder {
     /// The variables (Hugging Face names).
     pub vs: nn::VarStore,
     embed: Tensor,
-    blocks: Vec<Block>,
+    pub(crate) blocks: Vec<Block>,
     norm: Tensor,
     lm_head: Option<Tensor>,
     inv_freq: Tensor,
+    /// The LoRA adapter, once attached ([`super::lora`]).
+    pub(crate) adapter: Option<super::lora::Adapter>,
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
@@ -83,10 +107,13 @@ impl Decoder {
         let root = vs.root();
         let p = &root / "model";
         let (d, hd) = (cfg.hidden_size, cfg.head_dim);
-        let lin = |p: nn::Path, i: i64, o: i64, bias: bool| {
-            nn::linear(p, i, o, nn::LinearConfig { bias, ..Default::default() })
+        let lin = |p: nn::Path, i: i64, o: i64, bias: bool| Proj {
+            path: p.components().collect::<Vec<_>>().join("."),
+            linear: nn::linear(p, i, o, nn::LinearConfig { bias, ..Default::default() }),
+            lora: None,
         };
-        let embed = (&p / "embed_tokens").var("weight", &[cfg.vocab_size, d], nn::Init::Randn { mean: 0., stdev: 0.02 });
+        let embed =
+            (&p / "embed_tokens").var("weight", &[cfg.vocab_size, d], nn::Init::Randn { mean: 0., stdev: 0.02 });
         let blocks = (0..cfg.num_layers)
             .map(|i| {
                 let l = &p / "layers" / i;
@@ -113,7 +140,7 @@ impl Decoder {
             .divide_scalar(hd as f64)
             .multiply_scalar(-(cfg.rope_theta.ln()))
             .exp();
-        Decoder { cfg, vs, embed, blocks, norm, lm_head, inv_freq }
+        Decoder { cfg, vs, embed, blocks, norm, lm_head, inv_freq, adapter: None }
     }
 
     /// A decoder holding `weights` (every variable must be present, with its shape).
@@ -136,6 +163,11 @@ impl Decoder {
         Ok(model)
     }
 
+    /// The attached LoRA adapter, if any.
+    pub fn adapter(&self) -> Option<&super::lora::Adapter> {
+        self.adapter.as_ref()
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> Device {
         self.vs.device()
@@ -143,7 +175,13 @@ impl Decoder {
 
     /// Final hidden states [B, T, D] for tokens `ids` [B, T] at `positions` [B, T], with
     /// `key_valid` [B, past + T] marking real (non-padding) keys. Appends to `cache` if given.
-    pub fn hidden(&self, ids: &Tensor, positions: &Tensor, key_valid: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        key_valid: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let (h, kvh, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
@@ -157,9 +195,9 @@ impl Decoder {
         }
         for (i, blk) in self.blocks.iter().enumerate() {
             let a = rms_norm(&x, &blk.input_norm, self.cfg.rms_eps);
-            let q = blk.q.forward(&a).view([b, t, h, hd]).transpose(1, 2);
-            let k = blk.k.forward(&a).view([b, t, kvh, hd]).transpose(1, 2);
-            let v = blk.v.forward(&a).view([b, t, kvh, hd]).transpose(1, 2);
+            let q = self.project(&blk.q, &a).view([b, t, h, hd]).transpose(1, 2);
+            let k = self.project(&blk.k, &a).view([b, t, kvh, hd]).transpose(1, 2);
+            let v = self.project(&blk.v, &a).view([b, t, kvh, hd]).transpose(1, 2);
             let q = &q * &cos + rotate_half(&q) * &sin;
             let mut k = &k * &cos + rotate_half(&k) * &sin;
             let mut v = v;
@@ -172,11 +210,20 @@ impl Decoder {
             }
             let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, kvh != h);
             let att = att.transpose(1, 2).contiguous().view([b, t, h * hd]);
-            x = x + blk.o.forward(&att);
+            x = x + self.project(&blk.o, &att);
             let m = rms_norm(&x, &blk.post_norm, self.cfg.rms_eps);
-            x = x + blk.down.forward(&(blk.gate.forward(&m).silu() * blk.up.forward(&m)));
+            x = x + self.project(&blk.down, &(self.project(&blk.gate, &m).silu() * self.project(&blk.up, &m)));
         }
         rms_norm(&x, &self.norm, self.cfg.rms_eps)
+    }
+
+    /// `x` through projection `p`, plus its LoRA update when the adapter is attached and on.
+    fn project(&self, p: &Proj, x: &Tensor) -> Tensor {
+        let y = p.linear.forward(x);
+        match (&p.lora, &self.adapter) {
+            (Some((a, b)), Some(ad)) if ad.is_enabled() => y + ad.delta(x, a, b),
+            _ => y,
+        }
     }
 
     /// Logits [B, T, V] of `hidden` states.

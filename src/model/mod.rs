@@ -4,11 +4,13 @@
 //! name of a model fetched into the cache (`smollm2-135m`, by `make model`).
 
 pub mod config;
-pub mod gguf;
 #[cfg(feature = "torch")]
 pub mod generate;
+pub mod gguf;
 #[cfg(feature = "torch")]
 pub mod llama;
+#[cfg(feature = "torch")]
+pub mod lora;
 #[cfg(feature = "torch")]
 pub mod score;
 #[cfg(feature = "torch")]
@@ -37,7 +39,10 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
         return if path.exists() {
             Ok(path)
         } else {
-            Err(Error::Model(format!("model '{spec}' is not in the cache ({}); run `make model` to fetch it", path.display())))
+            Err(Error::Model(format!(
+                "model '{spec}' is not in the cache ({}); run `make model` to fetch it",
+                path.display()
+            )))
         };
     }
     let path = PathBuf::from(spec);
@@ -45,7 +50,10 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
         Ok(path)
     } else {
         let names: Vec<&str> = SHORT_NAMES.iter().map(|(n, _)| *n).collect();
-        Err(Error::Model(format!("model '{spec}': no such file or folder, and not a known name ({})", names.join(", "))))
+        Err(Error::Model(format!(
+            "model '{spec}': no such file or folder, and not a known name ({})",
+            names.join(", ")
+        )))
     }
 }
 

@@ -76,11 +76,18 @@ impl Tok {
         let merges = g.get("tokenizer.ggml.merges").and_then(|v| v.as_str_array()).unwrap_or_default();
         let types = g.get("tokenizer.ggml.token_type").and_then(|v| v.as_i64_array()).unwrap_or_default();
         let pre = g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
         let pre_tokenizer = match pre {
-            "smollm" => json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]}),
+            "smollm" => {
+                json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]})
+            }
             "gpt2" | "default" => byte_level.clone(),
-            other => return Err(err(format!("pre-tokenizer '{other}' is not supported yet; load the Hugging Face folder instead"))),
+            other => {
+                return Err(err(format!(
+                    "pre-tokenizer '{other}' is not supported yet; load the Hugging Face folder instead"
+                )))
+            }
         };
         let vocab: serde_json::Map<String, Json> =
             tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
@@ -110,7 +117,11 @@ impl Tok {
         let inner: tokenizers::Tokenizer =
             spec.to_string().parse().map_err(|e: tokenizers::Error| err(format!("cannot build the tokenizer: {e}")))?;
         let token = |key: &str| {
-            g.get(key).and_then(|v| v.as_u64()).and_then(|i| tokens.get(i as usize)).map(|s| s.to_string()).unwrap_or_default()
+            g.get(key)
+                .and_then(|v| v.as_u64())
+                .and_then(|i| tokens.get(i as usize))
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         };
         Ok(Tok {
             inner,
@@ -139,7 +150,8 @@ impl Tok {
 
     /// Renders `messages` with the model's chat template.
     pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let template = self.chat_template.as_deref().ok_or_else(|| Error::Model("the model has no chat template".into()))?;
+        let template =
+            self.chat_template.as_deref().ok_or_else(|| Error::Model("the model has no chat template".into()))?;
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {

@@ -37,7 +37,8 @@ pub fn from_hf_folder(dir: &Path) -> Result<Weights> {
     };
     let mut out = Weights::new();
     for f in files {
-        let tensors = Tensor::read_safetensors(&f).map_err(|e| Error::file(&f, format!("cannot read safetensors: {e}")))?;
+        let tensors =
+            Tensor::read_safetensors(&f).map_err(|e| Error::file(&f, format!("cannot read safetensors: {e}")))?;
         for (name, t) in tensors {
             out.insert(name, t.to_kind(Kind::Float));
         }

@@ -62,6 +62,20 @@ pub fn kl_tokens(logp: &[f32], ref_logp: &[f32], segments: &[u8], e: KlEstimator
     }
 }
 
+impl std::str::FromStr for KlEstimator {
+    type Err = String;
+
+    /// Parses veRL's names: `kl`/`k1`, `mse`/`k2`, `low_var_kl`/`k3`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kl" | "k1" => Ok(KlEstimator::K1),
+            "mse" | "k2" => Ok(KlEstimator::K2),
+            "low_var_kl" | "k3" => Ok(KlEstimator::K3),
+            _ => Err(format!("unknown KL estimator {s:?} (k1/kl, k2/mse, k3/low_var_kl)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
