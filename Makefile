@@ -65,7 +65,10 @@ bench: setup
 	@$(MAKE) --no-print-directory _bench
 _bench:
 	cargo build --release
-	TRAJFLOW_PYTHON=$(PY) $(PY) benches/advantages.py
+	cargo bench --bench kernels --no-run 2>&1 | tail -1
+	$(PY) benches/advantages.py --bin target/release/trajflow --repeat 2 \
+		--kernels $$(ls -t target/release/deps/kernels-* | grep -v '\.d$$' | head -1)
+	$(PY) benches/incremental.py --bin target/release/trajflow
 
 fmt:
 	cargo fmt --all

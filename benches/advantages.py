@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
-"""Benchmark: trajflow reprocess (-w 1, -w 2) vs the PyTorch reference (reference.py).
+"""Benchmark: trajflow reprocess vs the PyTorch reference (reference.py) on >= 10M tokens.
 
-    python benches/advantages.py [--workdir /tmp/trajflow-bench] [--groups 10500] [--repeat 1]
+    python benches/advantages.py [--bin target/release/trajflow] [--kernels KERNELS_BENCH_BINARY]
+                                 [--workdir /tmp/trajflow-bench] [--groups 10500] [--repeat 2]
 
-Generates (once, cached in --workdir) a synthetic dataset of >= --min-tokens tokens, then for each
-pipeline times whole commands (process start, Parquet read, compute, Parquet write):
-`trajflow reprocess pipelines/NAME.toml -w 1`, the same with `-w 2`, and
-`python benches/reference.py NAME` (torch on the CPU with its default thread count; run with
-OMP_NUM_THREADS unset). With --repeat N the best of N runs is reported. Prints a markdown table
-and writes it to benches/results/advantages.md.
-
-Caveat built into the comparison: trajflow writes a complete dataset (every input column plus the
-outputs), the reference writes episode_id + output columns only; the `PyTorch (all cols)` column
-runs reference.py --all-columns, which reads and writes every column like trajflow does.
+Generates (once, cached in --workdir) a synthetic dataset of >= --min-tokens tokens in 32 Parquet
+files, then for each pipeline runs, best of --repeat:
+- trajflow reprocess -w 2, writing only episode_id + the outputs (`--columns outputs`) and writing
+  every column (default);
+- reference.py (episode_id + outputs) and reference.py --all-columns.
+It reports wall time of the whole command and the in-process time (trajflow's own timing; the sum
+of the reference's read/pad/compute/write), plus compute-only throughput: trajflow's kernels bench
+(`cargo bench --bench kernels`, data in memory, one thread) against the reference's compute phase.
+Writes benches/results/advantages.md and .json.
 """
 import argparse
 import datetime

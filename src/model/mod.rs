@@ -8,6 +8,8 @@ pub mod config;
 pub mod generate;
 pub mod gguf;
 #[cfg(feature = "torch")]
+pub mod heads;
+#[cfg(feature = "torch")]
 pub mod llama;
 #[cfg(feature = "torch")]
 pub mod lora;

@@ -1,4 +1,6 @@
-//! Training: the loss functions every algorithm combines (and, as they land, the optimiser, its
-//! guards and checkpoints).
+//! Training: the loss functions every algorithm combines, the optimiser with its guards, and
+//! checkpoints that resume exactly.
 
+pub mod checkpoint;
 pub mod losses;
+pub mod optim;
