@@ -69,6 +69,8 @@ _bench:
 	$(PY) benches/advantages.py --bin target/release/trajflow --repeat 2 \
 		--kernels $$(ls -t target/release/deps/kernels-* | grep -v '\.d$$' | head -1)
 	$(PY) benches/incremental.py --bin target/release/trajflow
+	cargo bench --bench model --no-run 2>&1 | tail -1
+	$(PY) benches/model.py --threads 2
 
 fmt:
 	cargo fmt --all

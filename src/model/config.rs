@@ -133,6 +133,28 @@ impl DecoderConfig {
         })
     }
 
+    /// The Hugging Face `config.json` of this configuration (Llama, or Qwen2 with q/k/v bias).
+    pub fn to_hf_json(&self) -> Json {
+        serde_json::json!({
+            "architectures": [if self.qkv_bias { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+            "model_type": if self.qkv_bias { "qwen2" } else { "llama" },
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_eps,
+            "tie_word_embeddings": self.tie_embeddings,
+            "hidden_act": "silu",
+            "torch_dtype": "float32",
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_ids,
+        })
+    }
+
     /// A small configuration for fast CPU work (trained from scratch, used by tests and demos).
     pub fn small(vocab_size: i64) -> DecoderConfig {
         DecoderConfig {

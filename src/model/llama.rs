@@ -168,6 +168,16 @@ impl Decoder {
         self.adapter.as_ref()
     }
 
+    /// Writes `config.json` and `model.safetensors` (Hugging Face names) into `dir`, a folder
+    /// transformers and [`crate::model::load`] read back.
+    pub fn save_hf_folder(&self, dir: &std::path::Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let cfg = serde_json::to_string_pretty(&self.cfg.to_hf_json()).expect("json");
+        std::fs::write(dir.join("config.json"), cfg).map_err(|e| Error::io(dir, e))?;
+        self.vs.save(dir.join("model.safetensors"))?;
+        Ok(())
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> Device {
         self.vs.device()

@@ -16,6 +16,8 @@ pub mod lora;
 #[cfg(feature = "torch")]
 pub mod score;
 #[cfg(feature = "torch")]
+pub mod service;
+#[cfg(feature = "torch")]
 pub mod tokenizer;
 #[cfg(feature = "torch")]
 pub mod weights;
@@ -63,14 +65,24 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
 #[cfg(feature = "torch")]
 pub fn load(spec: &str, device: tch::Device) -> Result<(llama::Decoder, tokenizer::Tok)> {
     let path = resolve(spec)?;
+    let tok = if path.is_dir() {
+        tokenizer::Tok::from_hf_folder(&path)?
+    } else {
+        tokenizer::Tok::from_gguf(&gguf::Gguf::open(&path)?)?
+    };
+    Ok((load_decoder(spec, device)?, tok))
+}
+
+/// Loads only the decoder of a SPEC (no tokenizer needed: scoring works on token ids).
+#[cfg(feature = "torch")]
+pub fn load_decoder(spec: &str, device: tch::Device) -> Result<llama::Decoder> {
+    let path = resolve(spec)?;
     if path.is_dir() {
         let cfg = config::DecoderConfig::from_hf_json(&path.join("config.json"))?;
-        let weights = weights::from_hf_folder(&path)?;
-        Ok((llama::Decoder::from_weights(cfg, &weights, device)?, tokenizer::Tok::from_hf_folder(&path)?))
+        llama::Decoder::from_weights(cfg, &weights::from_hf_folder(&path)?, device)
     } else {
         let g = gguf::Gguf::open(&path)?;
         let cfg = config::DecoderConfig::from_gguf(&g)?;
-        let weights = weights::from_gguf(&g, &cfg)?;
-        Ok((llama::Decoder::from_weights(cfg, &weights, device)?, tokenizer::Tok::from_gguf(&g)?))
+        llama::Decoder::from_weights(cfg.clone(), &weights::from_gguf(&g, &cfg)?, device)
     }
 }

@@ -23,6 +23,8 @@ mod episode;
 mod gae;
 mod group_baseline;
 mod kl;
+#[cfg(feature = "torch")]
+mod logprobs;
 mod normalize;
 mod reflector_reward;
 mod reinforce_pp;
@@ -115,6 +117,7 @@ pub const OPERATORS: &[(&str, &str)] = &[
     ("reinforce_pp_returns", "REINFORCE++ discounted token returns (veRL reset or carry across observations)"),
     ("reflector_reward", "RetroAct's reflector reward from a trial's and the previous trial's outcome"),
     ("kl", "k1/k2/k3 KL estimate between two log-prob columns"),
+    ("logprobs", "per-token log-probs of the tokens under a model, on the device thread"),
 ];
 
 /// Builds the operator `name` from its parameter table.
@@ -130,6 +133,8 @@ pub fn build(name: &str, params: &toml::Table) -> Result<Operator, ParamError> {
         "reinforce_pp_returns" => Local(Box::new(reinforce_pp::ReinforcePpReturns::new(params)?)),
         "reflector_reward" => Local(Box::new(reflector_reward::ReflectorReward::new(params)?)),
         "kl" => Local(Box::new(kl::Kl::new(params)?)),
+        #[cfg(feature = "torch")]
+        "logprobs" => Local(Box::new(logprobs::Logprobs::new(params)?)),
         other => {
             return Err(ParamError::new(
                 "op",

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Benchmark: model training steps and greedy generation, trajflow (tch) vs PyTorch/transformers.
+
+    python benches/model.py [--bin-bench PATH] [--quick] [--threads N] [--only small:train ...]
+                            [--results benches/results/model.md]
+
+For each configuration below, the trajflow benchmark binary and benches/model_reference.py are
+run as separate processes (so peak RSS is per run), both with the same CLI
+    --model {small,smollm2} --mode {train,generate} --batch B (--seq T --steps S | --new-tokens N)
+and both print one JSON line {"impl", "model", "mode", "batch", "seq"/"new_tokens",
+"tokens_per_s", "seconds", "peak_rss_mb", "torch_threads"} (see model_reference.py for what is
+timed). Configurations:
+    train    small    B=8, T=256, 5 steps       generate small    B=8, 32-token prompts, 64 new
+    train    smollm2  B=4, T=256, 5 steps       generate smollm2  B=4, 32-token prompts, 64 new
+--quick: 2 steps, 16 new tokens.
+
+The binary is --bin-bench, default: the newest executable target/release/deps/model-* (not *.d),
+i.e. what `cargo bench --bench model --no-run` builds. Without one only the PyTorch side runs and
+the trajflow column reads "-". Writes a markdown table to --results and the raw JSON lines next
+to it (same name, .json).
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+CONFIGS = [  # (model, mode, batch)
+    ("small", "train", 8),
+    ("smollm2", "train", 4),
+    ("small", "generate", 8),
+    ("smollm2", "generate", 4),
+]
+SEQ = 256
+PROMPT_LEN = 32  # fixed in model_reference.py (and the Rust binary)
+
+
+def default_bin():
+    cands = [p for p in glob.glob(os.path.join(ROOT, "target", "release", "deps", "model-*"))
+             if not p.endswith(".d") and os.path.isfile(p) and os.access(p, os.X_OK)]
+    return max(cands, key=os.path.getmtime) if cands else None
+
+
+def run_one(cmd):
+    """Run one benchmark process; return its JSON result (dict) or None on failure."""
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("{")]
+    if r.returncode != 0 or not lines:
+        print(f"  FAILED (rc {r.returncode})\n{r.stdout[-2000:]}{r.stderr[-4000:]}", file=sys.stderr)
+        return None
+    res = json.loads(lines[-1])
+    print("  " + lines[-1], file=sys.stderr, flush=True)
+    return res
+
+
+def fmt_tps(res):
+    return "-" if res is None else f"{res['tokens_per_s']:,.0f}"
+
+
+def fmt_rss(res):
+    return "-" if res is None else f"{res['peak_rss_mb']:,.0f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-bench", help="trajflow model benchmark binary (default: newest target/release/deps/model-*)")
+    ap.add_argument("--quick", action="store_true", help="2 train steps, 16 new tokens")
+    ap.add_argument("--threads", type=int, help="passed to both sides as --threads")
+    ap.add_argument("--only", nargs="*", help="subset of MODEL:MODE, e.g. small:train smollm2:generate")
+    ap.add_argument("--python", default=sys.executable, help="interpreter for model_reference.py")
+    ap.add_argument("--results", default=os.path.join(HERE, "results", "model.md"))
+    a = ap.parse_args()
+
+    steps, new_tokens = (2, 16) if a.quick else (5, 64)
+    binary = a.bin_bench or default_bin()
+    if binary and not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        print(f"warning: {binary} is not an executable file; running the PyTorch side only", file=sys.stderr)
+        binary = None
+    if binary is None:
+        print("warning: no trajflow model benchmark binary; running the PyTorch side only", file=sys.stderr)
+    configs = [c for c in CONFIGS if not a.only or f"{c[0]}:{c[1]}" in a.only]
+    if not configs:
+        ap.error(f"--only matched nothing; choose from {[f'{m}:{o}' for m, o, _ in CONFIGS]}")
+
+    load_before = os.getloadavg()
+    rows, raw, failed = [], [], False
+    for model, mode, batch in configs:
+        args = ["--model", model, "--mode", mode, "--batch", str(batch)]
+        if mode == "train":
+            args += ["--seq", str(SEQ), "--steps", str(steps)]
+            shape = f"B={batch}, T={SEQ}, {steps} steps"
+        else:
+            args += ["--new-tokens", str(new_tokens)]
+            shape = f"B={batch}, prompt {PROMPT_LEN}, +{new_tokens} tokens"
+        if a.threads:
+            args += ["--threads", str(a.threads)]
+        tf = None
+        if binary:
+            tf = run_one([binary] + args)
+            failed |= tf is None
+        pt = run_one([a.python, os.path.join(HERE, "model_reference.py")] + args)
+        failed |= pt is None
+        raw += [r for r in (tf, pt) if r is not None]
+        ratio = f"**{tf['tokens_per_s'] / pt['tokens_per_s']:.2f}x**" if tf and pt else "-"
+        rows.append(f"| {model} | {mode} | {shape} | {fmt_tps(tf)} | {fmt_tps(pt)} | {ratio} "
+                    f"| {fmt_rss(tf)} | {fmt_rss(pt)} |")
+
+    threads = next((r["torch_threads"] for r in raw if r.get("impl") == "pytorch"), None)
+    tf_threads = next((r["torch_threads"] for r in raw if r.get("impl") == "trajflow"), None)
+    load_after = os.getloadavg()
+    cmdline = "python benches/model.py" + (" --quick" if a.quick else "") + \
+        (f" --threads {a.threads}" if a.threads else "")
+    bin_desc = f"`{os.path.relpath(binary, ROOT)}`" if binary else "none (trajflow not run)"
+    out = [
+        "# Model benchmarks: trajflow (tch) vs PyTorch/transformers",
+        "",
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
+        f"{os.cpu_count()} CPU(s), no GPU; float32, CPU; torch threads: trajflow {tf_threads or '-'}, "
+        f"PyTorch {threads or '-'}; load average (1 min) {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after; trajflow binary {bin_desc}; `{cmdline}`.",
+        "",
+        "Models: *small* = random-init Llama (vocab 49152, hidden 128, 4 layers, 4 heads / 2 KV heads, "
+        "tied embeddings); *smollm2* = SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32). "
+        "PyTorch side: `benches/model_reference.py` (transformers LlamaForCausalLM, sdpa attention). "
+        "*train*: tokens/s = B·T·steps / time of the timed steps (forward, next-token NLL, backward, "
+        "AdamW lr 1e-5; one untimed warm-up step). *generate*: greedy decoding with KV cache, "
+        "tokens/s = generated tokens (B·new) / time (one untimed 4-token warm-up). Peak RSS: "
+        "the process's maxrss (each run is its own process). Ratio = trajflow / PyTorch.",
+        "",
+        "| model | mode | shape | trajflow tokens/s | PyTorch tokens/s | ratio | trajflow peak RSS (MB) "
+        "| PyTorch peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
+    with open(a.results, "w") as f:
+        f.write("\n".join(out))
+    with open(os.path.splitext(a.results)[0] + ".json", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in raw)
+    print("\n".join(out))
+    print(f"wrote {a.results}", file=sys.stderr)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""PyTorch / transformers reference for the model benchmarks (training steps and greedy generation).
+
+    python benches/model_reference.py --model {small,smollm2} --mode {train,generate}
+        [--batch 8] [--seq 256] [--steps 5] [--new-tokens 64] [--threads N] [--gguf PATH]
+
+Models (float32, CPU, sdpa attention):
+- small: a random-init LlamaForCausalLM (torch.manual_seed(0)): vocab 49152, hidden 128, ffn 344,
+  4 layers, 4 heads / 2 KV heads, head_dim 32, rope_theta 1e4, rms_norm_eps 1e-5, tied embeddings.
+- smollm2: SmolLM2-135M-Instruct from ~/.cache/trajflow/models/SmolLM2-135M-Instruct.Q4_1.gguf,
+  dequantised to float32 and converted by tests/parity/hf_gguf_logprobs.py's load_model (reused,
+  not copied), then switched from eager to sdpa attention.
+
+train: B x T token ids drawn uniformly from the vocabulary (seeded); a step is forward, token-mean
+  NLL of next-token prediction (logits[:, :-1] vs ids[:, 1:]), backward, AdamW(lr 1e-5,
+  weight_decay 0, foreach default) step, zero_grad. One untimed warm-up step, then --steps timed
+  steps; tokens/s = B*T*steps / seconds.
+generate: B prompts of 32 random tokens (same length, attention mask of ones); model.generate(
+  do_sample=False, max_new_tokens=min_new_tokens=--new-tokens, use_cache=True, pad_token_id=0).
+  One untimed warm-up generation of 4 new tokens; tokens/s = B*new_tokens / seconds.
+
+Prints one JSON line: {"impl": "pytorch", "model", "mode", "batch", "seq" | "new_tokens",
+"tokens_per_s", "seconds", "peak_rss_mb", "torch_threads"}; peak RSS is the process's
+resource.getrusage(RUSAGE_SELF).ru_maxrss (MB), so run one configuration per process.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DEFAULT_GGUF = os.path.expanduser("~/.cache/trajflow/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+PROMPT_LEN = 32
+SEED = 0
+
+
+def small_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=49152, hidden_size=128, intermediate_size=344, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=10000.0,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, attn_implementation="sdpa",
+    )
+    torch.manual_seed(SEED)
+    return LlamaForCausalLM(cfg).float()
+
+
+def smollm2_model(gguf_path):
+    sys.path.insert(0, os.path.join(ROOT, "tests", "parity"))
+    from hf_gguf_logprobs import load_model  # noqa: E402  (the parity test's GGUF -> HF conversion)
+
+    model = load_model(gguf_path).float()
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("sdpa")
+    else:
+        model.config._attn_implementation = "sdpa"
+    return model
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def bench_train(model, batch, seq, steps):
+    model.train()
+    gen = torch.Generator().manual_seed(SEED)
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+
+    def step():
+        logits = model(input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    step()  # warm-up (also allocates the AdamW state)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    seconds = time.perf_counter() - t0
+    assert torch.isfinite(loss).item()
+    return batch * seq * steps, seconds
+
+
+@torch.no_grad()
+def bench_generate(model, batch, new_tokens):
+    model.eval()
+    gen = torch.Generator().manual_seed(SEED)
+    ids = torch.randint(0, model.config.vocab_size, (batch, PROMPT_LEN), generator=gen)
+    mask = torch.ones_like(ids)
+
+    def run(n):
+        return model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+                              min_new_tokens=n, use_cache=True, pad_token_id=0)
+
+    run(4)  # warm-up
+    t0 = time.perf_counter()
+    out = run(new_tokens)
+    seconds = time.perf_counter() - t0
+    assert out.shape == (batch, PROMPT_LEN + new_tokens), out.shape
+    return batch * new_tokens, seconds
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["small", "smollm2"], required=True)
+    ap.add_argument("--mode", choices=["train", "generate"], required=True)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    ap.add_argument("--gguf", default=DEFAULT_GGUF, help="SmolLM2 GGUF (for --model smollm2)")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    model = small_model() if a.model == "small" else smollm2_model(a.gguf)
+
+    out = {"impl": "pytorch", "model": a.model, "mode": a.mode, "batch": a.batch}
+    if a.mode == "train":
+        tokens, seconds = bench_train(model, a.batch, a.seq, a.steps)
+        out["seq"] = a.seq
+    else:
+        tokens, seconds = bench_generate(model, a.batch, a.new_tokens)
+        out["new_tokens"] = a.new_tokens
+    out.update(tokens_per_s=round(tokens / seconds, 2), seconds=round(seconds, 4),
+               peak_rss_mb=round(peak_rss_mb(), 1), torch_threads=torch.get_num_threads())
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+//! `logprobs`: per-token log-probs of each episode's `tokens` under a model (`model` = a SPEC:
+//! Hugging Face folder, `.gguf` file or short name), written to `logp` (NaN for the first token).
+//! Rename the output to recompute behaviour log-probs (`write = { logp = "logp_behavior" }`, LOOP's
+//! recompute step) or reference log-probs (`logp_ref`). The model runs on the process's device
+//! thread ([`crate::model::service`]) and is loaded at the first batch, not at validation.
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::Int32Type;
+
+use super::columns::{per_token_f32, StageInput};
+use super::{params, Col, Describe, LocalOp, ParamError};
+use crate::model::service::ModelService;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    model: String,
+    #[serde(default = "default_tokens")]
+    max_batch_tokens: usize,
+}
+
+fn default_tokens() -> usize {
+    16384
+}
+
+/// The operator.
+pub struct Logprobs {
+    model: String,
+    max_batch_tokens: usize,
+}
+
+impl Logprobs {
+    /// Parses `model` (required) and `max_batch_tokens` (padded tokens per forward pass).
+    pub fn new(t: &toml::Table) -> Result<Self, ParamError> {
+        let p: Params = params::parse(t)?;
+        if p.model.is_empty() {
+            return Err(ParamError::new("model", "must name a model"));
+        }
+        params::positive("max_batch_tokens", p.max_batch_tokens as f64)?;
+        Ok(Logprobs { model: p.model, max_batch_tokens: p.max_batch_tokens })
+    }
+}
+
+impl Describe for Logprobs {
+    fn reads(&self) -> Vec<Col> {
+        vec![Col::new("tokens", "list<int32>")]
+    }
+    fn writes(&self) -> Vec<Col> {
+        vec![Col::new("logp", "list<float32>")]
+    }
+    fn params(&self) -> Vec<(String, String)> {
+        params::show(&[("model", &self.model)])
+            .into_iter()
+            .chain([("max_batch_tokens".into(), self.max_batch_tokens.to_string())])
+            .collect()
+    }
+}
+
+impl LocalOp for Logprobs {
+    fn apply(&self, input: &StageInput<'_>) -> Result<Vec<ArrayRef>, String> {
+        let tokens = input.lists::<Int32Type>("tokens")?;
+        let seqs: Vec<Vec<i64>> =
+            (0..input.num_rows()).map(|i| tokens.row(i).iter().map(|&t| t as i64).collect()).collect();
+        let scored =
+            ModelService::get(&self.model, self.max_batch_tokens).token_logprobs(seqs).map_err(|e| e.to_string())?;
+        let out = per_token_f32(&tokens, input.num_rows(), |i, out| {
+            out.copy_from_slice(&scored[i]);
+            Ok(())
+        })?;
+        Ok(vec![out])
+    }
+}
