@@ -20,6 +20,8 @@ pub mod dataflow;
 #[cfg(feature = "torch")]
 pub mod device;
 pub mod error;
+#[cfg(feature = "torch")]
+pub mod import;
 pub mod model;
 pub mod ops;
 pub mod pipeline;

@@ -153,6 +153,22 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: i64,
     },
+    /// Import logged conversations as token-exact trajectories (through a model's chat template).
+    #[cfg(feature = "torch")]
+    Import {
+        /// Input format.
+        #[arg(long, value_enum)]
+        format: crate::import::Format,
+        /// Input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output dataset.
+        #[arg(long)]
+        output: PathBuf,
+        /// Model whose tokenizer and chat template render the conversations.
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+    },
     /// Write per-token log-probs of a dataset's `tokens` under a model.
     #[cfg(feature = "torch")]
     Score {
@@ -322,5 +338,7 @@ pub fn run(cli: Cli) -> Result<String> {
         }
         #[cfg(feature = "torch")]
         Command::Score { model, input, output, column } => model::run_score(&model, &input, &output, &column),
+        #[cfg(feature = "torch")]
+        Command::Import { format, input, output, model } => model::run_import(format, &input, &output, &model),
     }
 }

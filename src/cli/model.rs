@@ -1,5 +1,5 @@
-//! `trajflow generate` and `trajflow score`: a quick look at a model, and per-token log-probs of
-//! a stored dataset's sequences under it.
+//! `trajflow generate`, `trajflow score` and `trajflow import`: a quick look at a model, per-token
+//! log-probs of a stored dataset's sequences under it, and logged conversations tokenised with it.
 
 use std::sync::Arc;
 
@@ -65,4 +65,45 @@ pub fn run_score(spec: &str, input: &std::path::Path, output: &std::path::Path, 
         }
     }
     Ok(format!("score: {rows} sequences scored under {spec} -> column '{column}' of {}\n", output.display()))
+}
+
+/// Imports `input` (in `format`) into the dataset `output`, tokenised with `spec`'s tokenizer.
+pub fn run_import(
+    format: crate::import::Format,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    spec: &str,
+) -> Result<String> {
+    let path = crate::model::resolve(spec)?;
+    let tok = if path.is_dir() {
+        crate::model::tokenizer::Tok::from_hf_folder(&path)?
+    } else {
+        crate::model::tokenizer::Tok::from_gguf(&crate::model::gguf::Gguf::open(&path)?)?
+    };
+    let convs = crate::import::formats::read(format, input)?;
+    let env = format!("{format:?}").to_lowercase();
+    let out = Dataset::create(output)?;
+    let (mut rows, mut tokens, mut successes) = (0usize, 0usize, 0usize);
+    for (part, chunk) in convs.chunks(4096).enumerate() {
+        let mut b = crate::schema::builder::TrajectoryBuilder::default();
+        for c in chunk {
+            let row = crate::import::to_row(&tok, c, &env, spec)?;
+            tokens += row.tokens.len();
+            successes += usize::from(row.success == Some(true));
+            b.push(row);
+        }
+        rows += b.len();
+        out.append(
+            &[b.finish()],
+            part as u64,
+            "import",
+            &crate::schema::TableSchema::trajectory().tag(),
+            vec![input.display().to_string()],
+        )?;
+    }
+    Ok(format!(
+        "import: {rows} episodes ({successes} successful, {tokens} tokens) from {} -> {}\n",
+        input.display(),
+        output.display()
+    ))
 }

@@ -5,6 +5,7 @@
 //! reader needs (reads use projection), but every column it is asked for must exist with exactly
 //! the declared Arrow type, and non-nullable columns must hold no nulls.
 
+pub mod builder;
 pub mod rows;
 mod types;
 

@@ -1,0 +1,136 @@
+//! Building trajectory-table batches row by row: the one place that lays out episodes in the
+//! columns of `schemas/trajectory.v1.json` (importers, the synthetic generator and, later, the
+//! rollout engine all push [`EpisodeRow`]s here). Columns a row does not set are null.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float32Array, Int64Array, ListArray, RecordBatch, StringArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::Field;
+
+use super::TableSchema;
+
+/// One episode, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct EpisodeRow {
+    /// Episode id (unique).
+    pub episode_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// Group id.
+    pub group_id: String,
+    /// Policy version.
+    pub policy_version: i64,
+    /// Token ids.
+    pub tokens: Vec<i32>,
+    /// Per-token segment codes.
+    pub segments: Vec<u8>,
+    /// Per-token turn indices.
+    pub turns: Vec<i32>,
+    /// Per-token behaviour log-probs (None = null column value).
+    pub logp_behavior: Option<Vec<f32>>,
+    /// Per-token values.
+    pub values: Option<Vec<f32>>,
+    /// One reward per turn.
+    pub turn_rewards: Vec<f32>,
+    /// Episode outcome.
+    pub reward: f32,
+    /// Success, where known.
+    pub success: Option<bool>,
+    /// Whether the environment ended the episode.
+    pub terminated: bool,
+    /// Whether a limit cut it.
+    pub truncated: bool,
+    /// V(s_T) for truncated episodes.
+    pub bootstrap_value: Option<f32>,
+    /// Provenance: environment.
+    pub env: Option<String>,
+    /// Provenance: seed.
+    pub seed: Option<i64>,
+    /// Provenance: model.
+    pub model: Option<String>,
+}
+
+/// Accumulates rows and builds one batch.
+#[derive(Default)]
+pub struct TrajectoryBuilder {
+    rows: Vec<EpisodeRow>,
+}
+
+fn list<T: Clone>(
+    rows: &[EpisodeRow],
+    get: impl Fn(&EpisodeRow) -> Option<&Vec<T>>,
+    values: impl FnOnce(Vec<T>) -> ArrayRef,
+) -> ArrayRef {
+    let mut offsets = vec![0i32];
+    let mut flat = Vec::new();
+    let mut valid = Vec::with_capacity(rows.len());
+    for r in rows {
+        match get(r) {
+            Some(v) => {
+                flat.extend_from_slice(v);
+                valid.push(true);
+            }
+            None => valid.push(false),
+        }
+        offsets.push(flat.len() as i32);
+    }
+    let values = values(flat);
+    let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+    let nulls = valid.iter().any(|v| !v).then(|| arrow::buffer::NullBuffer::from(valid));
+    Arc::new(ListArray::new(field, OffsetBuffer::new(offsets.into()), values, nulls))
+}
+
+impl TrajectoryBuilder {
+    /// Adds a row.
+    pub fn push(&mut self, row: EpisodeRow) {
+        self.rows.push(row);
+    }
+
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no row was added.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The batch, in the trajectory schema.
+    pub fn finish(self) -> RecordBatch {
+        let r = &self.rows;
+        let n = r.len();
+        let schema = TableSchema::trajectory().to_arrow();
+        let strings =
+            |f: fn(&EpisodeRow) -> Option<&str>| -> ArrayRef { Arc::new(r.iter().map(f).collect::<StringArray>()) };
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|field| -> ArrayRef {
+                match field.name().as_str() {
+                    "episode_id" => strings(|e| Some(&e.episode_id)),
+                    "task_id" => strings(|e| Some(&e.task_id)),
+                    "group_id" => strings(|e| Some(&e.group_id)),
+                    "policy_version" => Arc::new(Int64Array::from_iter_values(r.iter().map(|e| e.policy_version))),
+                    "tokens" => list(r, |e| Some(&e.tokens), |v| Arc::new(arrow::array::Int32Array::from(v))),
+                    "segments" => list(r, |e| Some(&e.segments), |v| Arc::new(arrow::array::UInt8Array::from(v))),
+                    "turns" => list(r, |e| Some(&e.turns), |v| Arc::new(arrow::array::Int32Array::from(v))),
+                    "logp_behavior" => list(r, |e| e.logp_behavior.as_ref(), |v| Arc::new(Float32Array::from(v))),
+                    "values" => list(r, |e| e.values.as_ref(), |v| Arc::new(Float32Array::from(v))),
+                    "turn_rewards" => list(r, |e| Some(&e.turn_rewards), |v| Arc::new(Float32Array::from(v))),
+                    "reward" => Arc::new(Float32Array::from_iter_values(r.iter().map(|e| e.reward))),
+                    "success" => Arc::new(r.iter().map(|e| e.success).collect::<BooleanArray>()),
+                    "terminated" => Arc::new(r.iter().map(|e| Some(e.terminated)).collect::<BooleanArray>()),
+                    "truncated" => Arc::new(r.iter().map(|e| Some(e.truncated)).collect::<BooleanArray>()),
+                    "bootstrap_value" => Arc::new(r.iter().map(|e| e.bootstrap_value).collect::<Float32Array>()),
+                    "env" => strings(|e| e.env.as_deref()),
+                    "seed" => Arc::new(r.iter().map(|e| e.seed).collect::<Int64Array>()),
+                    "model" => strings(|e| e.model.as_deref()),
+                    _ => arrow::array::new_null_array(field.data_type(), n),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).expect("the builder lays out the trajectory schema")
+    }
+}
