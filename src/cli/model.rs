@@ -67,6 +67,38 @@ pub fn run_score(spec: &str, input: &std::path::Path, output: &std::path::Path, 
     Ok(format!("score: {rows} sequences scored under {spec} -> column '{column}' of {}\n", output.display()))
 }
 
+/// The tokenizer of a model SPEC.
+fn tokenizer(spec: &str) -> Result<crate::model::tokenizer::Tok> {
+    let path = crate::model::resolve(spec)?;
+    if path.is_dir() {
+        crate::model::tokenizer::Tok::from_hf_folder(&path)
+    } else {
+        crate::model::tokenizer::Tok::from_gguf(&crate::model::gguf::Gguf::open(&path)?)
+    }
+}
+
+/// Writes expert demonstrations of `env` to `output`.
+pub fn run_demos(
+    env: &str,
+    split: crate::env::Split,
+    n: usize,
+    output: &std::path::Path,
+    spec: &str,
+) -> Result<String> {
+    let tok = tokenizer(spec)?;
+    let rows = crate::env::demos::expert_rows(env, split, n, &tok, spec)?;
+    let solved = rows.iter().filter(|r| r.success == Some(true)).count();
+    let turns: usize = rows.iter().map(|r| r.turn_rewards.len()).sum();
+    let mut b = crate::schema::builder::TrajectoryBuilder::default();
+    for r in rows {
+        b.push(r);
+    }
+    let n_rows = b.len();
+    let tag = crate::schema::TableSchema::trajectory().tag();
+    Dataset::create(output)?.append(&[b.finish()], 0, "demos", &tag, Vec::new())?;
+    Ok(format!("demos: {n_rows} expert episodes of {env} ({solved} solved, {turns} turns) -> {}\n", output.display()))
+}
+
 /// Imports `input` (in `format`) into the dataset `output`, tokenised with `spec`'s tokenizer.
 pub fn run_import(
     format: crate::import::Format,
@@ -74,12 +106,7 @@ pub fn run_import(
     output: &std::path::Path,
     spec: &str,
 ) -> Result<String> {
-    let path = crate::model::resolve(spec)?;
-    let tok = if path.is_dir() {
-        crate::model::tokenizer::Tok::from_hf_folder(&path)?
-    } else {
-        crate::model::tokenizer::Tok::from_gguf(&crate::model::gguf::Gguf::open(&path)?)?
-    };
+    let tok = tokenizer(spec)?;
     let convs = crate::import::formats::read(format, input)?;
     let env = format!("{format:?}").to_lowercase();
     let out = Dataset::create(output)?;

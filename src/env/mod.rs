@@ -1,0 +1,126 @@
+//! Text environments that LLM agents act in during rollouts.
+//!
+//! An [`Env`] is a deterministic state machine over plain text: [`Env::reset`] with the same
+//! `(task_id, seed)` always yields the same episode, and the same action sequence afterwards always yields the
+//! same observations. An action that is not valid in the current state never changes the world: it answers
+//! `"Nothing happens."` with reward 0 (it still counts toward [`Env::max_steps`]). Rewards are sparse: 1.0 on the
+//! step that completes the task, 0 otherwise. Every environment carries an expert ([`Env::expert_action`]) that
+//! plans from the current state, so it can take over after any prefix of agent actions. Task ids are split into
+//! train/dev/test by a fixed hash ([`split_of`]), independent of the environment, so held-out ids stay held out.
+
+#[cfg(feature = "torch")]
+pub mod demos;
+pub mod household;
+
+/// What an environment shows the agent at the start of an episode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reset {
+    /// The opening observation (e.g. the room description).
+    pub observation: String,
+    /// The task statement, `"Your task is to: ..."`.
+    pub task: String,
+}
+
+/// The outcome of one [`Env::step`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// Text feedback for the action (`"Nothing happens."` when the action was invalid).
+    pub observation: String,
+    /// 1.0 on the step that completes the task, 0.0 otherwise.
+    pub reward: f32,
+    /// True once the task is completed or the step budget is spent.
+    pub done: bool,
+    /// True iff the task has been completed.
+    pub success: bool,
+}
+
+/// A text environment: deterministic in `(task_id, seed)` and in the action sequence.
+pub trait Env: Send {
+    /// Registry name of the environment (see [`by_name`]).
+    fn name(&self) -> &str;
+    /// Starts a new episode; the same `(task_id, seed)` always produces the same episode.
+    fn reset(&mut self, task_id: u64, seed: u64) -> Reset;
+    /// Applies one text action. Unknown or invalid actions answer `"Nothing happens."`, reward 0, and leave the
+    /// world unchanged.
+    fn step(&mut self, action: &str) -> Step;
+    /// The valid commands in the current state (empty once the episode is done).
+    fn admissible_actions(&self) -> Vec<String>;
+    /// The expert's next action from the current state, or `None` once the episode is done.
+    fn expert_action(&self) -> Option<String>;
+    /// Step budget of an episode; the episode ends unsuccessfully when it is spent.
+    fn max_steps(&self) -> usize;
+}
+
+/// Names accepted by [`by_name`].
+pub const ENV_NAMES: &[&str] = &[household::NAME];
+
+/// Builds an environment by registry name (`"household"`), with default settings.
+pub fn by_name(name: &str) -> Option<Box<dyn Env>> {
+    match name {
+        household::NAME => Some(Box::new(household::Household::new())),
+        _ => None,
+    }
+}
+
+/// Which part of the task-id space a task belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// About 80% of task ids.
+    Train,
+    /// About 10% of task ids.
+    Dev,
+    /// About 10% of task ids.
+    Test,
+}
+
+/// The split of a task id: a fixed hash of the id, 8/1/1 buckets out of 10 for train/dev/test.
+pub fn split_of(task_id: u64) -> Split {
+    match mix64(task_id ^ 0x5EED_5EED_5EED_5EED) % 10 {
+        8 => Split::Dev,
+        9 => Split::Test,
+        _ => Split::Train,
+    }
+}
+
+/// The first `n` task ids (ascending from 0) that belong to `split`.
+pub fn task_ids(split: Split, n: usize) -> Vec<u64> {
+    (0u64..).filter(|&id| split_of(id) == split).take(n).collect()
+}
+
+/// SplitMix64's output function: a bijective 64-bit mixer.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_are_about_80_10_10_and_disjoint() {
+        let n = 100_000u64;
+        let mut counts = [0usize; 3];
+        for id in 0..n {
+            counts[split_of(id) as usize] += 1;
+        }
+        assert!((78_000..82_000).contains(&counts[0]), "{counts:?}");
+        assert!((9_000..11_000).contains(&counts[1]), "{counts:?}");
+        assert!((9_000..11_000).contains(&counts[2]), "{counts:?}");
+        let dev = task_ids(Split::Dev, 50);
+        assert_eq!(dev.len(), 50);
+        assert!(dev.iter().all(|&id| split_of(id) == Split::Dev));
+        assert!(dev.windows(2).all(|w| w[0] < w[1]));
+        assert!(task_ids(Split::Test, 50).iter().all(|id| !dev.contains(id)));
+    }
+
+    #[test]
+    fn registry() {
+        for name in ENV_NAMES {
+            let env = by_name(name).expect("registered");
+            assert_eq!(env.name(), *name);
+        }
+        assert!(by_name("nope").is_none());
+    }
+}
