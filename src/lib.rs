@@ -26,6 +26,8 @@ pub mod import;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+#[cfg(feature = "torch")]
+pub mod rollout;
 pub mod schema;
 pub mod stages;
 pub mod store;

@@ -188,6 +188,40 @@ pub enum Command {
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
     },
+    /// Let a model play a built-in environment (K rollouts per task) and store the episodes.
+    #[cfg(feature = "torch")]
+    Rollout {
+        /// Environment name (`household`).
+        #[arg(long, default_value = "household")]
+        env: String,
+        /// Model SPEC.
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        /// Number of tasks (the first of the split).
+        #[arg(long, default_value_t = 8)]
+        tasks: usize,
+        /// Task split.
+        #[arg(long, value_enum, default_value_t = SplitArg::Train)]
+        split: SplitArg,
+        /// Rollouts per task.
+        #[arg(long, default_value_t = 2)]
+        k: usize,
+        /// Turns per episode at most.
+        #[arg(long, default_value_t = 10)]
+        max_turns: usize,
+        /// New tokens per action at most.
+        #[arg(long, default_value_t = 24)]
+        max_action_tokens: usize,
+        /// Sampling temperature.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output dataset.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Write per-token log-probs of a dataset's `tokens` under a model.
     #[cfg(feature = "torch")]
     Score {
@@ -215,6 +249,16 @@ pub enum SplitArg {
     Dev,
     /// Test tasks.
     Test,
+}
+
+impl From<SplitArg> for crate::env::Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Train => crate::env::Split::Train,
+            SplitArg::Dev => crate::env::Split::Dev,
+            SplitArg::Test => crate::env::Split::Test,
+        }
+    }
 }
 
 /// `-w/--workers`, `--processes`, `--process-id`, `--hostfile`.
@@ -372,12 +416,27 @@ pub fn run(cli: Cli) -> Result<String> {
         Command::Import { format, input, output, model } => model::run_import(format, &input, &output, &model),
         #[cfg(feature = "torch")]
         Command::Demos { env, tasks, split, output, model } => {
-            let split = match split {
-                SplitArg::Train => crate::env::Split::Train,
-                SplitArg::Dev => crate::env::Split::Dev,
-                SplitArg::Test => crate::env::Split::Test,
+            model::run_demos(&env, split.into(), tasks, &output, &model)
+        }
+        #[cfg(feature = "torch")]
+        Command::Rollout { env, model, tasks, split, k, max_turns, max_action_tokens, temperature, seed, output } => {
+            let cfg = crate::rollout::RolloutConfig {
+                env,
+                tasks: crate::env::task_ids(split.into(), tasks),
+                k,
+                seed,
+                sampling: crate::model::generate::Sampling {
+                    temperature,
+                    max_new_tokens: max_action_tokens,
+                    seed: seed as i64,
+                    ..Default::default()
+                },
+                max_turns,
+                policy_version: 0,
+                model_name: model.clone(),
+                iteration: 0,
             };
-            model::run_demos(&env, split, tasks, &output, &model)
+            model::run_rollout(&model, &cfg, &output)
         }
     }
 }

@@ -77,6 +77,34 @@ fn tokenizer(spec: &str) -> Result<crate::model::tokenizer::Tok> {
     }
 }
 
+/// Rolls `spec` out in an environment and writes the episodes to `output`.
+pub fn run_rollout(spec: &str, cfg: &crate::rollout::RolloutConfig, output: &std::path::Path) -> Result<String> {
+    let (model, tok) = crate::model::load(spec, device())?;
+    let start = std::time::Instant::now();
+    let rows = crate::rollout::rollout(&model, &tok, cfg)?;
+    let secs = start.elapsed().as_secs_f64();
+    let solved = rows.iter().filter(|r| r.success == Some(true)).count();
+    let generated: usize = rows.iter().map(|r| r.segments.iter().filter(|&&s| s == 1).count()).sum();
+    write_rows(rows, output, "rollout")?;
+    Ok(format!(
+        "rollout: {} episodes ({solved} solved), {generated} generated tokens in {secs:.1}s ({:.1} tokens/s) -> {}\n",
+        cfg.tasks.len() * cfg.k,
+        generated as f64 / secs,
+        output.display()
+    ))
+}
+
+/// Writes rows as one part of the dataset `output`.
+fn write_rows(rows: Vec<crate::schema::builder::EpisodeRow>, output: &std::path::Path, writer: &str) -> Result<()> {
+    let mut b = crate::schema::builder::TrajectoryBuilder::default();
+    for r in rows {
+        b.push(r);
+    }
+    let tag = crate::schema::TableSchema::trajectory().tag();
+    Dataset::create(output)?.append(&[b.finish()], 0, writer, &tag, Vec::new())?;
+    Ok(())
+}
+
 /// Writes expert demonstrations of `env` to `output`.
 pub fn run_demos(
     env: &str,
@@ -89,13 +117,8 @@ pub fn run_demos(
     let rows = crate::env::demos::expert_rows(env, split, n, &tok, spec)?;
     let solved = rows.iter().filter(|r| r.success == Some(true)).count();
     let turns: usize = rows.iter().map(|r| r.turn_rewards.len()).sum();
-    let mut b = crate::schema::builder::TrajectoryBuilder::default();
-    for r in rows {
-        b.push(r);
-    }
-    let n_rows = b.len();
-    let tag = crate::schema::TableSchema::trajectory().tag();
-    Dataset::create(output)?.append(&[b.finish()], 0, "demos", &tag, Vec::new())?;
+    let n_rows = rows.len();
+    write_rows(rows, output, "demos")?;
     Ok(format!("demos: {n_rows} expert episodes of {env} ({solved} solved, {turns} turns) -> {}\n", output.display()))
 }
 
