@@ -8,13 +8,21 @@ use trajflow::model::config::DecoderConfig;
 use trajflow::model::llama::Decoder;
 use trajflow::model::lora::{self, LoraConfig};
 
-/// The same random model every time (libtorch's generator is global: tests running in parallel
-/// must not interleave seeding and initialisation).
+/// The same model every time, whatever other tests do with libtorch's global generator: the
+/// weights are filled from a seeded generator of our own.
 fn model() -> Decoder {
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = INIT.lock().unwrap();
-    tch::manual_seed(11);
-    Decoder::new(DecoderConfig::small(64), Device::Cpu)
+    let m = Decoder::new(DecoderConfig::small(64), Device::Cpu);
+    tch::no_grad(|| {
+        let mut vars: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rng = trajflow::synth::SplitMix::new(11);
+        for (_, mut v) in vars {
+            let n = v.numel();
+            let vals: Vec<f32> = (0..n).map(|_| (rng.unit() - 0.5) * 0.2).collect();
+            v.copy_(&Tensor::from_slice(&vals).view(v.size().as_slice()));
+        }
+    });
+    m
 }
 
 fn logits(m: &Decoder, ids: &Tensor) -> Tensor {

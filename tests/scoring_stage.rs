@@ -24,7 +24,7 @@ fn logprobs_stage_recomputes_behaviour_logprobs_under_a_model() {
     std::fs::write(
         &p,
         format!(
-            "name = \"recompute\"\n[[stage]]\nid = \"recompute\"\nop = \"logprobs\"\nmodel = \"{}\"\nmax_batch_tokens = 2048\nwrite = {{ logp = \"logp_behavior\" }}\n",
+            "name = \"recompute\"\n[[stage]]\nid = \"recompute\"\nop = \"logprobs\"\nmodel = \"{}\"\nmax_batch_tokens = 2048\nentropy = true\nwrite = {{ logp = \"logp_behavior\" }}\n",
             model_dir.display()
         ),
     )
@@ -49,6 +49,15 @@ fn logprobs_stage_recomputes_behaviour_logprobs_under_a_model() {
         .collect();
     let direct = trajflow::model::score::token_logprobs(&model, &seqs, 100_000).unwrap();
     let got = f32_lists(&out, "logp_behavior");
+    let entropy = f32_lists(&out, "entropy");
+    let both = trajflow::model::score::token_logprobs_and_entropy(&model, &seqs, 100_000).unwrap();
+    for (h, (_, d)) in entropy.iter().zip(&both) {
+        assert!(h[0].is_nan());
+        // Entropy of a 49,152-way distribution: between 0 and ln(49152) ≈ 10.8.
+        assert!(h[1..].iter().all(|&x| (0.0..=10.81).contains(&x)));
+        let max = h[1..].iter().zip(&d[1..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max < 1e-4);
+    }
     for (g, d) in got.iter().zip(&direct) {
         assert!(g[0].is_nan() && d[0].is_nan());
         let max = g[1..].iter().zip(&d[1..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -1,4 +1,4 @@
-//! Per-token log-probs of stored token sequences under a model: the kernel behind recomputed
+//! Per-token log-probs (and, on request, entropies) of stored token sequences under a model: the kernel behind recomputed
 //! behaviour log-probs (LOOP), reference log-probs (KL, DPO) and `trajflow score`. Sequences are
 //! scored in length-sorted chunks of at most `max_batch_tokens` padded tokens, so memory is
 //! bounded whatever the dataset; results do not depend on the chunking (each row has its own
@@ -11,10 +11,26 @@ use crate::error::Result;
 
 /// Log-prob of every token given the tokens before it; the first token of each sequence gets NaN.
 pub fn token_logprobs(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize) -> Result<Vec<Vec<f32>>> {
+    Ok(score(model, seqs, max_batch_tokens, false)?.into_iter().map(|(lp, _)| lp).collect())
+}
+
+/// Log-probs as [`token_logprobs`], plus the entropy of the distribution each token was drawn
+/// from (computed from the logits before it; NaN for the first token).
+pub fn token_logprobs_and_entropy(
+    model: &Decoder,
+    seqs: &[Vec<i64>],
+    max_batch_tokens: usize,
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    Ok(score(model, seqs, max_batch_tokens, true)?.into_iter().map(|(lp, h)| (lp, h.unwrap_or_default())).collect())
+}
+
+type Scored = (Vec<f32>, Option<Vec<f32>>);
+
+fn score(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize, entropy: bool) -> Result<Vec<Scored>> {
     let dev = model.device();
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
-    let mut out = vec![Vec::new(); seqs.len()];
+    let mut out: Vec<Scored> = vec![(Vec::new(), None); seqs.len()];
     let _guard = tch::no_grad_guard();
     let mut start = 0;
     while start < order.len() {
@@ -37,14 +53,23 @@ pub fn token_logprobs(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usiz
         let target = ids.narrow(1, 1, t as i64 - 1).unsqueeze(-1);
         let picked = logp.gather(2, &target, false).squeeze_dim(-1).to_device(tch::Device::Cpu);
         let picked: Vec<f32> = Vec::try_from(picked.view([-1]))?;
-        for (r, &i) in chunk.iter().enumerate() {
-            let n = seqs[i].len();
+        let ent: Option<Vec<f32>> = if entropy {
+            let h = crate::train::losses::entropy_from_logits(&logits.narrow(1, 0, t as i64 - 1));
+            Some(Vec::try_from(h.to_device(tch::Device::Cpu).view([-1]))?)
+        } else {
+            None
+        };
+        let row = |flat: &[f32], r: usize, n: usize| {
             let mut v = Vec::with_capacity(n);
             if n > 0 {
                 v.push(f32::NAN);
-                v.extend_from_slice(&picked[r * (t - 1)..r * (t - 1) + n - 1]);
+                v.extend_from_slice(&flat[r * (t - 1)..r * (t - 1) + n - 1]);
             }
-            out[i] = v;
+            v
+        };
+        for (r, &i) in chunk.iter().enumerate() {
+            let n = seqs[i].len();
+            out[i] = (row(&picked, r, n), ent.as_ref().map(|h| row(h, r, n)));
         }
         start += rows;
     }

@@ -10,10 +10,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 
-type Reply = Sender<std::result::Result<Vec<Vec<f32>>, String>>;
+/// Per sequence: log-probs, and entropies when asked for (empty otherwise).
+pub type Scores = Vec<(Vec<f32>, Vec<f32>)>;
+
+type Reply = Sender<std::result::Result<Scores, String>>;
 
 struct Request {
     seqs: Vec<Vec<i64>>,
+    entropy: bool,
     reply: Reply,
 }
 
@@ -42,10 +46,14 @@ impl ModelService {
                 let model = crate::model::load_decoder(&spec, device).map_err(|e| e.to_string());
                 for req in rx {
                     let out = match &model {
+                        Ok(m) if req.entropy => {
+                            crate::model::score::token_logprobs_and_entropy(m, &req.seqs, max_batch_tokens)
+                        }
                         Ok(m) => crate::model::score::token_logprobs(m, &req.seqs, max_batch_tokens)
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.clone()),
-                    };
+                            .map(|v| v.into_iter().map(|lp| (lp, Vec::new())).collect()),
+                        Err(e) => Err(Error::Model(e.clone())),
+                    }
+                    .map_err(|e| e.to_string());
                     let _ = req.reply.send(out);
                 }
             })
@@ -53,13 +61,14 @@ impl ModelService {
         ModelService { tx: Arc::new(Mutex::new(tx)) }
     }
 
-    /// Per-token log-probs of `seqs` (NaN for each first token), computed on the device thread.
-    pub fn token_logprobs(&self, seqs: Vec<Vec<i64>>) -> Result<Vec<Vec<f32>>> {
+    /// Per-token log-probs of `seqs` (NaN for each first token) and, with `entropy`, the entropy
+    /// of each token's predictive distribution, computed on the device thread.
+    pub fn score(&self, seqs: Vec<Vec<i64>>, entropy: bool) -> Result<Scores> {
         let (reply, rx) = channel();
         self.tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(Request { seqs, reply })
+            .send(Request { seqs, entropy, reply })
             .map_err(|_| Error::Model("the device thread has stopped".into()))?;
         rx.recv().map_err(|_| Error::Model("the device thread has stopped".into()))?.map_err(Error::Model)
     }

@@ -1,5 +1,6 @@
 //! `logprobs`: per-token log-probs of each episode's `tokens` under a model (`model` = a SPEC:
-//! Hugging Face folder, `.gguf` file or short name), written to `logp` (NaN for the first token).
+//! Hugging Face folder, `.gguf` file or short name), written to `logp` (NaN for the first token),
+//! and with `entropy = true` the entropy of each token's predictive distribution (`entropy`).
 //! Rename the output to recompute behaviour log-probs (`write = { logp = "logp_behavior" }`, LOOP's
 //! recompute step) or reference log-probs (`logp_ref`). The model runs on the process's device
 //! thread ([`crate::model::service`]) and is loaded at the first batch, not at validation.
@@ -17,6 +18,8 @@ struct Params {
     model: String,
     #[serde(default = "default_tokens")]
     max_batch_tokens: usize,
+    #[serde(default)]
+    entropy: bool,
 }
 
 fn default_tokens() -> usize {
@@ -27,17 +30,19 @@ fn default_tokens() -> usize {
 pub struct Logprobs {
     model: String,
     max_batch_tokens: usize,
+    entropy: bool,
 }
 
 impl Logprobs {
-    /// Parses `model` (required) and `max_batch_tokens` (padded tokens per forward pass).
+    /// Parses `model` (required), `max_batch_tokens` (padded tokens per forward pass) and
+    /// `entropy` (also write the per-token predictive entropy).
     pub fn new(t: &toml::Table) -> Result<Self, ParamError> {
         let p: Params = params::parse(t)?;
         if p.model.is_empty() {
             return Err(ParamError::new("model", "must name a model"));
         }
         params::positive("max_batch_tokens", p.max_batch_tokens as f64)?;
-        Ok(Logprobs { model: p.model, max_batch_tokens: p.max_batch_tokens })
+        Ok(Logprobs { model: p.model, max_batch_tokens: p.max_batch_tokens, entropy: p.entropy })
     }
 }
 
@@ -46,7 +51,11 @@ impl Describe for Logprobs {
         vec![Col::new("tokens", "list<int32>")]
     }
     fn writes(&self) -> Vec<Col> {
-        vec![Col::new("logp", "list<float32>")]
+        let mut cols = vec![Col::new("logp", "list<float32>")];
+        if self.entropy {
+            cols.push(Col::new("entropy", "list<float32>"));
+        }
+        cols
     }
     fn params(&self) -> Vec<(String, String)> {
         params::show(&[("model", &self.model)])
@@ -61,12 +70,19 @@ impl LocalOp for Logprobs {
         let tokens = input.lists::<Int32Type>("tokens")?;
         let seqs: Vec<Vec<i64>> =
             (0..input.num_rows()).map(|i| tokens.row(i).iter().map(|&t| t as i64).collect()).collect();
-        let scored =
-            ModelService::get(&self.model, self.max_batch_tokens).token_logprobs(seqs).map_err(|e| e.to_string())?;
-        let out = per_token_f32(&tokens, input.num_rows(), |i, out| {
-            out.copy_from_slice(&scored[i]);
+        let scored = ModelService::get(&self.model, self.max_batch_tokens)
+            .score(seqs, self.entropy)
+            .map_err(|e| e.to_string())?;
+        let mut outs = vec![per_token_f32(&tokens, input.num_rows(), |i, out| {
+            out.copy_from_slice(&scored[i].0);
             Ok(())
-        })?;
-        Ok(vec![out])
+        })?];
+        if self.entropy {
+            outs.push(per_token_f32(&tokens, input.num_rows(), |i, out| {
+                out.copy_from_slice(&scored[i].1);
+                Ok(())
+            })?);
+        }
+        Ok(outs)
     }
 }
