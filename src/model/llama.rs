@@ -220,9 +220,9 @@ impl Decoder {
             }
             let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, kvh != h);
             let att = att.transpose(1, 2).contiguous().view([b, t, h * hd]);
-            x = x + self.project(&blk.o, &att);
+            x += self.project(&blk.o, &att);
             let m = rms_norm(&x, &blk.post_norm, self.cfg.rms_eps);
-            x = x + self.project(&blk.down, &(self.project(&blk.gate, &m).silu() * self.project(&blk.up, &m)));
+            x += self.project(&blk.down, &(self.project(&blk.gate, &m).silu() * self.project(&blk.up, &m)));
         }
         rms_norm(&x, &self.norm, self.cfg.rms_eps)
     }

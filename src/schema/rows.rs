@@ -98,11 +98,11 @@ pub fn check_rows(file: &Path, batch: &RecordBatch, roles: &BTreeMap<String, Str
         }
         if FINITE_ON_ACTIONS.contains(role) {
             let v = l.values().as_primitive::<Float32Type>().values();
-            for i in 0..l.len() {
+            for (i, &start) in off.iter().take(l.len()).enumerate() {
                 if l.is_null(i) {
                     continue;
                 }
-                let (s, segs) = (off[i] as usize, segments(i));
+                let (s, segs) = (start as usize, segments(i));
                 if let Some(j) = (0..segs.len()).find(|&j| segs[j] == ACTION && !v[s + j].is_finite()) {
                     return Err(data_err(i, name, format!("is {} at action token {j}", v[s + j])));
                 }
