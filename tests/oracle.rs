@@ -151,3 +151,56 @@ fn two_processes_on_loopback_equal_one_process() {
         assert_same_dataset(&one, &two);
     }
 }
+
+fn logged(out: &Path) -> usize {
+    std::fs::read_dir(out.join("_ingested"))
+        .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() {
+    for seed in [1u64, 2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        let files = interleaved_files(&input, 12, 4, 5, seed);
+        let once = dir.path().join("once");
+        ok(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&input), "--output", s(&once)]);
+        let (wdir, out) = (dir.path().join("w"), dir.path().join("out"));
+        std::fs::create_dir_all(&wdir).unwrap();
+        let mut rng = trajflow::synth::SplitMix::new(seed);
+        let before_kill = rng.range(1, 3);
+        let watch = || {
+            Command::new(bin())
+                .args(["watch", &pipeline("loop_advantages.toml"), "--input", s(&wdir), "--output", s(&out)])
+                .args(["--poll-ms", "10", "--idle-exit", "2", "-w", "2"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut child = watch();
+        for f in &files[..before_kill] {
+            std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
+            let (n, start) = (logged(&out), Instant::now());
+            while logged(&out) == n {
+                assert!(start.elapsed() < Duration::from_secs(60));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // Drop the next file and SIGKILL the process at a random moment while it works on it.
+        let f = &files[before_kill];
+        std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
+        std::thread::sleep(Duration::from_millis(rng.range(0, 60) as u64));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Restart with the rest of the files present; it exits once idle.
+        for f in &files[before_kill + 1..] {
+            std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
+        }
+        let status = watch().wait().unwrap();
+        assert!(status.success());
+        assert_eq!(logged(&out), files.len(), "seed {seed}: every file logged once");
+        assert_same_dataset(&once, &out);
+    }
+}

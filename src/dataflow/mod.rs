@@ -125,9 +125,17 @@ pub fn run(
     let dataset = Dataset::create(&output)?;
     let errors = ErrorSlot::default();
     let tag = crate::schema::TableSchema::trajectory().tag();
+    // A restarted `watch` replays what it ingested before, writing nothing for those epochs.
+    let replay = match &job {
+        Job::Watch { .. } => watch::IngestLog::new(&output).entries()?,
+        Job::Reprocess { .. } => Vec::new(),
+    };
+    let replay_epoch = replay.last().map(|(e, _)| *e);
     let (e, p) = (errors.clone(), plan.clone());
     let process = cluster.process_id;
+    let output_dir = output.clone();
     let guards = timely::execute(config, move |worker| {
+        let output = output_dir.clone();
         let index = worker.index();
         let peers = worker.peers();
         let pending: sink::Pending = Default::default();
@@ -142,6 +150,7 @@ pub fn run(
                 format!("w{index}"),
                 tag.clone(),
                 keep.clone(),
+                replay_epoch,
                 pending.clone(),
                 e.clone(),
             );
@@ -186,39 +195,53 @@ pub fn run(
                     }
                 } else {
                     let mut watcher = watch::Watcher::new(dir.clone(), layout.clone());
+                    let log = watch::IngestLog::new(&output);
                     let mut last_new = Instant::now();
-                    let mut epoch = 0u64;
+                    let mut next = 0u64;
+                    if let Some(at) = replay_epoch {
+                        announce.advance_to(at);
+                        for (_, file) in &replay {
+                            announce.send(file.display().to_string());
+                            watcher.mark_seen(file.clone());
+                        }
+                        next = at + 1;
+                        announce.advance_to(next);
+                        eprintln!("watch: replaying {} file(s) ingested before a restart", replay.len());
+                    }
+                    let mut ingested = 0usize;
                     loop {
                         for file in watcher.poll(&mut report.rejected)? {
                             let started = Instant::now();
+                            let t = next;
                             announce.send(file.display().to_string());
-                            epoch += 1;
-                            announce.advance_to(epoch);
-                            while probe.less_than(&epoch) && !e.is_set() {
+                            next += 1;
+                            announce.advance_to(next);
+                            while probe.less_than(&next) && !e.is_set() {
                                 worker.step_or_park(Some(Duration::from_millis(1)));
                             }
                             commit_done(&mut report)?;
-                            eprintln!(
-                                "watch: epoch {} ({}) done in {:.1} ms",
-                                epoch - 1,
-                                file.display(),
-                                started.elapsed().as_secs_f64() * 1e3
-                            );
                             if e.is_set() {
                                 break;
                             }
+                            log.record(t, &file)?;
+                            ingested += 1;
+                            eprintln!(
+                                "watch: epoch {t} ({}) done in {:.1} ms",
+                                file.display(),
+                                started.elapsed().as_secs_f64() * 1e3
+                            );
                             last_new = Instant::now();
-                            if max_files.is_some_and(|m| epoch as usize >= m) {
+                            if max_files.is_some_and(|m| ingested >= m) {
                                 break;
                             }
                         }
-                        let full = max_files.is_some_and(|m| epoch as usize >= m);
+                        let full = max_files.is_some_and(|m| ingested >= m);
                         if e.is_set() || full || idle_exit.is_some_and(|d| last_new.elapsed() >= d) {
                             break;
                         }
                         worker.step_or_park(Some(*poll));
                     }
-                    report.epochs = epoch;
+                    report.epochs = ingested as u64;
                     announce.close();
                     while !probe.done() {
                         worker.step_or_park(Some(Duration::from_millis(10)));

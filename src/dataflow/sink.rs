@@ -20,7 +20,8 @@ use crate::store::{Commit, Dataset};
 /// Parts written by this worker and not yet committed.
 pub type Pending = Rc<RefCell<Vec<Commit>>>;
 
-/// Renders the sink. With `keep`, only those columns are written.
+/// Renders the sink. With `keep`, only those columns are written; epochs up to `replayed` (a
+/// restarted `watch` rebuilding its state) write nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn write_parts<'s>(
     stream: Stream<'s, u64, Vec<Batch>>,
@@ -28,6 +29,7 @@ pub fn write_parts<'s>(
     writer: String,
     schema_tag: String,
     keep: Option<Vec<String>>,
+    replayed: Option<u64>,
     pending: Pending,
     errors: ErrorSlot,
 ) {
@@ -53,7 +55,7 @@ pub fn write_parts<'s>(
                 break;
             }
             let batches = stash.remove(&t).expect("the key was just seen");
-            if batches.is_empty() || errors.is_set() {
+            if batches.is_empty() || errors.is_set() || replayed.is_some_and(|r| t <= r) {
                 continue;
             }
             match dataset.write_uncommitted(&batches, t, &writer, &schema_tag, Vec::new()) {

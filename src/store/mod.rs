@@ -17,6 +17,7 @@
 
 mod part;
 
+pub(crate) use part::write_atomically;
 pub use part::{read_part, write_part, PartReader};
 
 use std::collections::HashMap;
