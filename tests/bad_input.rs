@@ -193,3 +193,23 @@ fn watch_rejects_a_bad_file_and_keeps_going() {
     );
     assert_eq!(f32s(&read_sorted(&out), "episode_advantage"), vec![1.0, -1.0]);
 }
+
+#[test]
+fn append_publishes_whole_files_and_rejects_broken_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let files = interleaved_files(&src, 4, 2, 2, 9);
+    let watched = dir.path().join("watched");
+    let out = ok(&["append", "--dir", s(&watched), s(&files[0]), s(&files[0])]);
+    assert_eq!(out.lines().count(), 2);
+    let names: Vec<String> =
+        std::fs::read_dir(&watched).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with('.')), "no temporary file is left: {names:?}");
+    // A truncated file is rejected, naming it, and nothing is published.
+    let bytes = std::fs::read(&files[1]).unwrap();
+    std::fs::write(&files[1], &bytes[..bytes.len() / 3]).unwrap();
+    let err = fails(&["append", "--dir", s(&watched), s(&files[1])]);
+    assert!(err.contains("rollouts-001.parquet"), "{err}");
+    assert_eq!(std::fs::read_dir(&watched).unwrap().count(), 2);
+}

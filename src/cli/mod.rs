@@ -90,6 +90,15 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Publish Parquet files into a directory watched by `trajflow watch`, atomically (an actor's
+    /// way to hand over trajectories: readers never see a half-written file).
+    Append {
+        /// Directory to publish into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Parquet files (trajectory rows).
+        files: Vec<PathBuf>,
+    },
     /// Print a dataset's schema, row counts, per-column statistics and a few rows.
     Inspect {
         /// A dataset directory, a directory of Parquet files, or one Parquet file.
@@ -375,6 +384,14 @@ pub fn run(cli: Cli) -> Result<String> {
             Ok(s)
         }
         Command::Inspect { dataset, rows } => inspect::inspect(&dataset, rows),
+        Command::Append { dir, files } => {
+            let mut out = String::new();
+            for f in files {
+                let dest = crate::store::publish_file(&f, &dir)?;
+                out.push_str(&format!("append: {} -> {}\n", f.display(), dest.display()));
+            }
+            Ok(out)
+        }
         Command::Synth { output, groups, group_size, parts, max_action_tokens, seed, id_prefix } => {
             let ds = Dataset::create(&output)?;
             let parts = parts.max(1);

@@ -189,6 +189,26 @@ pub fn latest_by_episode(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     Ok(vec![RecordBatch::try_new(schema, columns)?])
 }
 
+/// Publishes the Parquet file `src` into the directory `dir` (watched by `trajflow watch`) so that
+/// a reader never sees it half-written: it is checked to be a readable Parquet file with an
+/// `episode_id` column, copied to a hidden temporary name, fsynced, and renamed into place.
+/// Returns the published path (`src`'s name, or the name with a numeric suffix if it is taken).
+pub fn publish_file(src: &Path, dir: &Path) -> Result<PathBuf> {
+    let schema = PartReader::open(src)?.schema();
+    if schema.field_with_name("episode_id").is_err() {
+        return Err(Error::Schema { file: src.to_path_buf(), column: "episode_id".into(), message: "missing".into() });
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let stem = src.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "part".into());
+    let name = (0..)
+        .map(|i| if i == 0 { format!("{stem}.parquet") } else { format!("{stem}-{i}.parquet") })
+        .find(|n| !dir.join(n).exists())
+        .expect("some name is free");
+    let bytes = fs::read(src).map_err(|e| Error::io(src, e))?;
+    part::write_atomically(dir, &name, &bytes)?;
+    Ok(dir.join(name))
+}
+
 /// Lists the input parts behind `path`: a dataset's committed parts, the `*.parquet` files of a
 /// plain directory (sorted by name), or the file itself.
 pub fn input_parts(path: &Path) -> Result<Vec<PathBuf>> {
