@@ -185,6 +185,7 @@ impl Decoder {
 
     /// Final hidden states [B, T, D] for tokens `ids` [B, T] at `positions` [B, T], with
     /// `key_valid` [B, past + T] marking real (non-padding) keys. Appends to `cache` if given.
+    #[allow(clippy::assign_op_pattern)] // `x += …` would be in place and break autograd
     pub fn hidden(
         &self,
         ids: &Tensor,
@@ -220,9 +221,10 @@ impl Decoder {
             }
             let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, kvh != h);
             let att = att.transpose(1, 2).contiguous().view([b, t, h * hd]);
-            x += self.project(&blk.o, &att);
+            // Not `+=`: an in-place add would overwrite activations autograd saved for backward.
+            x = x + self.project(&blk.o, &att);
             let m = rms_norm(&x, &blk.post_norm, self.cfg.rms_eps);
-            x += self.project(&blk.down, &(self.project(&blk.gate, &m).silu() * self.project(&blk.up, &m)));
+            x = x + self.project(&blk.down, &(self.project(&blk.gate, &m).silu() * self.project(&blk.up, &m)));
         }
         rms_norm(&x, &self.norm, self.cfg.rms_eps)
     }
