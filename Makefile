@@ -46,23 +46,27 @@ run: setup model
 _run:
 	cargo build --release
 	@rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)
-	@echo "== 1/5 libtorch"
+	@echo "== 1/6 libtorch"
 	./target/release/trajflow doctor
-	@echo "== 2/5 the real model: SmolLM2-135M-Instruct (PyPI GGUF), greedy answer to a chat prompt"
+	@echo "== 2/6 the real model: SmolLM2-135M-Instruct (PyPI GGUF), greedy answer to a chat prompt"
 	./target/release/trajflow generate --model smollm2-135m --chat "What is the capital of France?" --max-new-tokens 24
-	@echo "== 3/5 real logged agent data: 510 Llama-2-13B ALFWorld episodes, tokenised with SmolLM2's chat template"
+	@echo "== 3/6 real logged agent data: 510 Llama-2-13B ALFWorld episodes, tokenised with SmolLM2's chat template"
 	@if [ -f $(ALFWORLD_LOG) ]; then \
 		./target/release/trajflow import --format knowagent --input $(ALFWORLD_LOG) --output $(RUN_DIR)/alfworld; \
 	else \
 		echo "($(ALFWORLD_LOG) not found: using 512 synthetic groups instead)"; \
 		./target/release/trajflow synth --output $(RUN_DIR)/alfworld --groups 512 --group-size 6 --parts 8; \
 	fi
-	@echo "== 4/5 GRPO advantages per ALFWorld task family, broadcast to action tokens, on 2 workers"
+	@echo "== 4/6 GRPO advantages per ALFWorld task family, broadcast to action tokens, on 2 workers"
 	./target/release/trajflow explain pipelines/grpo_advantages.toml
 	./target/release/trajflow reprocess pipelines/grpo_advantages.toml --input $(RUN_DIR)/alfworld --output $(RUN_DIR)/advantages -w 2
-	@echo "== 5/5 the result"
+	@echo "== 5/6 the result"
 	./target/release/trajflow inspect $(RUN_DIR)/advantages --rows 1
-	@echo "run directory: $(RUN_DIR) (alfworld/ and advantages/ are trajflow datasets: Parquet parts + _manifest/)"
+	@echo "== 6/6 SmolLM2 plays the built-in household env (2 tasks x K=2 rollouts, 3 turns), stored token-exact"
+	./target/release/trajflow rollout --env household --model smollm2-135m --tasks 2 --k 2 --max-turns 3 \
+		--max-action-tokens 16 --temperature 0.7 --output $(RUN_DIR)/rollouts
+	./target/release/trajflow reprocess pipelines/loop_advantages.toml --input $(RUN_DIR)/rollouts --output $(RUN_DIR)/rollout-advantages
+	@echo "run directory: $(RUN_DIR) (alfworld/, advantages/, rollouts/, rollout-advantages/ are trajflow datasets: Parquet parts + _manifest/)"
 
 test: setup model
 	@$(MAKE) --no-print-directory _test
