@@ -79,10 +79,7 @@ fn main() {
     } else {
         let prompts: Vec<Vec<i64>> =
             (0..b).map(|_| (0..32).map(|_| (rng.next_u64() % vocab as u64) as i64).collect()).collect();
-        let tok = tok.unwrap_or_else(|| {
-            let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"x":0},"unk_token":"x"}}"#;
-            trajflow::model::tokenizer::Tok { inner: json.parse().expect("valid"), chat_template: None, bos_token: String::new(), eos_token: String::new() }
-        });
+        let tok = tok.unwrap_or_else(trajflow::model::tokenizer::Tok::ids_only);
         let warm = Sampling { max_new_tokens: 4, ..Default::default() };
         generate(&model, &tok, &prompts, &warm).expect("generation runs");
         let s = Sampling { max_new_tokens: new_tokens, ..Default::default() };

@@ -4,16 +4,10 @@
 //! rollouts per task; values and log-probs on action tokens). Not real model output: the token ids
 //! are random; the structure is what the operators care about.
 
-use std::sync::Arc;
-
-use arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray, UInt8Array,
-};
-use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field};
+use arrow::array::RecordBatch;
 
 use crate::ops::segment::Segment;
-use crate::schema::TableSchema;
+use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
 
 /// Shape of a synthetic dataset.
 #[derive(Debug, Clone)]
@@ -77,141 +71,68 @@ impl SplitMix {
     }
 }
 
-#[derive(Default)]
-struct Lists<T> {
-    offsets: Vec<i32>,
-    values: Vec<T>,
-}
-
-impl<T> Lists<T> {
-    fn new() -> Self {
-        Lists { offsets: vec![0], values: Vec::new() }
-    }
-    fn end_row(&mut self) {
-        self.offsets.push(self.values.len() as i32);
-    }
-}
-
-fn list(values: ArrayRef, offsets: Vec<i32>, item: DataType) -> ArrayRef {
-    Arc::new(ListArray::new(Arc::new(Field::new("item", item, true)), OffsetBuffer::new(offsets.into()), values, None))
-}
-
 /// Generates the dataset as one record batch in the trajectory schema.
 pub fn generate(spec: &SynthSpec) -> RecordBatch {
     let mut rng = SplitMix::new(spec.seed ^ 0x5eed);
-    let n = spec.groups * spec.group_size;
-    let (mut ep, mut task, mut group) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut tokens, mut segments, mut turns) = (Lists::<i32>::new(), Lists::<u8>::new(), Lists::<i32>::new());
-    let (mut logp, mut values, mut rewards) = (Lists::<f32>::new(), Lists::<f32>::new(), Lists::<f32>::new());
-    let (mut reward, mut success, mut terminated, mut truncated, mut bootstrap) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let mut out = TrajectoryBuilder::default();
     for g in 0..spec.groups {
         let difficulty = rng.unit();
         for k in 0..spec.group_size {
-            ep.push(format!("{}-{g}-{k}", spec.id_prefix));
-            task.push(format!("task-{g}"));
-            group.push(format!("{}-g{g}", spec.id_prefix));
-            let mut push = |tok: i32, seg: Segment, turn: i32, lp: f32, v: f32| {
-                tokens.values.push(tok);
-                segments.values.push(seg as u8);
-                turns.values.push(turn);
-                logp.values.push(lp);
-                values.values.push(v);
+            let mut row = EpisodeRow {
+                episode_id: format!("{}-{g}-{k}", spec.id_prefix),
+                task_id: format!("task-{g}"),
+                group_id: format!("{}-g{g}", spec.id_prefix),
+                env: Some("synthetic".into()),
+                seed: Some(spec.seed as i64),
+                ..Default::default()
+            };
+            let (mut logp, mut values) = (Vec::new(), Vec::new());
+            let mut push = |row: &mut EpisodeRow, tok: i32, seg: Segment, turn: i32, lp: f32, v: f32| {
+                row.tokens.push(tok);
+                row.segments.push(seg as u8);
+                row.turns.push(turn);
+                logp.push(lp);
+                values.push(v);
             };
             for _ in 0..spec.prompt_tokens {
-                push((rng.next_u64() % 49152) as i32, Segment::Prompt, 0, f32::NAN, 0.0);
+                push(&mut row, (rng.next_u64() % 49152) as i32, Segment::Prompt, 0, f32::NAN, 0.0);
             }
             let n_turns = rng.range(1, spec.max_turns);
             let solved = rng.unit() > difficulty;
             let cut = !solved && rng.unit() < 0.3;
             for t in 0..n_turns {
                 for _ in 0..2 {
-                    push(1, Segment::Template, t as i32, f32::NAN, 0.0);
+                    push(&mut row, 1, Segment::Template, t as i32, f32::NAN, 0.0);
                 }
                 for _ in 0..rng.range(0, spec.max_action_tokens) {
                     let lp = -3.0 * rng.unit();
                     let v = rng.unit();
-                    push((rng.next_u64() % 49152) as i32, Segment::Action, t as i32, lp, v);
+                    push(&mut row, (rng.next_u64() % 49152) as i32, Segment::Action, t as i32, lp, v);
                 }
-                push(2, Segment::Template, t as i32, f32::NAN, 0.0);
+                push(&mut row, 2, Segment::Template, t as i32, f32::NAN, 0.0);
                 if t + 1 < n_turns {
                     for _ in 0..rng.range(1, spec.max_obs_tokens) {
-                        push((rng.next_u64() % 49152) as i32, Segment::Observation, t as i32, f32::NAN, 0.0);
+                        push(&mut row, (rng.next_u64() % 49152) as i32, Segment::Observation, t as i32, f32::NAN, 0.0);
                     }
                 }
-                let last = t + 1 == n_turns;
-                let r = if last && solved {
+                let r = if t + 1 == n_turns && solved {
                     1.0
                 } else if rng.unit() < 0.1 {
                     0.1
                 } else {
                     0.0
                 };
-                rewards.values.push(r);
+                row.turn_rewards.push(r);
             }
-            tokens.end_row();
-            segments.end_row();
-            turns.end_row();
-            logp.end_row();
-            values.end_row();
-            rewards.end_row();
-            reward.push(if solved { 1.0f32 } else { 0.0 });
-            success.push(solved);
-            terminated.push(!cut);
-            truncated.push(cut);
-            bootstrap.push(if cut { Some(0.5 * rng.unit()) } else { None });
+            row.logp_behavior = Some(logp);
+            row.values = Some(values);
+            row.reward = if solved { 1.0 } else { 0.0 };
+            row.success = Some(solved);
+            row.terminated = !cut;
+            row.truncated = cut;
+            row.bootstrap_value = cut.then(|| 0.5 * rng.unit());
+            out.push(row);
         }
     }
-    let schema = TableSchema::trajectory().to_arrow();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| -> ArrayRef {
-            match f.name().as_str() {
-                "episode_id" => Arc::new(StringArray::from(ep.clone())),
-                "task_id" => Arc::new(StringArray::from(task.clone())),
-                "group_id" => Arc::new(StringArray::from(group.clone())),
-                "policy_version" => Arc::new(Int64Array::from(vec![0i64; n])),
-                "tokens" => list(
-                    Arc::new(Int32Array::from(std::mem::take(&mut tokens.values))),
-                    tokens.offsets.clone(),
-                    DataType::Int32,
-                ),
-                "segments" => list(
-                    Arc::new(UInt8Array::from(std::mem::take(&mut segments.values))),
-                    segments.offsets.clone(),
-                    DataType::UInt8,
-                ),
-                "turns" => list(
-                    Arc::new(Int32Array::from(std::mem::take(&mut turns.values))),
-                    turns.offsets.clone(),
-                    DataType::Int32,
-                ),
-                "logp_behavior" => list(
-                    Arc::new(Float32Array::from(std::mem::take(&mut logp.values))),
-                    logp.offsets.clone(),
-                    DataType::Float32,
-                ),
-                "values" => list(
-                    Arc::new(Float32Array::from(std::mem::take(&mut values.values))),
-                    values.offsets.clone(),
-                    DataType::Float32,
-                ),
-                "turn_rewards" => list(
-                    Arc::new(Float32Array::from(std::mem::take(&mut rewards.values))),
-                    rewards.offsets.clone(),
-                    DataType::Float32,
-                ),
-                "reward" => Arc::new(Float32Array::from(reward.clone())),
-                "success" => Arc::new(BooleanArray::from(success.clone())),
-                "terminated" => Arc::new(BooleanArray::from(terminated.clone())),
-                "truncated" => Arc::new(BooleanArray::from(truncated.clone())),
-                "bootstrap_value" => Arc::new(Float32Array::from(bootstrap.clone())),
-                "env" => Arc::new(StringArray::from(vec![Some("synthetic"); n])),
-                "seed" => Arc::new(Int64Array::from(vec![spec.seed as i64; n])),
-                _ => arrow::array::new_null_array(f.data_type(), n),
-            }
-        })
-        .collect();
-    RecordBatch::try_new(schema, columns).expect("the generator builds the trajectory schema")
+    out.finish()
 }

@@ -16,14 +16,13 @@ use trajflow::import::formats::{read, Format};
 use trajflow::model::tokenizer::Tok;
 
 fn tokenizer() -> Option<Tok> {
-    let path = match trajflow::model::resolve("smollm2-135m") {
-        Ok(p) => p,
+    match trajflow::model::load_tokenizer("smollm2-135m") {
+        Ok(t) => Some(t),
         Err(e) => {
             eprintln!("SKIPPED: {e}");
-            return None;
+            None
         }
-    };
-    Some(Tok::from_gguf(&trajflow::model::gguf::Gguf::open(&path).unwrap()).unwrap())
+    }
 }
 
 fn shared(rel: &str) -> Option<PathBuf> {

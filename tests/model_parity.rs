@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 use trajflow::model::config::DecoderConfig;
 use trajflow::model::generate::{generate, Sampling};
 use trajflow::model::llama::Decoder;
-use trajflow::model::tokenizer::Message;
+use trajflow::model::tokenizer::{Message, Tok};
 use trajflow::model::{score::token_logprobs, weights};
 
 fn json(path: &Path) -> Value {
@@ -72,19 +72,13 @@ fn check_tiny(arch: &str, tie: bool) {
         assert!(scored[i][0].is_nan());
     }
     // Greedy continuation, both prompts in one left-padded batch.
-    let tok = no_tokenizer();
+    let tok = Tok::ids_only();
     let s = Sampling { max_new_tokens: 8, ..Default::default() };
     let gens = generate(&model, &tok, &seqs, &s).unwrap();
     for (i, g) in gens.iter().enumerate() {
         assert_eq!(g.tokens, ids(&reference["greedy"][i]), "{arch} greedy continuation of seq {i}");
     }
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A placeholder tokenizer for id-level generation (no stop strings are used).
-fn no_tokenizer() -> trajflow::model::tokenizer::Tok {
-    let inner: tokenizers::Tokenizer = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"x":0},"unk_token":"x"}}"#.parse().unwrap();
-    trajflow::model::tokenizer::Tok { inner, chat_template: None, bos_token: String::new(), eos_token: String::new() }
 }
 
 #[test]
@@ -151,7 +145,7 @@ fn kv_cached_decoding_and_left_padding_do_not_change_results() {
     // and a prompt's continuation must not depend on the other prompts in its batch.
     tch::manual_seed(3);
     let model = Decoder::new(DecoderConfig::small(97), Device::Cpu);
-    let tok = no_tokenizer();
+    let tok = Tok::ids_only();
     let prompts = vec![vec![5i64, 9, 11, 3, 7, 2], vec![8, 1]];
     let s = Sampling { max_new_tokens: 6, ..Default::default() };
     let batched = generate(&model, &tok, &prompts, &s).unwrap();
@@ -178,7 +172,7 @@ fn kv_cached_decoding_and_left_padding_do_not_change_results() {
 fn sampling_is_seeded_and_reproducible() {
     tch::manual_seed(4);
     let model = Decoder::new(DecoderConfig::small(50), Device::Cpu);
-    let tok = no_tokenizer();
+    let tok = Tok::ids_only();
     let s = Sampling { temperature: 1.0, top_k: 20, top_p: 0.9, max_new_tokens: 10, seed: 7, ..Default::default() };
     let a = generate(&model, &tok, &[vec![1, 2, 3]], &s).unwrap();
     let b = generate(&model, &tok, &[vec![1, 2, 3]], &s).unwrap();

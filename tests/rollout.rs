@@ -13,11 +13,10 @@ use trajflow::rollout::{rollout, RolloutConfig};
 
 #[test]
 fn rollouts_are_token_exact_with_behaviour_logprobs() {
-    let path = match trajflow::model::resolve("smollm2-135m") {
-        Ok(p) => p,
+    let tok = match trajflow::model::load_tokenizer("smollm2-135m") {
+        Ok(t) => t,
         Err(e) => return eprintln!("SKIPPED: {e}"),
     };
-    let tok = trajflow::model::tokenizer::Tok::from_gguf(&trajflow::model::gguf::Gguf::open(&path).unwrap()).unwrap();
     tch::manual_seed(21);
     let model = Decoder::new(DecoderConfig::small(49152), Device::Cpu);
     let cfg = RolloutConfig {

@@ -67,16 +67,6 @@ pub fn run_score(spec: &str, input: &std::path::Path, output: &std::path::Path, 
     Ok(format!("score: {rows} sequences scored under {spec} -> column '{column}' of {}\n", output.display()))
 }
 
-/// The tokenizer of a model SPEC.
-fn tokenizer(spec: &str) -> Result<crate::model::tokenizer::Tok> {
-    let path = crate::model::resolve(spec)?;
-    if path.is_dir() {
-        crate::model::tokenizer::Tok::from_hf_folder(&path)
-    } else {
-        crate::model::tokenizer::Tok::from_gguf(&crate::model::gguf::Gguf::open(&path)?)
-    }
-}
-
 /// Rolls `spec` out in an environment and writes the episodes to `output`.
 pub fn run_rollout(spec: &str, cfg: &crate::rollout::RolloutConfig, output: &std::path::Path) -> Result<String> {
     let (model, tok) = crate::model::load(spec, device())?;
@@ -113,7 +103,7 @@ pub fn run_demos(
     output: &std::path::Path,
     spec: &str,
 ) -> Result<String> {
-    let tok = tokenizer(spec)?;
+    let tok = crate::model::load_tokenizer(spec)?;
     let rows = crate::env::demos::expert_rows(env, split, n, &tok, spec)?;
     let solved = rows.iter().filter(|r| r.success == Some(true)).count();
     let turns: usize = rows.iter().map(|r| r.turn_rewards.len()).sum();
@@ -129,7 +119,7 @@ pub fn run_import(
     output: &std::path::Path,
     spec: &str,
 ) -> Result<String> {
-    let tok = tokenizer(spec)?;
+    let tok = crate::model::load_tokenizer(spec)?;
     let convs = crate::import::formats::read(format, input)?;
     let env = format!("{format:?}").to_lowercase();
     let out = Dataset::create(output)?;

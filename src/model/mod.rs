@@ -64,13 +64,18 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
 /// Loads a model and its tokenizer from a SPEC onto `device`.
 #[cfg(feature = "torch")]
 pub fn load(spec: &str, device: tch::Device) -> Result<(llama::Decoder, tokenizer::Tok)> {
+    Ok((load_decoder(spec, device)?, load_tokenizer(spec)?))
+}
+
+/// Loads only the tokenizer (and chat template) of a SPEC.
+#[cfg(feature = "torch")]
+pub fn load_tokenizer(spec: &str) -> Result<tokenizer::Tok> {
     let path = resolve(spec)?;
-    let tok = if path.is_dir() {
-        tokenizer::Tok::from_hf_folder(&path)?
+    if path.is_dir() {
+        tokenizer::Tok::from_hf_folder(&path)
     } else {
-        tokenizer::Tok::from_gguf(&gguf::Gguf::open(&path)?)?
-    };
-    Ok((load_decoder(spec, device)?, tok))
+        tokenizer::Tok::from_gguf(&gguf::Gguf::open(&path)?)
+    }
 }
 
 /// Loads only the decoder of a SPEC (no tokenizer needed: scoring works on token ids).

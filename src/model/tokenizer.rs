@@ -131,6 +131,16 @@ impl Tok {
         })
     }
 
+    /// A stand-in for working on token ids alone (generation without stop strings, benchmarks
+    /// of random models): it has no vocabulary, chat template or special tokens.
+    pub fn ids_only() -> Tok {
+        let spec = json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"}});
+        let inner = spec.to_string().parse().expect("a constant, valid tokenizer spec");
+        Tok { inner, chat_template: None, bos_token: String::new(), eos_token: String::new() }
+    }
+
     /// Token ids of `text` (special tokens in the text are recognised; nothing is added).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
         let enc = self.inner.encode(text, false).map_err(|e| Error::Model(format!("tokenize: {e}")))?;
