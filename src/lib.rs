@@ -11,7 +11,8 @@
 //! - [`ops`]: the pure math of every operator (returns, GAE, baselines, whitening, KL, ...);
 //! - [`stages`]: operators bound to columns and parameters, and the registry of operator names;
 //! - [`pipeline`]: TOML → spec → validated plan;
-//! - [`dataflow`]: the plan rendered on timely/differential and driven over files;
+//! - [`dataflow`]: the plan rendered on timely/differential and driven over files or iterations;
+//! - [`run`]: training pipelines run end to end (rollouts, stages, learner, checkpoints);
 //! - [`cli`]: the `trajflow` command line.
 #![warn(missing_docs)]
 
@@ -28,6 +29,8 @@ pub mod ops;
 pub mod pipeline;
 #[cfg(feature = "torch")]
 pub mod rollout;
+#[cfg(feature = "torch")]
+pub mod run;
 pub mod schema;
 pub mod stages;
 pub mod store;

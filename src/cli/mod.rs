@@ -197,6 +197,38 @@ pub enum Command {
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
     },
+    /// Train: run a training pipeline's loop (rollouts → stages → learner, one iteration per
+    /// policy version) and write a run directory (config, trajectories, metrics, checkpoints, plot).
+    #[cfg(feature = "torch")]
+    Run {
+        /// Pipeline TOML file with [model], [rollout], [learner] sections (omit with --resume).
+        pipeline: Option<PathBuf>,
+        /// Override a pipeline key: `learner.lr=1e-4`, `rollout.k=8`, `model=smollm2-135m`,
+        /// `env=household` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Run directory (default: runs/<pipeline name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long, conflicts_with = "out")]
+        resume: Option<PathBuf>,
+        /// No per-iteration lines.
+        #[arg(long)]
+        quiet: bool,
+        /// Where the workers run.
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Draw the learning curves of run directories into a PNG and print a comparison table.
+    #[cfg(feature = "torch")]
+    Report {
+        /// Run directories.
+        runs: Vec<PathBuf>,
+        /// PNG to write.
+        #[arg(long, default_value = "curves.png")]
+        output: PathBuf,
+    },
     /// Let a model play a built-in environment (K rollouts per task) and store the episodes.
     #[cfg(feature = "torch")]
     Rollout {
@@ -434,6 +466,39 @@ pub fn run(cli: Cli) -> Result<String> {
         #[cfg(feature = "torch")]
         Command::Demos { env, tasks, split, output, model } => {
             model::run_demos(&env, split.into(), tasks, &output, &model)
+        }
+        #[cfg(feature = "torch")]
+        Command::Run { pipeline, sets, out, resume, quiet, cluster } => {
+            let (dir, resume_flag) = match (resume, out) {
+                (Some(d), _) => (d, true),
+                (None, Some(d)) => (d, false),
+                (None, None) => {
+                    let p = pipeline.as_ref().ok_or_else(|| Error::Usage("run: name a pipeline file".into()))?;
+                    (PathBuf::from("runs").join(PipelineSpec::from_file(p)?.name), false)
+                }
+            };
+            let start = std::time::Instant::now();
+            let opts = crate::run::RunOptions {
+                pipeline,
+                sets,
+                dir,
+                resume: resume_flag,
+                cluster: cluster.into(),
+                verbose: !quiet,
+            };
+            let dir = crate::run::run(opts)?;
+            Ok(format!(
+                "run: {} done in {:.1}s\n  metrics: {}\n  curves:  {}\n",
+                dir.display(),
+                start.elapsed().as_secs_f64(),
+                dir.join("metrics.jsonl").display(),
+                dir.join("curves.png").display()
+            ))
+        }
+        #[cfg(feature = "torch")]
+        Command::Report { runs, output } => {
+            let table = crate::run::report::report(&runs, &output)?;
+            Ok(format!("{table}curves: {}\n", output.display()))
         }
         #[cfg(feature = "torch")]
         Command::Rollout { env, model, tasks, split, k, max_turns, max_action_tokens, temperature, seed, output } => {

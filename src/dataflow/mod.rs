@@ -12,12 +12,14 @@
 mod batch;
 pub mod cluster;
 mod grouped;
+mod iterate;
 mod local;
 mod sink;
 mod source;
 
 pub use batch::Batch;
 pub use cluster::Cluster;
+pub use iterate::{iterate, Driver};
 pub use local::attach;
 pub use source::InputLayout;
 

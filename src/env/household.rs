@@ -15,8 +15,10 @@
 
 use super::{mix64, Env, Reset, Step};
 
-/// Registry name of this environment.
+/// Registry name of this environment (all six task types).
 pub const NAME: &str = "household";
+/// Registry name of the pick-and-place-only variant (the easiest task type: find X, put it in Y).
+pub const PICK_NAME: &str = "household-pick";
 
 /// Default episode length (ALFWorld's usual budget).
 pub const DEFAULT_MAX_STEPS: usize = 50;
@@ -386,6 +388,8 @@ struct Goal {
 /// The household environment. See the module docs for its invariants.
 #[derive(Clone, Debug)]
 pub struct Household {
+    name: &'static str,
+    types: &'static [TaskType],
     max_steps: usize,
     world: World,
     goal: Goal,
@@ -411,7 +415,19 @@ impl Household {
 
     /// A household environment with a custom step budget (at least 1), already reset to `(0, 0)`.
     pub fn with_max_steps(max_steps: usize) -> Self {
+        Self::with_types(NAME, &TaskType::ALL, max_steps)
+    }
+
+    /// The pick-and-place-only variant ([`PICK_NAME`]): the same rooms and objects, every task
+    /// "put a X in Y".
+    pub fn pick_and_place() -> Self {
+        Self::with_types(PICK_NAME, &[TaskType::PickAndPlace], DEFAULT_MAX_STEPS)
+    }
+
+    fn with_types(name: &'static str, types: &'static [TaskType], max_steps: usize) -> Self {
         let mut env = Household {
+            name,
+            types,
             max_steps: max_steps.max(1),
             world: World { receps: Vec::new(), objs: Vec::new(), at: None, held: None },
             goal: Goal { task: TaskType::PickAndPlace, obj: "", recep: "" },
@@ -446,7 +462,7 @@ impl Household {
     fn generate(&mut self, task_id: u64, seed: u64) {
         // Layout, task and wording: from task_id only.
         let mut rng = SplitMix64(mix64(task_id ^ 0xA1F0_0000_0000_0001));
-        let task = rng.pick(&TaskType::ALL);
+        let task = rng.pick(self.types);
         let room = rng.pick(task_rooms(task));
         let mut receps = Vec::new();
         for &(kind, lo, hi) in room_receptacles(room) {
@@ -892,7 +908,7 @@ impl Household {
 
 impl Env for Household {
     fn name(&self) -> &str {
-        NAME
+        self.name
     }
 
     fn reset(&mut self, task_id: u64, seed: u64) -> Reset {

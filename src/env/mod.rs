@@ -52,12 +52,13 @@ pub trait Env: Send {
 }
 
 /// Names accepted by [`by_name`].
-pub const ENV_NAMES: &[&str] = &[household::NAME];
+pub const ENV_NAMES: &[&str] = &[household::NAME, household::PICK_NAME];
 
-/// Builds an environment by registry name (`"household"`), with default settings.
+/// Builds an environment by registry name (`"household"`, `"household-pick"`), with default settings.
 pub fn by_name(name: &str) -> Option<Box<dyn Env>> {
     match name {
         household::NAME => Some(Box::new(household::Household::new())),
+        household::PICK_NAME => Some(Box::new(household::Household::pick_and_place())),
         _ => None,
     }
 }

@@ -1,9 +1,13 @@
 //! Models: the Llama-family decoder and everything needed to load and run it — configurations,
 //! weights from Hugging Face folders and GGUF files, tokenizers and chat templates, generation and
-//! per-token scoring. A model is named by a SPEC: a Hugging Face folder, a `.gguf` file, or a short
-//! name of a model fetched into the cache (`smollm2-135m`, by `make model`).
+//! per-token scoring. A model is named by a SPEC: a Hugging Face folder, a `.gguf` file, a short
+//! name of a model fetched into the cache (`smollm2-135m`, by `make model`), or `small:ENV`, the
+//! small configuration with freshly initialised weights (seed them with `tch::manual_seed`) and the
+//! word-level tokenizer of a built-in environment ([`env_tokenizer`]), to be trained from scratch.
 
 pub mod config;
+#[cfg(feature = "torch")]
+pub mod env_tokenizer;
 #[cfg(feature = "torch")]
 pub mod generate;
 pub mod gguf;
@@ -67,9 +71,17 @@ pub fn load(spec: &str, device: tch::Device) -> Result<(llama::Decoder, tokenize
     Ok((load_decoder(spec, device)?, load_tokenizer(spec)?))
 }
 
+/// The environment of a `small:ENV` SPEC.
+pub fn small_env(spec: &str) -> Option<&str> {
+    spec.strip_prefix("small:")
+}
+
 /// Loads only the tokenizer (and chat template) of a SPEC.
 #[cfg(feature = "torch")]
 pub fn load_tokenizer(spec: &str) -> Result<tokenizer::Tok> {
+    if let Some(env) = small_env(spec) {
+        return env_tokenizer::for_env(env);
+    }
     let path = resolve(spec)?;
     if path.is_dir() {
         tokenizer::Tok::from_hf_folder(&path)
@@ -81,6 +93,12 @@ pub fn load_tokenizer(spec: &str) -> Result<tokenizer::Tok> {
 /// Loads only the decoder of a SPEC (no tokenizer needed: scoring works on token ids).
 #[cfg(feature = "torch")]
 pub fn load_decoder(spec: &str, device: tch::Device) -> Result<llama::Decoder> {
+    if small_env(spec).is_some() {
+        let tok = load_tokenizer(spec)?;
+        let mut cfg = config::DecoderConfig::small(tok.inner.get_vocab_size(true) as i64);
+        cfg.eos_token_ids = tok.token_id(&tok.eos_token).into_iter().collect();
+        return Ok(llama::Decoder::new(cfg, device));
+    }
     let path = resolve(spec)?;
     if path.is_dir() {
         let cfg = config::DecoderConfig::from_hf_json(&path.join("config.json"))?;

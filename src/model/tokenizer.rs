@@ -141,6 +141,17 @@ impl Tok {
         Tok { inner, chat_template: None, bos_token: String::new(), eos_token: String::new() }
     }
 
+    /// Writes `tokenizer.json` and `tokenizer_config.json` (chat template, special tokens) into
+    /// `dir`, so that [`Tok::from_hf_folder`] (and transformers) load it back.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        let file = dir.join("tokenizer.json");
+        self.inner.save(&file, false).map_err(|e| Error::file(&file, e))?;
+        let cfg =
+            json!({"chat_template": self.chat_template, "bos_token": self.bos_token, "eos_token": self.eos_token});
+        let file = dir.join("tokenizer_config.json");
+        std::fs::write(&file, cfg.to_string()).map_err(|e| Error::io(&file, e))
+    }
+
     /// Token ids of `text` (special tokens in the text are recognised; nothing is added).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
         let enc = self.inner.encode(text, false).map_err(|e| Error::Model(format!("tokenize: {e}")))?;

@@ -5,6 +5,7 @@
 pub mod explain;
 pub mod plan;
 pub mod spec;
+pub mod training;
 
 pub use plan::Plan;
 pub use spec::PipelineSpec;

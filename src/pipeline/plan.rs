@@ -78,7 +78,9 @@ impl Plan {
             key: Some(key.to_string()),
             message,
         };
-        if spec.stages.is_empty() {
+        // A training pipeline may feed rollouts straight to its learner (SFT); a data pipeline
+        // without stages would do nothing.
+        if spec.stages.is_empty() && spec.training.is_none() {
             return Err(Error::Spec {
                 file: file.clone(),
                 stage: None,

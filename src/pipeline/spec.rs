@@ -35,6 +35,8 @@ pub struct PipelineSpec {
     pub input: String,
     /// Stages, in file order.
     pub stages: Vec<StageSpec>,
+    /// The training-loop sections (`[model]`, `[rollout]`, ...), if this is a training pipeline.
+    pub training: Option<super::training::TrainingSpec>,
 }
 
 /// One `[[stage]]` table.
@@ -66,6 +68,9 @@ struct RawFile {
     stage: Vec<toml::Table>,
 }
 
+/// The top-level keys of a pipeline file besides the training sections.
+const DATA_KEYS: &[&str] = &["name", "description", "input", "stage"];
+
 fn default_input() -> String {
     "trajectory".into()
 }
@@ -85,10 +90,17 @@ impl PipelineSpec {
             key: key.map(str::to_string),
             message,
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let syntax = |e: toml::de::Error| {
             let msg = e.to_string();
             err(None, unknown_field(&msg).as_deref(), msg.trim().to_string())
-        })?;
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let training = super::training::TrainingSpec::take(file, &mut table)?;
+        if let Some(k) = table.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
+            let known = "name, description, input, stage, model, rollout, warm_start, learner, run";
+            return Err(err(None, Some(k), format!("unknown field `{k}`, expected one of {known}")));
+        }
+        let raw: RawFile = toml::Value::Table(table).try_into().map_err(syntax)?;
         let mut stages = Vec::with_capacity(raw.stage.len());
         for (i, mut t) in raw.stage.into_iter().enumerate() {
             let id = match t.remove("id") {
@@ -126,6 +138,7 @@ impl PipelineSpec {
             description: raw.description,
             input: raw.input,
             stages,
+            training,
         })
     }
 }

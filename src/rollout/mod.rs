@@ -29,7 +29,8 @@ pub struct RolloutConfig {
     pub tasks: Vec<u64>,
     /// Rollouts per task (a group).
     pub k: usize,
-    /// Environment seed of rollout i of a task is `seed + i`.
+    /// Environment seed: the K rollouts of a task all start from the same state (LOOP's groups
+    /// compare like with like); they differ only by sampling.
     pub seed: u64,
     /// Sampling of actions (`max_new_tokens` is the per-turn budget).
     pub sampling: Sampling,
@@ -95,7 +96,7 @@ pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Ep
         for i in 0..cfg.k {
             let mut env =
                 by_name(&cfg.env).ok_or_else(|| Error::Usage(format!("unknown environment '{}'", cfg.env)))?;
-            let seed = cfg.seed + i as u64;
+            let seed = cfg.seed;
             let reset = env.reset(task, seed);
             let first = format!("{}\n{}", reset.observation, reset.task);
             let mut ep = Episode {

@@ -14,7 +14,7 @@
 
 pub mod columns;
 mod grouped;
-mod params;
+pub(crate) mod params;
 
 mod action_boundaries;
 mod broadcast;

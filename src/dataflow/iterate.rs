@@ -1,0 +1,173 @@
+//! The training loop as a dataflow whose timestamps are iterations (policy versions).
+//!
+//! ```text
+//! leader: rollout(i) ─► spread by hash(episode_id) ─► the plan's stages ─► gather on worker 0
+//!                                                                              │ frontier passes i
+//! leader: learn(i, rows) ◄─────────────────────────────────────────────────────┘ then rollout(i + 1)
+//! ```
+//! Invariants:
+//! - The [`Driver`] (the policy, its optimiser, the environment) lives on worker 0 of process 0
+//!   only; every other worker runs the stages on its share of the rows. Rollouts of iteration
+//!   `i + 1` start only after the learner has consumed every row of iteration `i`, so every row of
+//!   iteration `i` was produced by policy version `i − 1`: staleness is exactly one version.
+//! - The learner receives an iteration's rows sorted by `episode_id`, so what it does cannot
+//!   depend on the number of workers or processes, or on arrival order.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Input, Probe};
+use timely::dataflow::ProbeHandle;
+
+use super::cluster::stable_hash;
+use super::{render, Batch, Cluster, ErrorSlot};
+use crate::error::{Error, Result};
+use crate::pipeline::Plan;
+
+/// What the loop calls on the leader: make an iteration's rows, then learn from them.
+pub trait Driver: Send {
+    /// The episodes of `iteration` (in the trajectory schema), made with the current policy.
+    fn rollout(&mut self, iteration: u64) -> Result<RecordBatch>;
+    /// Consumes the stage outputs of `iteration`, sorted by `episode_id`.
+    fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()>;
+}
+
+/// Splits `rows` into one batch per worker by `hash(episode_id)`.
+fn spread(rows: &RecordBatch, peers: usize) -> Result<Vec<(u64, Batch)>> {
+    let ids = rows.column_by_name("episode_id").ok_or_else(|| Error::Usage("rollouts have no episode_id".into()))?;
+    let ids = ids.as_string::<i32>();
+    let mut by_worker: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for i in 0..rows.num_rows() {
+        by_worker.entry(stable_hash(ids.value(i).as_bytes()) % peers as u64).or_default().push(i as u32);
+    }
+    by_worker
+        .into_iter()
+        .map(|(w, idx)| {
+            let part = arrow::compute::take_record_batch(rows, &UInt32Array::from(idx))?;
+            Ok((w, Batch { rows: part, source: "rollout".into() }))
+        })
+        .collect()
+}
+
+/// Concatenates `batches` and sorts the rows by `episode_id`.
+fn sorted(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    let schema =
+        batches.first().map(|b| b.schema()).ok_or_else(|| Error::Usage("an iteration produced no rows".into()))?;
+    let all = arrow::compute::concat_batches(&schema, &batches)?;
+    let ids = all.column_by_name("episode_id").expect("checked at spread").as_string::<i32>();
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| ids.value(a as usize).cmp(ids.value(b as usize)));
+    Ok(arrow::compute::take_record_batch(&all, &UInt32Array::from(order))?)
+}
+
+/// Runs iterations `iterations` of `plan` on `cluster`; `driver` is required in the process that
+/// hosts worker 0 (the leader) and ignored elsewhere.
+pub fn iterate(
+    plan: Plan,
+    cluster: &Cluster,
+    iterations: std::ops::Range<u64>,
+    driver: Option<Box<dyn Driver>>,
+) -> Result<()> {
+    if cluster.is_leader() && driver.is_none() {
+        return Err(Error::Usage("the leader process needs a driver".into()));
+    }
+    let config = cluster.to_timely()?;
+    let plan = Arc::new(plan);
+    let driver = Arc::new(Mutex::new(driver));
+    let errors = ErrorSlot::default();
+    let e = errors.clone();
+    let guards = timely::execute(config, move |worker| {
+        let peers = worker.peers();
+        let probe = ProbeHandle::new();
+        let gathered: Rc<RefCell<BTreeMap<u64, Vec<RecordBatch>>>> = Default::default();
+        let g = gathered.clone();
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (handle, rows) = scope.new_input::<Vec<(u64, Batch)>>();
+            let rows = rows.exchange(|(w, _)| *w).unary(Pipeline, "Unwrap", |_, _| {
+                |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        output.session(&cap).give_iterator(data.flat_map(|c| c.drain(..)).map(|(_, b)| b));
+                    })
+                }
+            });
+            render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone())
+                .map(|b| (0u64, b))
+                .exchange(|(w, _)| *w)
+                .probe_with(&probe)
+                .sink(Pipeline, "Gather", move |(input, _)| {
+                    input.for_each_stamp(|cap, data| {
+                        let t = *cap.least().expect("a u64 stamp has a least time");
+                        let mut g = g.borrow_mut();
+                        let entry = g.entry(t).or_default();
+                        entry.extend(data.flat_map(|c| c.drain(..)).map(|(_, b)| b.rows).filter(|r| r.num_rows() > 0));
+                    });
+                });
+            handle
+        });
+        let mut mine = if worker.index() == 0 { driver.lock().unwrap_or_else(|p| p.into_inner()).take() } else { None };
+        let Some(driver) = mine.as_mut() else {
+            input.close();
+            while !probe.done() {
+                worker.step_or_park(Some(Duration::from_millis(20)));
+            }
+            return Ok(());
+        };
+        let mut outcome = Ok(());
+        for it in iterations.clone() {
+            input.advance_to(it);
+            let rows = match driver.rollout(it) {
+                Ok(rows) => rows,
+                Err(err) => {
+                    outcome = Err(err);
+                    break;
+                }
+            };
+            match spread(&rows, peers) {
+                Ok(parts) => {
+                    for p in parts {
+                        input.send(p);
+                    }
+                }
+                Err(err) => {
+                    outcome = Err(err);
+                    break;
+                }
+            }
+            input.advance_to(it + 1);
+            while probe.less_than(&(it + 1)) && !e.is_set() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            if e.is_set() {
+                break;
+            }
+            let batches = gathered.borrow_mut().remove(&it).unwrap_or_default();
+            if let Err(err) = sorted(batches).and_then(|rows| driver.learn(it, rows)) {
+                outcome = Err(err);
+                break;
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(5)));
+        }
+        outcome
+    })
+    .map_err(Error::Dataflow)?;
+    let mut first = None;
+    for r in guards.join() {
+        if let Err(err) = r.map_err(Error::Dataflow)? {
+            first.get_or_insert(err);
+        }
+    }
+    match (errors.take(), first) {
+        (Some(e), _) | (None, Some(e)) => Err(e),
+        (None, None) => Ok(()),
+    }
+}

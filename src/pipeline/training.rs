@@ -1,0 +1,464 @@
+//! The training-loop sections of a pipeline file, for `trajflow run`: which model, how rollouts are
+//! made, the optional imitation warm start, the learner and the loop itself. A pipeline without
+//! them is a data pipeline (`reprocess`, `watch`); with them it is also a training pipeline, whose
+//! `[[stage]]` graph runs on each iteration's rollouts between the rollout and the learner.
+//!
+//! ```toml
+//! [model]
+//! name = "small:household"    # a model SPEC (see `trajflow generate --help`)
+//! [rollout]
+//! env = "household"
+//! source = "policy"           # policy | expert (SFT: the environment's expert plays)
+//! tasks = 16                  # train-split tasks per iteration (cycling over the split)
+//! k = 4                       # rollouts per task: one group, all from the same start state
+//! [warm_start]                # optional: SFT on expert demonstrations before iteration 1
+//! demos = 200
+//! [learner]
+//! loss = "ppo"                # ppo | nll
+//! advantages = "advantages"   # per-token column written by the stages
+//! [run]
+//! iterations = 8
+//! ```
+//!
+//! Invariants: every key has a default except `model.name`; unknown keys and out-of-range values
+//! are rejected with the section and key named, before anything runs.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// `[model]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A model SPEC: `small:ENV`, a short name, a Hugging Face folder or a `.gguf` file.
+    pub name: String,
+    /// Padded tokens per forward pass when scoring and training.
+    #[serde(default = "d_batch_tokens")]
+    pub max_batch_tokens: usize,
+}
+
+/// Who plays the rollouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutSource {
+    /// The policy being trained samples actions.
+    Policy,
+    /// The environment's expert plays (imitation data for SFT).
+    Expert,
+}
+
+/// `[rollout]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSection {
+    /// Environment name.
+    #[serde(default = "d_env")]
+    pub env: String,
+    /// Who plays.
+    #[serde(default = "d_source")]
+    pub source: RolloutSource,
+    /// Train-split tasks per iteration.
+    #[serde(default = "d_tasks")]
+    pub tasks: usize,
+    /// Rollouts per task (a group).
+    #[serde(default = "d_k")]
+    pub k: usize,
+    /// Sampling temperature.
+    #[serde(default = "d_one")]
+    pub temperature: f64,
+    /// Top-k sampling (0 = off).
+    #[serde(default)]
+    pub top_k: i64,
+    /// Turns per episode at most.
+    #[serde(default = "d_turns")]
+    pub max_turns: usize,
+    /// Tokens per action at most.
+    #[serde(default = "d_action_tokens")]
+    pub max_action_tokens: usize,
+}
+
+/// `[warm_start]`: SFT on expert demonstrations before the first iteration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmStartSection {
+    /// Expert demonstrations (train-split tasks).
+    #[serde(default = "d_demos")]
+    pub demos: usize,
+    /// Passes over them.
+    #[serde(default = "d_ws_epochs")]
+    pub epochs: usize,
+    /// Episodes per update.
+    #[serde(default = "d_minibatch")]
+    pub minibatch: usize,
+    /// Learning rate.
+    #[serde(default = "d_ws_lr")]
+    pub lr: f64,
+}
+
+/// The learner's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// PPO's clipped surrogate over per-token advantages (O13); one epoch and one minibatch
+    /// without clipping is REINFORCE/RLOO.
+    Ppo,
+    /// Negative log-likelihood of the action tokens (O21: SFT).
+    Nll,
+}
+
+/// Where `logp_old` of the PPO ratio comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogpOld {
+    /// Recomputed by the learner under the current weights before the first epoch (LOOP).
+    Recompute,
+    /// The sampler's `logp_behavior` column.
+    Behavior,
+}
+
+/// PPO's lower clip bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipBound {
+    /// `[1 − ε, 1 + ε]`.
+    Symmetric,
+    /// LOOP's `[1/(1 + ε), 1 + ε]`.
+    Loop,
+    /// No clipping (RLOO, REINFORCE).
+    None,
+}
+
+/// `[learner]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnerSection {
+    /// The loss.
+    #[serde(default = "d_loss")]
+    pub loss: LossKind,
+    /// Per-token advantage column (PPO).
+    #[serde(default = "d_advantages")]
+    pub advantages: String,
+    /// Optional boolean column: rows with `false` are not trained on (LOOP's |A| filter).
+    #[serde(default)]
+    pub keep: Option<String>,
+    /// Source of `logp_old`.
+    #[serde(default = "d_logp_old")]
+    pub logp_old: LogpOld,
+    /// Clip ε.
+    #[serde(default = "d_clip")]
+    pub clip: f64,
+    /// Lower clip bound.
+    #[serde(default = "d_clip_bound")]
+    pub clip_bound: ClipBound,
+    /// Loss reduction (`token_mean`, `seq_mean_token_mean`, ...).
+    #[serde(default = "d_reduction")]
+    pub reduction: String,
+    /// Passes over each iteration's rows.
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Episodes per minibatch (0 = all rows in one).
+    #[serde(default = "d_minibatch")]
+    pub minibatch: usize,
+    /// Learning rate (AdamW).
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// AdamW weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = none).
+    #[serde(default = "d_one")]
+    pub max_grad_norm: f64,
+    /// Stop the epoch loop of an iteration once the k3 KL to `logp_old` exceeds this (0 = never;
+    /// LOOP's KL-stop).
+    #[serde(default)]
+    pub kl_stop: f64,
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Iterations (policy updates from new rollouts).
+    #[serde(default = "d_iterations")]
+    pub iterations: u64,
+    /// Seed of everything random: initial weights, sampling, minibatch order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Dev-split tasks played greedily after the warm start and every iteration (0 = none).
+    #[serde(default = "d_eval")]
+    pub eval_tasks: usize,
+}
+
+/// All training-loop sections of a pipeline file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingSpec {
+    /// `[model]`.
+    pub model: ModelSection,
+    /// `[rollout]`.
+    pub rollout: RolloutSection,
+    /// `[warm_start]`, if any.
+    pub warm_start: Option<WarmStartSection>,
+    /// `[learner]`.
+    pub learner: LearnerSection,
+    /// `[run]`.
+    pub run: RunSection,
+}
+
+fn d_batch_tokens() -> usize {
+    16384
+}
+fn d_env() -> String {
+    "household".into()
+}
+fn d_source() -> RolloutSource {
+    RolloutSource::Policy
+}
+fn d_tasks() -> usize {
+    8
+}
+fn d_k() -> usize {
+    4
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_turns() -> usize {
+    20
+}
+fn d_action_tokens() -> usize {
+    16
+}
+fn d_demos() -> usize {
+    200
+}
+fn d_ws_epochs() -> usize {
+    4
+}
+fn d_minibatch() -> usize {
+    16
+}
+fn d_ws_lr() -> f64 {
+    1e-3
+}
+fn d_loss() -> LossKind {
+    LossKind::Ppo
+}
+fn d_advantages() -> String {
+    "advantages".into()
+}
+fn d_logp_old() -> LogpOld {
+    LogpOld::Recompute
+}
+fn d_clip() -> f64 {
+    0.2
+}
+fn d_clip_bound() -> ClipBound {
+    ClipBound::Symmetric
+}
+fn d_reduction() -> String {
+    "token_mean".into()
+}
+fn d_epochs() -> usize {
+    1
+}
+fn d_lr() -> f64 {
+    1e-4
+}
+fn d_iterations() -> u64 {
+    4
+}
+fn d_eval() -> usize {
+    32
+}
+
+impl TrainingSpec {
+    /// The training sections of `file`'s top-level table, or `None` if it has no `[model]`
+    /// (a data pipeline). Removes the sections it reads from `table`.
+    pub fn take(file: &Path, table: &mut toml::Table) -> Result<Option<TrainingSpec>> {
+        let names = ["model", "rollout", "warm_start", "learner", "run"];
+        if !table.contains_key("model") {
+            if let Some(n) = names.iter().find(|n| table.contains_key(**n)) {
+                return Err(spec_err(file, n, Some("model"), "a training pipeline needs a [model] section".into()));
+            }
+            return Ok(None);
+        }
+        fn section<T: serde::de::DeserializeOwned>(
+            file: &Path,
+            table: &mut toml::Table,
+            name: &str,
+        ) -> Result<Option<T>> {
+            let Some(v) = table.remove(name) else { return Ok(None) };
+            let t = match v {
+                toml::Value::Table(t) => t,
+                _ => return Err(spec_err(file, name, None, "must be a table".into())),
+            };
+            crate::stages::params::parse::<T>(&t)
+                .map(Some)
+                .map_err(|e| spec_err(file, name, (!e.key.is_empty()).then_some(e.key.as_str()), e.message))
+        }
+        let empty = || toml::Value::Table(toml::Table::new());
+        let spec = TrainingSpec {
+            model: section(file, table, "model")?.expect("checked above"),
+            rollout: section(file, table, "rollout")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
+            warm_start: section(file, table, "warm_start")?,
+            learner: section(file, table, "learner")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
+            run: section(file, table, "run")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
+        };
+        spec.check(file)?;
+        Ok(Some(spec))
+    }
+
+    /// The loss reduction.
+    #[cfg(feature = "torch")]
+    pub fn reduction(&self) -> crate::train::losses::Reduction {
+        self.learner.reduction.parse().expect("checked at parse time")
+    }
+
+    fn check(&self, file: &Path) -> Result<()> {
+        let bad = |section: &str, key: &str, message: String| Err(spec_err(file, section, Some(key), message));
+        if self.model.name.is_empty() {
+            return bad("model", "name", "must name a model".into());
+        }
+        if crate::env::by_name(&self.rollout.env).is_none() {
+            let known = crate::env::ENV_NAMES.join(", ");
+            return bad("rollout", "env", format!("unknown environment '{}' (known: {known})", self.rollout.env));
+        }
+        let r = &self.rollout;
+        for (key, v) in
+            [("tasks", r.tasks), ("k", r.k), ("max_turns", r.max_turns), ("max_action_tokens", r.max_action_tokens)]
+        {
+            if v == 0 {
+                return bad("rollout", key, "must be at least 1".into());
+            }
+        }
+        if !(r.temperature.is_finite() && r.temperature > 0.0) {
+            return bad("rollout", "temperature", format!("must be > 0, got {}", r.temperature));
+        }
+        let l = &self.learner;
+        #[cfg(feature = "torch")]
+        if let Err(e) = l.reduction.parse::<crate::train::losses::Reduction>() {
+            return bad("learner", "reduction", e);
+        }
+        if !(l.clip.is_finite() && l.clip > 0.0 && (l.clip < 1.0 || l.clip_bound != ClipBound::Symmetric)) {
+            return bad("learner", "clip", format!("must be in (0, 1), got {}", l.clip));
+        }
+        if l.epochs == 0 {
+            return bad("learner", "epochs", "must be at least 1".into());
+        }
+        for (key, v) in
+            [("lr", l.lr), ("max_grad_norm", l.max_grad_norm), ("kl_stop", l.kl_stop), ("weight_decay", l.weight_decay)]
+        {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad("learner", key, format!("must be a finite number ≥ 0, got {v}"));
+            }
+        }
+        if let Some(w) = &self.warm_start {
+            if w.demos == 0 || w.epochs == 0 || w.minibatch == 0 || !(w.lr.is_finite() && w.lr > 0.0) {
+                return bad("warm_start", "demos", "demos, epochs, minibatch and lr must be positive".into());
+            }
+        }
+        if self.run.iterations == 0 {
+            return bad("run", "iterations", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn spec_err(file: &Path, section: &str, key: Option<&str>, message: String) -> Error {
+    Error::Spec { file: file.to_path_buf(), stage: Some(format!("[{section}]")), key: key.map(str::to_string), message }
+}
+
+/// Applies `--set KEY=VALUE` overrides to a pipeline file's text. KEY is a dotted path
+/// (`learner.lr`, `rollout.k`); `model` and `env` are short for `model.name` and `rollout.env`, and
+/// setting `env` also retargets a `small:ENV` model. VALUE is read as TOML (`0.5`, `true`,
+/// `"x"`), or as a string when it is not valid TOML.
+pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| Error::Spec {
+        file: file.to_path_buf(),
+        stage: None,
+        key: None,
+        message: e.to_string(),
+    })?;
+    for set in sets {
+        let (key, value) =
+            set.split_once('=').ok_or_else(|| Error::Usage(format!("--set {set}: expected KEY=VALUE")))?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let path: Vec<&str> = match key {
+            "model" => vec!["model", "name"],
+            "env" => vec!["rollout", "env"],
+            k => k.split('.').collect(),
+        };
+        if key == "env" {
+            let model = doc.get_mut("model").and_then(|m| m.get_mut("name"));
+            if let Some(toml::Value::String(name)) = model {
+                if name.starts_with("small:") {
+                    *name = format!("small:{}", value.as_str().unwrap_or_default());
+                }
+            }
+        }
+        let mut at = &mut doc;
+        for part in &path[..path.len() - 1] {
+            at = at
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| Error::Usage(format!("--set {key}: '{part}' is not a table")))?;
+        }
+        at.insert(path[path.len() - 1].to_string(), value);
+    }
+    Ok(toml::to_string(&doc).expect("a TOML table serialises"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Option<TrainingSpec>> {
+        let mut t: toml::Table = toml::from_str(text).unwrap();
+        TrainingSpec::take(Path::new("p.toml"), &mut t)
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_model() {
+        let s = parse("[model]\nname = \"small:household\"\n").unwrap().unwrap();
+        assert_eq!(s.rollout.k, 4);
+        assert_eq!(s.learner.loss, LossKind::Ppo);
+        assert!(s.warm_start.is_none());
+        assert!(parse("name = \"x\"\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn errors_name_section_and_key() {
+        let e = parse("[model]\nname = \"m\"\n[learner]\nlr = -1.0\n").unwrap_err().to_string();
+        assert!(e.contains("[learner]") && e.contains("lr"), "{e}");
+        let e = parse("[model]\nname = \"m\"\n[rollout]\nkk = 3\n").unwrap_err().to_string();
+        assert!(e.contains("[rollout]") && e.contains("kk"), "{e}");
+        let e = parse("[rollout]\nk = 3\n").unwrap_err().to_string();
+        assert!(e.contains("[model]") || e.contains("model"), "{e}");
+        let e = parse("[model]\nname = \"m\"\n[learner]\nreduction = \"median\"\n").unwrap_err().to_string();
+        assert!(e.contains("reduction"), "{e}");
+    }
+
+    #[test]
+    fn sets_override_dotted_keys_and_shorthands() {
+        let text = "[model]\nname = \"small:household\"\n[learner]\nlr = 0.1\n";
+        let out = apply_sets(
+            Path::new("p.toml"),
+            text,
+            &["learner.lr=0.5".into(), "rollout.k=2".into(), "env=household".into()],
+        )
+        .unwrap();
+        let s = parse(&out).unwrap().unwrap();
+        assert_eq!(s.learner.lr, 0.5);
+        assert_eq!(s.rollout.k, 2);
+        let out = apply_sets(Path::new("p.toml"), text, &["model=/some/folder".into()]).unwrap();
+        assert!(out.contains("/some/folder"));
+        assert!(apply_sets(Path::new("p.toml"), text, &["nokey".into()]).is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! Training examples: the learner's view of stage outputs — per episode the token ids, which
+//! tokens are trained (action tokens of kept rows), and per-token advantages and old log-probs —
+//! and their padding into `[B, T]` tensors for one forward pass.
+//!
+//! Invariants: every per-token vector has the length of `tokens`; position `t` of a padded
+//! tensor refers to predicting token `t + 1` (the first token is never predicted); the mask is 0
+//! on padding, so nothing stored there (NaN included) reaches a loss.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float32Type, Int32Type, UInt8Type};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::ops::segment::Segment;
+
+/// One episode as the learner sees it.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// Token ids.
+    pub tokens: Vec<i64>,
+    /// 1.0 on trained tokens (the policy's own action tokens), 0.0 elsewhere.
+    pub mask: Vec<f32>,
+    /// Per-token advantage (0 where not trained).
+    pub adv: Vec<f32>,
+    /// Per-token `logp_old` (NaN where unknown); filled by the learner when recomputed.
+    pub logp_old: Vec<f32>,
+}
+
+impl Example {
+    /// Number of trained tokens.
+    pub fn trained(&self) -> usize {
+        self.mask.iter().filter(|&&m| m > 0.0).count()
+    }
+}
+
+fn list_f32(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<f32>>> {
+    let Some(col) = rows.column_by_name(name) else { return Ok(None) };
+    let list = col.as_list_opt::<i32>().ok_or_else(|| Error::Usage(format!("column '{name}' is not a list")))?;
+    if list.is_null(i) {
+        return Ok(None);
+    }
+    let v = list.value(i);
+    let v = v
+        .as_primitive_opt::<Float32Type>()
+        .ok_or_else(|| Error::Usage(format!("column '{name}' is not list<float32>")))?;
+    Ok(Some(v.values().to_vec()))
+}
+
+/// The examples of `rows`: rows whose `keep` column (if named) is false are dropped, as are rows
+/// without an action token; `advantages` (if named) must be a per-token column.
+pub fn from_rows(rows: &RecordBatch, advantages: Option<&str>, keep: Option<&str>) -> Result<Vec<Example>> {
+    let tokens =
+        rows.column_by_name("tokens").ok_or_else(|| Error::Usage("rows have no tokens".into()))?.as_list::<i32>();
+    let segments =
+        rows.column_by_name("segments").ok_or_else(|| Error::Usage("rows have no segments".into()))?.as_list::<i32>();
+    let keep = match keep {
+        Some(name) => Some(
+            rows.column_by_name(name)
+                .and_then(|c| c.as_boolean_opt().cloned())
+                .ok_or_else(|| Error::Usage(format!("learner: keep column '{name}' is missing or not boolean")))?,
+        ),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(rows.num_rows());
+    for i in 0..rows.num_rows() {
+        if keep.as_ref().is_some_and(|k| k.is_valid(i) && !k.value(i)) {
+            continue;
+        }
+        let toks: Vec<i64> = tokens.value(i).as_primitive::<Int32Type>().values().iter().map(|&t| t as i64).collect();
+        let segs = segments.value(i);
+        let segs = segs.as_primitive::<UInt8Type>().values();
+        let mask: Vec<f32> = segs.iter().map(|&s| f32::from(u8::from(s == Segment::Action as u8))).collect();
+        let adv = match advantages {
+            Some(name) => list_f32(rows, name, i)?
+                .ok_or_else(|| Error::Usage(format!("learner: advantage column '{name}' is missing or null")))?,
+            None => vec![0.0; toks.len()],
+        };
+        if adv.len() != toks.len() {
+            return Err(Error::Usage(format!(
+                "learner: '{}' has {} values for {} tokens",
+                advantages.unwrap_or(""),
+                adv.len(),
+                toks.len()
+            )));
+        }
+        let logp_old = list_f32(rows, "logp_behavior", i)?.unwrap_or_else(|| vec![f32::NAN; toks.len()]);
+        let ex = Example { tokens: toks, mask, adv, logp_old };
+        if ex.trained() > 0 {
+            out.push(ex);
+        }
+    }
+    Ok(out)
+}
+
+/// A padded minibatch: `[B, T−1]` tensors aligned with the predicted tokens `1..T`.
+pub struct Padded {
+    /// Input ids `[B, T]`.
+    pub ids: Tensor,
+    /// Positions `[B, T]`.
+    pub positions: Tensor,
+    /// Real (non-padding) tokens `[B, T]`.
+    pub valid: Tensor,
+    /// Predicted ids `[B, T−1]`.
+    pub targets: Tensor,
+    /// Trained-token mask `[B, T−1]`.
+    pub mask: Tensor,
+    /// Advantages `[B, T−1]`.
+    pub adv: Tensor,
+    /// Old log-probs `[B, T−1]`.
+    pub logp_old: Tensor,
+}
+
+/// Pads `examples` to their longest length on `device`.
+pub fn pad(examples: &[&Example], device: Device) -> Padded {
+    let b = examples.len();
+    let t = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(1).max(2);
+    let mut ids = vec![0i64; b * t];
+    let mut valid = vec![false; b * t];
+    let mut mask = vec![0f32; b * (t - 1)];
+    let mut adv = vec![0f32; b * (t - 1)];
+    let mut old = vec![0f32; b * (t - 1)];
+    for (r, e) in examples.iter().enumerate() {
+        for (j, &id) in e.tokens.iter().enumerate() {
+            ids[r * t + j] = id;
+            valid[r * t + j] = true;
+            if j > 0 {
+                let k = r * (t - 1) + j - 1;
+                mask[k] = e.mask[j];
+                adv[k] = e.adv[j];
+                old[k] = e.logp_old[j];
+            }
+        }
+    }
+    let (bi, ti) = (b as i64, t as i64);
+    let ids = Tensor::from_slice(&ids).view([bi, ti]).to(device);
+    let f = |v: &[f32]| Tensor::from_slice(v).view([bi, ti - 1]).to(device);
+    Padded {
+        positions: Tensor::arange(ti, (Kind::Int64, device)).unsqueeze(0).expand([bi, ti], false),
+        valid: Tensor::from_slice(&valid).view([bi, ti]).to(device),
+        targets: ids.narrow(1, 1, ti - 1),
+        ids,
+        mask: f(&mask),
+        adv: f(&adv),
+        logp_old: f(&old),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
+
+    #[test]
+    fn rows_to_examples_and_padding_align_targets() {
+        let mut b = TrajectoryBuilder::default();
+        for (id, n) in [("a", 3usize), ("b", 5)] {
+            b.push(EpisodeRow {
+                episode_id: id.into(),
+                tokens: (0..n as i32).collect(),
+                segments: (0..n)
+                    .map(|j| if j % 2 == 1 { Segment::Action as u8 } else { Segment::Prompt as u8 })
+                    .collect(),
+                turns: vec![0; n],
+                logp_behavior: Some(vec![-0.5; n]),
+                turn_rewards: vec![1.0],
+                ..Default::default()
+            });
+        }
+        let ex = from_rows(&b.finish(), None, None).unwrap();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[1].mask, vec![0.0, 1.0, 0.0, 1.0, 0.0]);
+        let p = pad(&[&ex[0], &ex[1]], Device::Cpu);
+        assert_eq!(p.ids.size(), vec![2, 5]);
+        assert_eq!(Vec::<i64>::try_from(p.targets.get(0)).unwrap(), vec![1, 2, 0, 0]);
+        assert_eq!(Vec::<f32>::try_from(p.mask.get(0)).unwrap(), vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(Vec::<f32>::try_from(p.mask.get(1)).unwrap(), vec![1.0, 0.0, 1.0, 0.0]);
+    }
+}

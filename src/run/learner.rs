@@ -1,0 +1,266 @@
+//! The learner (O13/O21 + O25): epochs of shuffled minibatches over an iteration's examples, one
+//! optimiser update per minibatch, with PPO's clipped surrogate or SFT's NLL as the objective.
+//!
+//! Invariants:
+//! - What it does depends only on the examples (in order), the weights, the optimiser state and
+//!   `(seed, iteration, epoch)`, never on wall-clock or a hidden generator, so runs and resumed
+//!   runs are bit-identical on the CPU.
+//! - A minibatch larger than `max_batch_tokens` padded tokens is split into micro-batches whose
+//!   gradients are accumulated with weights that reproduce the minibatch's reduction exactly
+//!   (token means by trained tokens, sequence means by rows).
+
+use tch::Tensor;
+
+use super::examples::{pad, Example};
+use crate::error::Result;
+use crate::model::llama::Decoder;
+use crate::synth::SplitMix;
+use crate::train::losses::{entropy_from_logits, masked_mean, nll_loss, ppo_policy_loss, PpoClip, Reduction};
+use crate::train::optim::{AdamW, Outcome};
+
+/// What the learner minimises.
+#[derive(Debug, Clone, Copy)]
+pub enum Objective {
+    /// PPO's clipped surrogate (`clip = None`: the plain policy gradient `−A·ρ`).
+    Ppo {
+        /// Clipping, if any.
+        clip: Option<PpoClip>,
+        /// Reduction over tokens.
+        reduction: Reduction,
+    },
+    /// NLL of the trained tokens.
+    Nll {
+        /// Reduction over tokens.
+        reduction: Reduction,
+    },
+}
+
+/// How the learner walks the examples.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Passes over the examples.
+    pub epochs: usize,
+    /// Examples per update (0 = all).
+    pub minibatch: usize,
+    /// Padded tokens per forward pass at most.
+    pub max_batch_tokens: usize,
+    /// Stop the remaining minibatches once a minibatch's k3 KL to `logp_old` exceeds this (0 = never).
+    pub kl_stop: f64,
+    /// Seed of the minibatch order (mixed with the epoch).
+    pub seed: u64,
+}
+
+/// Averages over the updates of one `fit`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Loss.
+    pub loss: f64,
+    /// Fraction of clipped tokens (PPO).
+    pub clip_frac: f64,
+    /// k3 KL(π_old ‖ π_θ) over trained tokens (PPO).
+    pub kl: f64,
+    /// Entropy of the policy on trained tokens.
+    pub entropy: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Optimiser updates.
+    pub updates: u64,
+    /// Trained tokens per epoch.
+    pub trained_tokens: u64,
+    /// Whether the KL-stop ended the iteration early.
+    pub kl_stopped: bool,
+}
+
+/// Log-probs of the targets `[B, T−1]` (differentiable) and the entropy of each predictive
+/// distribution (detached).
+fn forward(model: &Decoder, p: &super::examples::Padded) -> (Tensor, Tensor) {
+    let t = p.ids.size()[1];
+    let logits = model.logits(&model.hidden(&p.ids, &p.positions, &p.valid, None)).narrow(1, 0, t - 1);
+    let logp = logits.log_softmax(-1, tch::Kind::Float).gather(2, &p.targets.unsqueeze(-1), false).squeeze_dim(-1);
+    let entropy = tch::no_grad(|| entropy_from_logits(&logits.detach()));
+    (logp, entropy)
+}
+
+/// Splits `batch` (indices) into runs of at most `budget` padded tokens.
+fn micro_batches<'a>(examples: &'a [Example], batch: &[usize], budget: usize) -> Vec<Vec<&'a Example>> {
+    let mut out: Vec<Vec<&Example>> = Vec::new();
+    let mut longest = 0;
+    for &i in batch {
+        let e = &examples[i];
+        let len = e.tokens.len();
+        match out.last_mut() {
+            Some(cur) if longest.max(len) * (cur.len() + 1) <= budget => {
+                cur.push(e);
+                longest = longest.max(len);
+            }
+            _ => {
+                out.push(vec![e]);
+                longest = len;
+            }
+        }
+    }
+    out
+}
+
+/// A permutation of `0..n` from `seed`.
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut rng = SplitMix::new(seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// Trains `model` on `examples` with `opt` (whose parameters are the model's trainable ones).
+pub fn fit(
+    model: &Decoder,
+    opt: &mut AdamW,
+    examples: &[Example],
+    objective: Objective,
+    s: &Schedule,
+) -> Result<Stats> {
+    let mut stats = Stats { trained_tokens: examples.iter().map(|e| e.trained() as u64).sum(), ..Default::default() };
+    let mut n = 0.0;
+    let device = model.device();
+    'epochs: for epoch in 0..s.epochs {
+        let order = shuffled(examples.len(), s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let size = if s.minibatch == 0 { examples.len().max(1) } else { s.minibatch };
+        for batch in order.chunks(size) {
+            let micro = micro_batches(examples, batch, s.max_batch_tokens);
+            let tokens: usize = batch.iter().map(|&i| examples[i].trained()).sum();
+            let reduction = match objective {
+                Objective::Ppo { reduction, .. } | Objective::Nll { reduction } => reduction,
+            };
+            opt.cfg.grad_accum = micro.len() as u64;
+            let (mut loss_sum, mut clip, mut kl, mut ent) = (0.0, 0.0, 0.0, 0.0);
+            let mut grad_norm = None;
+            for mb in &micro {
+                let weight = match reduction {
+                    Reduction::TokenMean => mb.iter().map(|e| e.trained()).sum::<usize>() as f64 / tokens as f64,
+                    Reduction::Sum => 1.0,
+                    _ => mb.len() as f64 / batch.len() as f64,
+                };
+                let p = pad(mb, device);
+                let (logp, entropy) = forward(model, &p);
+                let loss = match objective {
+                    Objective::Ppo { clip: c, reduction } => {
+                        let c = c.unwrap_or(PpoClip {
+                            eps_low: 1e9,
+                            eps_high: 1e9,
+                            dual_clip: None,
+                            loop_lower_bound: false,
+                        });
+                        let out = ppo_policy_loss(&logp, &p.logp_old, &p.adv, &p.mask, &c, reduction);
+                        clip += weight * out.clip_frac.double_value(&[]);
+                        kl += weight * out.approx_kl_k3.double_value(&[]);
+                        out.loss
+                    }
+                    Objective::Nll { reduction } => nll_loss(&logp, &p.mask, reduction),
+                };
+                ent += weight * masked_mean(&entropy, &p.mask).double_value(&[]);
+                loss_sum += weight * loss.double_value(&[]);
+                if let Outcome::Stepped { grad_norm: g } =
+                    opt.backward(&(loss * (weight * micro.len() as f64)), None)?
+                {
+                    grad_norm = Some(g);
+                }
+            }
+            n += 1.0;
+            stats.loss += loss_sum;
+            stats.clip_frac += clip;
+            stats.kl += kl;
+            stats.entropy += ent;
+            if let Some(g) = grad_norm {
+                stats.grad_norm += g;
+                stats.updates += 1;
+            }
+            if s.kl_stop > 0.0 && kl > s.kl_stop {
+                stats.kl_stopped = true;
+                break 'epochs;
+            }
+        }
+    }
+    if n > 0.0 {
+        stats.loss /= n;
+        stats.clip_frac /= n;
+        stats.kl /= n;
+        stats.entropy /= n;
+    }
+    if stats.updates > 0 {
+        stats.grad_norm /= stats.updates as f64;
+    }
+    Ok(stats)
+}
+
+/// Sets every example's `logp_old` to the log-probs under `model` now (LOOP's recompute step).
+pub fn recompute_logp_old(model: &Decoder, examples: &mut [Example], max_batch_tokens: usize) -> Result<()> {
+    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
+    let scored = crate::model::score::token_logprobs(model, &seqs, max_batch_tokens)?;
+    for (e, lp) in examples.iter_mut().zip(scored) {
+        e.logp_old = lp;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::DecoderConfig;
+    use crate::train::optim::OptimConfig;
+
+    fn example(seed: u64, n: usize) -> Example {
+        let mut rng = SplitMix::new(seed);
+        let tokens: Vec<i64> = (0..n).map(|_| (rng.next_u64() % 30) as i64).collect();
+        let mask = (0..n).map(|j| f32::from(u8::from(j >= n / 2))).collect();
+        let adv = (0..n).map(|j| if j >= n / 2 { rng.unit() - 0.5 } else { 0.0 }).collect();
+        Example { tokens, mask, adv, logp_old: vec![f32::NAN; n] }
+    }
+
+    /// Splitting a minibatch into micro-batches reproduces the one-pass update.
+    #[test]
+    fn micro_batches_match_one_pass() {
+        let run = |budget: usize, reduction: Reduction| {
+            let m = Decoder::new(DecoderConfig::small(30), tch::Device::Cpu);
+            // Deterministic weights (libtorch's global generator is shared by concurrent tests).
+            let mut rng = SplitMix::new(3);
+            tch::no_grad(|| {
+                let mut vars: Vec<_> = m.vs.variables().into_iter().collect();
+                vars.sort_by(|a, b| a.0.cmp(&b.0));
+                for (name, mut v) in vars {
+                    let n = v.numel();
+                    let base = if name.ends_with("norm.weight") { 1.0 } else { 0.0 };
+                    let vals: Vec<f32> = (0..n).map(|_| base + (rng.unit() - 0.5) * 0.1).collect();
+                    v.copy_(&Tensor::from_slice(&vals).view(v.size().as_slice()));
+                }
+            });
+            let mut ex: Vec<Example> = (0..6).map(|i| example(i, 8 + i as usize * 3)).collect();
+            recompute_logp_old(&m, &mut ex, 4096).unwrap();
+            let mut opt =
+                AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 1e-2, ..Default::default() });
+            let s = Schedule { epochs: 1, minibatch: 0, max_batch_tokens: budget, kl_stop: 0.0, seed: 1 };
+            let st = fit(&m, &mut opt, &ex, Objective::Ppo { clip: Some(PpoClip::loop_(0.1)), reduction }, &s).unwrap();
+            assert_eq!(st.updates, 1);
+            let w: Vec<f32> = Vec::try_from(m.vs.variables()["model.norm.weight"].view([-1])).unwrap();
+            (st.loss, w)
+        };
+        for r in [Reduction::TokenMean, Reduction::SeqMeanTokenMean] {
+            let (l1, w1) = run(100_000, r);
+            let (l2, w2) = run(30, r);
+            assert!((l1 - l2).abs() < 1e-6, "{r}: {l1} vs {l2}");
+            let d = w1.iter().zip(&w2).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-5, "{r}: weights differ by {d}");
+            assert!(w1.iter().any(|&x| (x - 1.0).abs() > 1e-4), "the update moved the weights");
+        }
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let a = shuffled(50, 7);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+        assert_eq!(a, shuffled(50, 7));
+        assert_ne!(a, shuffled(50, 8));
+    }
+}

@@ -1,0 +1,113 @@
+//! Per-iteration metrics of a run: one JSON object per line in `RUN/metrics.jsonl`, iteration 0
+//! being the policy before any RL (after the warm start, if any).
+//!
+//! Invariant: the file holds at most one line per iteration, in order; a resumed run first drops
+//! lines of iterations after its checkpoint, so the file always describes the weights on disk.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One iteration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IterationMetrics {
+    /// Iteration (0 = before RL).
+    pub iteration: u64,
+    /// Policy version that made this iteration's rollouts.
+    pub policy_version: i64,
+    /// Rollout episodes.
+    pub episodes: usize,
+    /// Fraction of rollout episodes that succeeded.
+    pub success_rate: f64,
+    /// Mean episode return of the rollouts.
+    pub return_mean: f64,
+    /// Greedy success rate on the dev tasks after this iteration's update.
+    pub eval_success_rate: Option<f64>,
+    /// Learner loss (mean over updates).
+    pub loss: f64,
+    /// Fraction of clipped tokens.
+    pub clip_frac: f64,
+    /// k3 KL between the old and updated policy on trained tokens.
+    pub kl: f64,
+    /// Policy entropy on trained tokens.
+    pub entropy: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Optimiser updates.
+    pub updates: u64,
+    /// Tokens trained on per epoch.
+    pub trained_tokens: u64,
+    /// Whether LOOP's KL-stop ended the iteration's updates early.
+    pub kl_stopped: bool,
+    /// Tokens the policy generated.
+    pub generated_tokens: u64,
+    /// Generated tokens per second of rollout time.
+    pub tokens_per_s: f64,
+    /// Seconds per phase: `rollout`, `stages`, `learn`, `eval`.
+    pub time_s: BTreeMap<String, f64>,
+}
+
+/// The metrics file of a run directory.
+pub struct MetricsFile(PathBuf);
+
+impl MetricsFile {
+    /// The file in `run_dir`.
+    pub fn new(run_dir: &Path) -> Self {
+        MetricsFile(run_dir.join("metrics.jsonl"))
+    }
+
+    /// Every line, in order (none if the file does not exist).
+    pub fn read(&self) -> Result<Vec<IterationMetrics>> {
+        let text = match std::fs::read_to_string(&self.0) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.0, e)),
+        };
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::file(&self.0, format!("line {}: {e}", i + 1))))
+            .collect()
+    }
+
+    /// Keeps only iterations `≤ last` (a resumed run drops what its checkpoint does not cover).
+    pub fn truncate_after(&self, last: u64) -> Result<()> {
+        let keep: Vec<IterationMetrics> = self.read()?.into_iter().filter(|m| m.iteration <= last).collect();
+        let mut text = String::new();
+        for m in keep {
+            text.push_str(&serde_json::to_string(&m).expect("metrics serialise"));
+            text.push('\n');
+        }
+        std::fs::write(&self.0, text).map_err(|e| Error::io(&self.0, e))
+    }
+
+    /// Appends one line.
+    pub fn append(&self, m: &IterationMetrics) -> Result<()> {
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.0).map_err(|e| Error::io(&self.0, e))?;
+        writeln!(f, "{}", serde_json::to_string(m).expect("metrics serialise")).map_err(|e| Error::io(&self.0, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = MetricsFile::new(dir.path());
+        assert!(f.read().unwrap().is_empty());
+        for i in 0..4 {
+            f.append(&IterationMetrics { iteration: i, success_rate: i as f64 / 4.0, ..Default::default() }).unwrap();
+        }
+        f.truncate_after(1).unwrap();
+        let back = f.read().unwrap();
+        assert_eq!(back.iter().map(|m| m.iteration).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(back[1].success_rate, 0.25);
+    }
+}

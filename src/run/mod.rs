@@ -1,0 +1,141 @@
+//! `trajflow run`: a training pipeline's whole loop — rollouts → stages → gradient steps → next
+//! policy version — as one dataflow whose timestamps are iterations ([`crate::dataflow::iterate`]).
+//!
+//! A run directory holds everything about a run:
+//! ```text
+//! RUN/config.toml          the pipeline as run (after --set), so that --resume needs nothing else
+//! RUN/trajectories/        a trajflow dataset: one part per iteration (rollouts + stage columns)
+//! RUN/metrics.jsonl        one JSON line per iteration (0 = after the warm start)
+//! RUN/checkpoints/iter-N/  weights, optimiser state and position (the last two are kept)
+//! RUN/curves.png           learning curves (`trajflow report` redraws them)
+//! ```
+//! Invariant: a run resumed from its last checkpoint continues exactly as if it had never stopped.
+
+pub mod examples;
+pub mod learner;
+pub mod metrics;
+pub mod plot;
+pub mod report;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+use crate::dataflow::{iterate, Cluster, Driver};
+use crate::error::{Error, Result};
+use crate::pipeline::training::{apply_sets, TrainingSpec};
+use crate::pipeline::{PipelineSpec, Plan};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The pipeline file (ignored with `resume`: the run directory's `config.toml` is used).
+    pub pipeline: Option<PathBuf>,
+    /// `KEY=VALUE` overrides.
+    pub sets: Vec<String>,
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Continue the run in `dir` from its last checkpoint.
+    pub resume: bool,
+    /// Worker placement.
+    pub cluster: Cluster,
+    /// Print a line per iteration.
+    pub verbose: bool,
+}
+
+/// The resolved config of a run: the pipeline text with overrides applied, parsed and validated.
+fn resolve(opts: &RunOptions) -> Result<(String, Plan, TrainingSpec)> {
+    let config = opts.dir.join("config.toml");
+    let text = if opts.resume {
+        let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
+        apply_sets(&config, &text, &opts.sets)?
+    } else {
+        let file = opts.pipeline.as_ref().ok_or_else(|| Error::Usage("run: a pipeline file is required".into()))?;
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        apply_sets(file, &text, &opts.sets)?
+    };
+    let origin = if opts.resume { config } else { opts.pipeline.clone().expect("checked") };
+    let spec = PipelineSpec::parse(&origin, &text)?;
+    if spec.training.is_none() {
+        return Err(Error::Spec {
+            file: origin,
+            stage: None,
+            key: Some("model".into()),
+            message: "not a training pipeline: `trajflow run` needs [model] (and usually [rollout], [learner]); \
+                      use `trajflow reprocess` for data pipelines"
+                .into(),
+        });
+    }
+    let plan = Plan::from_spec(spec.clone())?;
+    check_learner_columns(&spec, &plan)?;
+    Ok((text, plan, spec.training.expect("checked above")))
+}
+
+/// The learner's columns must be written by a stage or be trajectory columns.
+fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
+    let t = spec.training.as_ref().expect("checked by the caller");
+    let l = &t.learner;
+    let written: Vec<&str> = plan.stages.iter().flat_map(|s| s.writes.iter().map(|(n, _)| n.as_str())).collect();
+    let table = crate::schema::TableSchema::trajectory();
+    let known = |c: &str| written.contains(&c) || table.fields.iter().any(|f| f.name == c);
+    let mut needed = Vec::new();
+    if l.loss == crate::pipeline::training::LossKind::Ppo {
+        needed.push(("advantages", l.advantages.as_str()));
+    }
+    if let Some(k) = &l.keep {
+        needed.push(("keep", k.as_str()));
+    }
+    for (key, col) in needed {
+        if !known(col) {
+            return Err(Error::Spec {
+                file: spec.file.clone(),
+                stage: Some("[learner]".into()),
+                key: Some(key.into()),
+                message: format!("column '{col}' is written by no stage (stages write: {})", written.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) a training pipeline; returns the run directory.
+pub fn run(opts: RunOptions) -> Result<PathBuf> {
+    let (text, plan, spec) = resolve(&opts)?;
+    let dir = &opts.dir;
+    let leader = opts.cluster.is_leader();
+    let (first, driver): (u64, Option<Box<dyn Driver>>) = if leader {
+        let resume_from = if opts.resume {
+            Some(
+                trainer::last_checkpoint(dir)?
+                    .ok_or_else(|| Error::Usage(format!("--resume {}: no checkpoint to resume from", dir.display())))?,
+            )
+        } else {
+            if dir.join("config.toml").exists() {
+                return Err(Error::Usage(format!(
+                    "{} already holds a run; pass --resume to continue it or choose another --out",
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::write(dir.join("config.toml"), &text).map_err(|e| Error::io(dir, e))?;
+            None
+        };
+        let mut t = trainer::Trainer::new(spec.clone(), dir, resume_from, opts.verbose)?;
+        match resume_from {
+            Some(it) => {
+                metrics::MetricsFile::new(dir).truncate_after(it)?;
+                if opts.verbose {
+                    eprintln!("resuming {} after iteration {it}", dir.display());
+                }
+            }
+            None => t.start()?,
+        }
+        (resume_from.map_or(1, |it| it + 1), Some(Box::new(t)))
+    } else {
+        (1, None)
+    };
+    iterate(plan, &opts.cluster, first..spec.run.iterations + 1, driver)?;
+    if leader {
+        report::report(std::slice::from_ref(dir), &dir.join("curves.png"))?;
+    }
+    Ok(dir.clone())
+}

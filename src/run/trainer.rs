@@ -1,0 +1,359 @@
+//! The trainer: the [`Driver`] of a run. It owns the policy (decoder, tokenizer, optimiser) on the
+//! leader, plays each iteration's rollouts, and after the stages have run, stores the iteration's
+//! trajectories, updates the policy, evaluates it, appends the metrics line and checkpoints.
+//!
+//! Invariants:
+//! - Everything an iteration does is a function of the checkpoint before it and `(seed,
+//!   iteration)`: the tasks (a window of the train split), the environment seed, the sampler seed
+//!   and the minibatch order. Resuming from checkpoint `i` therefore reproduces iteration `i + 1`
+//!   bit for bit on the CPU.
+//! - Order of effects per iteration: trajectories committed → update → metrics line → checkpoint.
+//!   A crash leaves at worst an iteration whose trajectories are stored twice (identical rows,
+//!   deduplicated by `episode_id` on read) and whose metrics line is dropped at resume.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+
+use super::examples::{from_rows, Example};
+use super::learner::{fit, recompute_logp_old, Objective, Schedule, Stats};
+use super::metrics::{IterationMetrics, MetricsFile};
+use crate::dataflow::Driver;
+use crate::env::{by_name, demos, task_ids, Split};
+use crate::error::{Error, Result};
+use crate::model::generate::Sampling;
+use crate::model::llama::Decoder;
+use crate::model::tokenizer::Tok;
+use crate::pipeline::training::{ClipBound, LogpOld, LossKind, RolloutSource, TrainingSpec};
+use crate::rollout::{rollout, RolloutConfig};
+use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
+use crate::store::Dataset;
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::losses::{PpoClip, Reduction};
+use crate::train::optim::{AdamW, OptimConfig};
+
+/// Checkpoints kept in `RUN/checkpoints/` (older ones are deleted).
+const KEEP_CHECKPOINTS: usize = 2;
+/// Environment seeds of the dev tasks used for evaluation (fixed for the whole run).
+const EVAL_SEED: u64 = 1_000_000;
+
+/// The policy and everything needed to train it.
+pub struct Trainer {
+    spec: TrainingSpec,
+    model: Decoder,
+    tok: Tok,
+    opt: AdamW,
+    dir: PathBuf,
+    trajectories: Dataset,
+    metrics: MetricsFile,
+    /// Metrics of the iteration in flight (filled by `rollout`, finished by `learn`).
+    current: IterationMetrics,
+    rollout_done: Option<Instant>,
+    verbose: bool,
+}
+
+fn rl_optimizer(model: &Decoder, spec: &TrainingSpec) -> AdamW {
+    let l = &spec.learner;
+    let cfg = OptimConfig {
+        lr: l.lr,
+        weight_decay: l.weight_decay,
+        max_grad_norm: (l.max_grad_norm > 0.0).then_some(l.max_grad_norm),
+        ..Default::default()
+    };
+    AdamW::new(model.vs.variables().into_iter().collect(), cfg)
+}
+
+/// `RUN/checkpoints/iter-NNNN`.
+pub fn checkpoint_dir(run: &Path, iteration: u64) -> PathBuf {
+    run.join("checkpoints").join(format!("iter-{iteration:04}"))
+}
+
+/// The last complete checkpoint of a run, if any.
+pub fn last_checkpoint(run: &Path) -> Result<Option<u64>> {
+    let dir = run.join("checkpoints");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(None) };
+    let mut last = None;
+    for e in entries {
+        let name = e.map_err(|e| Error::io(&dir, e))?.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name.strip_prefix("iter-").and_then(|n| n.parse::<u64>().ok()) {
+            if dir.join(&name).join("state.json").is_file() {
+                last = last.max(Some(n));
+            }
+        }
+    }
+    Ok(last)
+}
+
+impl Trainer {
+    /// A trainer for `spec` writing into `dir`: a fresh policy (seeded), or the one of checkpoint
+    /// `resume_from`.
+    pub fn new(spec: TrainingSpec, dir: &Path, resume_from: Option<u64>, verbose: bool) -> Result<Trainer> {
+        let device = tch::Device::cuda_if_available();
+        let tok = crate::model::load_tokenizer(&spec.model.name)?;
+        tch::manual_seed(spec.run.seed as i64);
+        let model = crate::model::load_decoder(&spec.model.name, device)?;
+        let mut opt = rl_optimizer(&model, &spec);
+        if let Some(it) = resume_from {
+            checkpoint::load(&checkpoint_dir(dir, it), &[&model.vs], &mut opt)?;
+        }
+        Ok(Trainer {
+            trajectories: Dataset::create(dir.join("trajectories"))?,
+            metrics: MetricsFile::new(dir),
+            dir: dir.to_path_buf(),
+            spec,
+            model,
+            tok,
+            opt,
+            current: IterationMetrics::default(),
+            rollout_done: None,
+            verbose,
+        })
+    }
+
+    fn say(&self, line: &str) {
+        if self.verbose {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Iteration 0: the imitation warm start (if configured), then the first evaluation and
+    /// checkpoint.
+    pub fn start(&mut self) -> Result<()> {
+        let mut m = IterationMetrics::default();
+        if let Some(ws) = self.spec.warm_start.clone() {
+            let t = Instant::now();
+            let name = &self.spec.model.name;
+            let rows = demos::expert_rows(&self.spec.rollout.env, Split::Train, ws.demos, &self.tok, name)?;
+            let mut b = TrajectoryBuilder::default();
+            rows.into_iter().for_each(|r| b.push(r));
+            let examples = from_rows(&b.finish(), None, None)?;
+            let cfg = OptimConfig { lr: ws.lr, max_grad_norm: Some(1.0), ..Default::default() };
+            let mut opt = AdamW::new(self.model.vs.variables().into_iter().collect(), cfg);
+            let schedule = Schedule {
+                epochs: ws.epochs,
+                minibatch: ws.minibatch,
+                max_batch_tokens: self.spec.model.max_batch_tokens,
+                kl_stop: 0.0,
+                seed: self.spec.run.seed,
+            };
+            self.say(&format!("warm start: SFT on {} expert demonstrations, {} epochs", examples.len(), ws.epochs));
+            let stats =
+                fit(&self.model, &mut opt, &examples, Objective::Nll { reduction: Reduction::TokenMean }, &schedule)?;
+            fill_learner(&mut m, &stats);
+            m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
+        }
+        self.evaluate(&mut m)?;
+        self.say(&format!(
+            "iter 0 (warm start{}): eval success {}",
+            if self.spec.warm_start.is_some() { "" } else { ": none" },
+            fmt_opt(m.eval_success_rate)
+        ));
+        self.metrics.truncate_after(0)?;
+        self.metrics.append(&m)?;
+        self.checkpoint(0)
+    }
+
+    fn evaluate(&self, m: &mut IterationMetrics) -> Result<()> {
+        let n = self.spec.run.eval_tasks;
+        if n == 0 {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let r = &self.spec.rollout;
+        let cfg = RolloutConfig {
+            env: r.env.clone(),
+            tasks: task_ids(Split::Dev, n),
+            k: 1,
+            seed: EVAL_SEED,
+            sampling: Sampling { temperature: 0.0, max_new_tokens: r.max_action_tokens, ..Default::default() },
+            max_turns: r.max_turns,
+            policy_version: m.iteration as i64,
+            model_name: self.spec.model.name.clone(),
+            iteration: m.iteration,
+        };
+        let rows = rollout(&self.model, &self.tok, &cfg)?;
+        m.eval_success_rate = Some(success_rate(&rows));
+        m.time_s.insert("eval".into(), t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Saves checkpoint `iteration`; the folder is also a Hugging Face model folder (config,
+    /// tokenizer, and an index naming the checkpoint's weight file), so `--model` accepts it.
+    fn checkpoint(&self, iteration: u64) -> Result<()> {
+        let state = TrainState { step: self.opt.step, data_position: iteration, seed: self.spec.run.seed };
+        let dir = checkpoint_dir(&self.dir, iteration);
+        checkpoint::save(&dir, &[&self.model.vs], &self.opt, &state)?;
+        let names: serde_json::Map<String, serde_json::Value> =
+            self.model.vs.variables().into_keys().map(|n| (n, "weights.safetensors".into())).collect();
+        let files = [
+            ("config.json", self.model.cfg.to_hf_json().to_string()),
+            ("model.safetensors.index.json", serde_json::json!({"weight_map": names}).to_string()),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).map_err(|e| Error::io(&dir, e))?;
+        }
+        self.tok.save_hf(&dir)?;
+        if iteration >= KEEP_CHECKPOINTS as u64 {
+            let old = checkpoint_dir(&self.dir, iteration - KEEP_CHECKPOINTS as u64);
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(())
+    }
+
+    fn expert_rows(&self, tasks: &[u64], seed: u64, iteration: u64) -> Result<Vec<EpisodeRow>> {
+        let env_name = &self.spec.rollout.env;
+        let mut env = by_name(env_name).ok_or_else(|| Error::Usage(format!("unknown environment '{env_name}'")))?;
+        tasks
+            .iter()
+            .map(|&task| {
+                let conv = demos::expert_episode(env.as_mut(), task, seed);
+                let mut row = crate::import::to_row(&self.tok, &conv, env_name, &self.spec.model.name)?;
+                row.episode_id = format!("{env_name}-{task}-it{iteration}-r0");
+                row.group_id = format!("{env_name}-{task}@{iteration}");
+                row.policy_version = iteration as i64 - 1;
+                row.seed = Some(seed as i64);
+                Ok(row)
+            })
+            .collect()
+    }
+
+    fn objective(&self) -> Objective {
+        let l = &self.spec.learner;
+        let reduction = self.spec.reduction();
+        match l.loss {
+            LossKind::Nll => Objective::Nll { reduction },
+            LossKind::Ppo => Objective::Ppo {
+                clip: match l.clip_bound {
+                    ClipBound::Symmetric => Some(PpoClip::symmetric(l.clip)),
+                    ClipBound::Loop => Some(PpoClip::loop_(l.clip)),
+                    ClipBound::None => None,
+                },
+                reduction,
+            },
+        }
+    }
+}
+
+fn success_rate(rows: &[EpisodeRow]) -> f64 {
+    let n = rows.len().max(1) as f64;
+    rows.iter().filter(|r| r.success == Some(true)).count() as f64 / n
+}
+
+fn fill_learner(m: &mut IterationMetrics, s: &Stats) {
+    m.loss = s.loss;
+    m.clip_frac = s.clip_frac;
+    m.kl = s.kl;
+    m.entropy = s.entropy;
+    m.grad_norm = s.grad_norm;
+    m.updates = s.updates;
+    m.trained_tokens = s.trained_tokens;
+    m.kl_stopped = s.kl_stopped;
+}
+
+fn fmt_opt(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+}
+
+impl Driver for Trainer {
+    fn rollout(&mut self, iteration: u64) -> Result<RecordBatch> {
+        let t = Instant::now();
+        let r = &self.spec.rollout;
+        let seed = self.spec.run.seed;
+        // Iteration i plays the i-th window of the train split (not a function of `iterations`,
+        // so a run extended with --resume --set run.iterations=N continues the same sequence).
+        let tasks: Vec<u64> =
+            task_ids(Split::Train, iteration as usize * r.tasks).split_off((iteration as usize - 1) * r.tasks);
+        let env_seed = seed.wrapping_mul(1_000_003).wrapping_add(iteration);
+        let rows = match r.source {
+            RolloutSource::Expert => self.expert_rows(&tasks, env_seed, iteration)?,
+            RolloutSource::Policy => {
+                let cfg = RolloutConfig {
+                    env: r.env.clone(),
+                    tasks,
+                    k: r.k,
+                    seed: env_seed,
+                    sampling: Sampling {
+                        temperature: r.temperature,
+                        top_k: r.top_k,
+                        max_new_tokens: r.max_action_tokens,
+                        seed: seed as i64,
+                        ..Default::default()
+                    },
+                    max_turns: r.max_turns,
+                    policy_version: iteration as i64 - 1,
+                    model_name: self.spec.model.name.clone(),
+                    iteration,
+                };
+                rollout(&self.model, &self.tok, &cfg)?
+            }
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let generated: u64 = rows
+            .iter()
+            .map(|e| e.segments.iter().filter(|&&s| s == crate::ops::segment::Segment::Action as u8).count() as u64)
+            .sum();
+        self.current = IterationMetrics {
+            iteration,
+            policy_version: iteration as i64 - 1,
+            episodes: rows.len(),
+            success_rate: success_rate(&rows),
+            return_mean: rows.iter().map(|e| e.reward as f64).sum::<f64>() / rows.len().max(1) as f64,
+            generated_tokens: generated,
+            tokens_per_s: generated as f64 / secs.max(1e-9),
+            time_s: BTreeMap::from([("rollout".to_string(), secs)]),
+            ..Default::default()
+        };
+        let mut b = TrajectoryBuilder::default();
+        rows.into_iter().for_each(|r| b.push(r));
+        self.rollout_done = Some(Instant::now());
+        Ok(b.finish())
+    }
+
+    fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()> {
+        let mut m = std::mem::take(&mut self.current);
+        if let Some(t) = self.rollout_done.take() {
+            m.time_s.insert("stages".into(), t.elapsed().as_secs_f64());
+        }
+        let tag = crate::schema::TableSchema::trajectory().tag();
+        let commit = self.trajectories.write_uncommitted(&[rows.clone()], iteration, "run", &tag, Vec::new())?;
+        self.trajectories.commit(&commit)?;
+
+        let t = Instant::now();
+        let l = &self.spec.learner;
+        let advantages = (l.loss == LossKind::Ppo).then_some(l.advantages.as_str());
+        let mut examples: Vec<Example> = from_rows(&rows, advantages, l.keep.as_deref())?;
+        if l.loss == LossKind::Ppo && l.logp_old == LogpOld::Recompute {
+            recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
+        }
+        let schedule = Schedule {
+            epochs: l.epochs,
+            minibatch: l.minibatch,
+            max_batch_tokens: self.spec.model.max_batch_tokens,
+            kl_stop: l.kl_stop,
+            seed: self.spec.run.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ iteration,
+        };
+        let objective = self.objective();
+        let stats = fit(&self.model, &mut self.opt, &examples, objective, &schedule)?;
+        fill_learner(&mut m, &stats);
+        m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
+        self.evaluate(&mut m)?;
+        self.say(&format!(
+            "iter {iteration}/{}: rollouts {} success {:.3} return {:.3} | eval success {} | loss {:.4} kl {:.4} clip {:.3} \
+             entropy {:.3} | {:.1} s",
+            self.spec.run.iterations,
+            m.episodes,
+            m.success_rate,
+            m.return_mean,
+            fmt_opt(m.eval_success_rate),
+            m.loss,
+            m.kl,
+            m.clip_frac,
+            m.entropy,
+            m.time_s.values().sum::<f64>()
+        ));
+        self.metrics.append(&m)?;
+        self.checkpoint(iteration)
+    }
+}

@@ -1,0 +1,134 @@
+//! `trajflow run` end to end through the real binary: every training pipeline runs 2 iterations
+//! on a built-in environment with the small model and writes a well-formed run directory; a run
+//! resumed after iteration 1 equals the uninterrupted run bit for bit (CPU); `-w 1` and `-w 2`
+//! give identical trajectories and weights.
+#![cfg(feature = "torch")]
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+/// Overrides that make any shipped training pipeline a seconds-long smoke run.
+const TINY: &[&str] = &[
+    "warm_start.demos=6",
+    "warm_start.epochs=1",
+    "rollout.tasks=2",
+    "rollout.k=2",
+    "rollout.max_turns=3",
+    "rollout.max_action_tokens=6",
+    "run.eval_tasks=2",
+    "run.iterations=2",
+];
+
+fn training_pipelines() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains("\n[model]"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn run(pipeline: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args: Vec<String> = vec!["run".into(), s(pipeline).into(), "--out".into(), s(out).into(), "--quiet".into()];
+    for set in TINY.iter().chain(extra) {
+        args.push("--set".into());
+        args.push(set.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&args)
+}
+
+fn weights(run: &Path, iteration: u64) -> Vec<u8> {
+    std::fs::read(run.join(format!("checkpoints/iter-{iteration:04}/weights.safetensors"))).unwrap()
+}
+
+/// Metrics lines without the wall-clock fields.
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("time_s");
+            o.remove("tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
+    let pipelines = training_pipelines();
+    assert!(pipelines.len() >= 5, "expected the shipped training pipelines, found {pipelines:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    for p in pipelines {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let dir = tmp.path().join(&name);
+        let out = run(&p, &dir, &[]);
+        assert!(out.contains("curves:"), "{name}: {out}");
+        for f in ["config.toml", "metrics.jsonl", "curves.png", "checkpoints/iter-0002/state.json"] {
+            assert!(dir.join(f).is_file(), "{name}: no {f}");
+        }
+        let m = metrics(&dir);
+        assert_eq!(m.iter().map(|l| l["iteration"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2], "{name}");
+        assert!(m[1]["episodes"].as_u64().unwrap() > 0, "{name}");
+        let rows = read_sorted(&dir.join("trajectories"));
+        assert_eq!(rows.num_rows() as u64, m[1]["episodes"].as_u64().unwrap() + m[2]["episodes"].as_u64().unwrap());
+        // The checkpoint is a model folder: the policy can be loaded by --model.
+        let ckpt = dir.join("checkpoints/iter-0002");
+        ok(&["generate", "--model", s(&ckpt), "--prompt", "go to", "--max-new-tokens", "3"]);
+    }
+}
+
+#[test]
+fn resumed_run_equals_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline("loop.toml");
+    let full = tmp.path().join("full");
+    run(Path::new(&p), &full, &[]);
+    let part = tmp.path().join("part");
+    run(Path::new(&p), &part, &["run.iterations=1"]);
+    assert!(!part.join("checkpoints/iter-0002").exists());
+    ok(&["run", "--resume", s(&part), "--quiet", "--set", "run.iterations=2"]);
+    assert_eq!(weights(&full, 2), weights(&part, 2), "weights after iteration 2 differ");
+    assert_eq!(metrics(&full), metrics(&part));
+    assert_same_dataset(&full.join("trajectories"), &part.join("trajectories"));
+    // A finished run cannot be started again over itself.
+    let err = fails(&["run", &p, "--out", s(&full)]);
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn one_and_two_workers_give_identical_trajectories_and_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline("grpo.toml");
+    let (one, two) = (tmp.path().join("w1"), tmp.path().join("w2"));
+    run(Path::new(&p), &one, &[]);
+    let mut args = vec!["run", &p, "--out", s(&two), "--quiet", "-w", "2"];
+    for set in TINY {
+        args.extend(["--set", set]);
+    }
+    ok(&args);
+    assert_eq!(weights(&one, 2), weights(&two, 2));
+    assert_same_dataset(&one.join("trajectories"), &two.join("trajectories"));
+}
+
+#[test]
+fn bad_training_sections_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline("loop.toml");
+    let err = fails(&["run", &p, "--out", s(&tmp.path().join("x")), "--set", "learner.clip=-1"]);
+    assert!(err.contains("[learner]") && err.contains("clip"), "{err}");
+    let err = fails(&["run", &p, "--out", s(&tmp.path().join("y")), "--set", "learner.advantages=nope"]);
+    assert!(err.contains("nope"), "{err}");
+    let err = fails(&["run", &pipeline("loop_advantages.toml"), "--out", s(&tmp.path().join("z"))]);
+    assert!(err.contains("not a training pipeline"), "{err}");
+    let err = fails(&["run", "--resume", s(&tmp.path().join("none"))]);
+    assert!(err.contains("config.toml"), "{err}");
+}
