@@ -86,22 +86,29 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
     }
 }
 
+/// LOOP (policy only) and PPO (policy + critic with its own optimiser) resume bit-exactly.
 #[test]
 fn resumed_run_equals_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = pipeline("loop.toml");
-    let full = tmp.path().join("full");
-    run(Path::new(&p), &full, &[]);
-    let part = tmp.path().join("part");
-    run(Path::new(&p), &part, &["run.iterations=1"]);
-    assert!(!part.join("checkpoints/iter-0002").exists());
-    ok(&["run", "--resume", s(&part), "--quiet", "--set", "run.iterations=2"]);
-    assert_eq!(weights(&full, 2), weights(&part, 2), "weights after iteration 2 differ");
-    assert_eq!(metrics(&full), metrics(&part));
-    assert_same_dataset(&full.join("trajectories"), &part.join("trajectories"));
-    // A finished run cannot be started again over itself.
-    let err = fails(&["run", &p, "--out", s(&full)]);
-    assert!(err.contains("--resume"), "{err}");
+    for name in ["loop.toml", "ppo.toml"] {
+        let p = pipeline(name);
+        let full = tmp.path().join(format!("{name}-full"));
+        run(Path::new(&p), &full, &[]);
+        let part = tmp.path().join(format!("{name}-part"));
+        run(Path::new(&p), &part, &["run.iterations=1"]);
+        assert!(!part.join("checkpoints/iter-0002").exists());
+        ok(&["run", "--resume", s(&part), "--quiet", "--set", "run.iterations=2"]);
+        assert_eq!(weights(&full, 2), weights(&part, 2), "{name}: weights after iteration 2 differ");
+        if name == "ppo.toml" {
+            let critic = |r: &Path| std::fs::read(r.join("checkpoints/iter-0002/critic/weights.safetensors")).unwrap();
+            assert_eq!(critic(&full), critic(&part), "critic weights differ");
+        }
+        assert_eq!(metrics(&full), metrics(&part), "{name}");
+        assert_same_dataset(&full.join("trajectories"), &part.join("trajectories"));
+        // A finished run cannot be started again over itself.
+        let err = fails(&["run", &p, "--out", s(&full)]);
+        assert!(err.contains("--resume"), "{err}");
+    }
 }
 
 #[test]

@@ -47,8 +47,17 @@ fn grouped_op(plan: &Plan, stage: usize) -> &dyn GroupedOp {
     }
 }
 
-/// The group key of every row (empty strings for a whole-dataset group).
-fn group_keys(plan: &Plan, stage: usize, rows: &RecordBatch) -> Result<Vec<String>> {
+/// The group key of every row (empty strings for a whole-dataset group). With `epoch`, keys are
+/// scoped to that epoch (`"{epoch}/{group}"`): groups, and the whole dataset, never span epochs.
+fn group_keys(plan: &Plan, stage: usize, rows: &RecordBatch, epoch: Option<u64>) -> Result<Vec<String>> {
+    let keys = unscoped_keys(plan, stage, rows)?;
+    Ok(match epoch {
+        Some(t) => keys.into_iter().map(|k| format!("{t}/{k}")).collect(),
+        None => keys,
+    })
+}
+
+fn unscoped_keys(plan: &Plan, stage: usize, rows: &RecordBatch) -> Result<Vec<String>> {
     let st = &plan.stages[stage];
     let Some(logical) = grouped_op(plan, stage).group_column() else {
         return Ok(vec![String::new(); rows.num_rows()]);
@@ -68,9 +77,9 @@ fn episode_ids(rows: &RecordBatch) -> Vec<String> {
 
 /// Splits `rows` into one batch per owning worker: by group, or by episode when the group is
 /// the whole dataset (its rows then stay spread over all workers and only the summary moves).
-fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize) -> Result<Vec<(u64, Batch)>> {
+fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize, epoch: Option<u64>) -> Result<Vec<(u64, Batch)>> {
     let keys = match grouped_op(plan, stage).group_column() {
-        Some(_) => group_keys(plan, stage, &batch.rows)?,
+        Some(_) => group_keys(plan, stage, &batch.rows, epoch)?,
         None => episode_ids(&batch.rows),
     };
     let mut by_worker: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
@@ -93,13 +102,16 @@ fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize) -> Result<Ve
 /// What an epoch has touched so far: its capability, the touched groups, and new summaries.
 type PendingEpoch = (Capability<u64>, BTreeSet<String>, Vec<(String, Summary)>);
 
-/// Renders grouped stage `stage` followed by the local stages `then` on `rows`.
+/// Renders grouped stage `stage` followed by the local stages `then` on `rows`. With `per_epoch`,
+/// every epoch is its own dataset (training iterations: a batch statistic covers one iteration's
+/// rows, and rows of earlier iterations are never re-emitted).
 pub fn render_grouped<'s>(
     rows: Stream<'s, u64, Vec<Batch>>,
     plan: Arc<Plan>,
     stage: usize,
     then: Vec<usize>,
     errors: ErrorSlot,
+    per_epoch: bool,
 ) -> Stream<'s, u64, Vec<Batch>> {
     let peers = rows.scope().peers();
     let id = plan.stages[stage].id.clone();
@@ -110,9 +122,10 @@ pub fn render_grouped<'s>(
         .unary(Pipeline, &format!("Partition[{id}]"), move |_, _| {
             move |input, output| {
                 input.for_each_stamp(|cap, data| {
+                    let epoch = per_epoch.then(|| *cap.least().expect("a u64 stamp has a least time"));
                     let mut session = output.session(&cap);
                     for batch in data.flat_map(|c| c.drain(..)) {
-                        match partition(&p, stage, batch, peers) {
+                        match partition(&p, stage, batch, peers, epoch) {
                             Ok(parts) => session.give_iterator(parts.into_iter()),
                             Err(err) => e.set(err),
                         }
@@ -136,7 +149,7 @@ pub fn render_grouped<'s>(
                     for (_, batch) in data.flat_map(|c| c.drain(..)) {
                         let st = &p.stages[stage];
                         let stats = grouped_op(&p, stage).contributions(&StageInput::new(&batch.rows, &st.read));
-                        let (stats, keys) = match (stats, group_keys(&p, stage, &batch.rows)) {
+                        let (stats, keys) = match (stats, group_keys(&p, stage, &batch.rows, per_epoch.then_some(t))) {
                             (Ok(s), Ok(k)) => (s, k),
                             (Err(m), _) => {
                                 e.set(Error::stage(&st.id, format!("{}: {m}", batch.source)));
@@ -192,7 +205,7 @@ pub fn render_grouped<'s>(
             in_rows.for_each_stamp(|cap, data| {
                 let t = *cap.least().expect("a u64 stamp has a least time");
                 for (_, batch) in data.flat_map(|c| c.drain(..)) {
-                    let keys = match group_keys(&p, stage, &batch.rows) {
+                    let keys = match group_keys(&p, stage, &batch.rows, per_epoch.then_some(t)) {
                         Ok(k) => k,
                         Err(err) => {
                             errors.set(err);

@@ -10,6 +10,8 @@
 //!   only; every other worker runs the stages on its share of the rows. Rollouts of iteration
 //!   `i + 1` start only after the learner has consumed every row of iteration `i`, so every row of
 //!   iteration `i` was produced by policy version `i − 1`: staleness is exactly one version.
+//! - Each iteration is its own dataset for the grouped stages: groups and batch statistics never
+//!   span iterations, and no row of an earlier iteration is re-emitted.
 //! - The learner receives an iteration's rows sorted by `episode_id`, so what it does cannot
 //!   depend on the number of workers or processes, or on arrival order.
 
@@ -97,7 +99,7 @@ pub fn iterate(
                     })
                 }
             });
-            render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone())
+            render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), true)
                 .map(|b| (0u64, b))
                 .exchange(|(w, _)| *w)
                 .probe_with(&probe)

@@ -145,7 +145,7 @@ pub fn run(
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
-            let out = render(rows, p.clone(), e.clone());
+            let out = render(rows, p.clone(), e.clone(), false);
             sink::write_parts(
                 out.probe_with(&probe),
                 dataset.clone(),
@@ -304,8 +304,14 @@ fn read_files<'s>(
         .container::<Vec<Batch>>()
 }
 
-/// Renders the plan's stages: runs of local stages as one map, grouped stages via [`grouped`].
-fn render<'s>(rows: Stream<'s, u64, Vec<Batch>>, plan: Arc<Plan>, errors: ErrorSlot) -> Stream<'s, u64, Vec<Batch>> {
+/// Renders the plan's stages: runs of local stages as one map, grouped stages via [`grouped`]
+/// (`per_epoch`: see [`grouped::render_grouped`]).
+fn render<'s>(
+    rows: Stream<'s, u64, Vec<Batch>>,
+    plan: Arc<Plan>,
+    errors: ErrorSlot,
+    per_epoch: bool,
+) -> Stream<'s, u64, Vec<Batch>> {
     // Split the stage list at grouped stages: leading locals, then (grouped, locals after it)*.
     let mut leading = Vec::new();
     let mut segments: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -337,7 +343,7 @@ fn render<'s>(rows: Stream<'s, u64, Vec<Batch>>, plan: Arc<Plan>, errors: ErrorS
             .container::<Vec<Batch>>();
     }
     for (g, after) in segments {
-        stream = grouped::render_grouped(stream, plan.clone(), g, after, errors.clone());
+        stream = grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), per_epoch);
     }
     stream
 }

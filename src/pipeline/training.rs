@@ -15,6 +15,8 @@
 //! demos = 200
 //! [learner]
 //! loss = "ppo"                # ppo | nll
+//! [critic]                    # optional: value head for GAE (POAD, PPO)
+//! hidden = [256]
 //! advantages = "advantages"   # per-token column written by the stages
 //! [run]
 //! iterations = 8
@@ -84,7 +86,8 @@ pub struct RolloutSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmStartSection {
-    /// Expert demonstrations (train-split tasks).
+    /// Expert demonstrations (train-split tasks); 0 skips the warm start (e.g. when `model.name`
+    /// is already a trained checkpoint).
     #[serde(default = "d_demos")]
     pub demos: usize,
     /// Passes over them.
@@ -175,6 +178,28 @@ pub struct LearnerSection {
     /// LOOP's KL-stop).
     #[serde(default)]
     pub kl_stop: f64,
+    /// Drop a micro-batch's gradient when its k3 KL to `logp_old` exceeds this (0 = never;
+    /// POAD's KL-skip, 0.02).
+    #[serde(default)]
+    pub kl_skip: f64,
+}
+
+/// `[critic]`: a value head on the policy's detached hidden states (POAD, PPO with GAE).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriticSection {
+    /// Inner widths of the MLP (POAD: `[1024, 512]`).
+    #[serde(default = "d_critic_hidden")]
+    pub hidden: Vec<i64>,
+    /// Learning rate of the head's own AdamW.
+    #[serde(default = "d_critic_lr")]
+    pub lr: f64,
+    /// Value clipping ε around the rollout-time value (0 = none).
+    #[serde(default = "d_clip")]
+    pub value_clip: f64,
+    /// Per-token value targets written by the stages (the GAE stage's `returns`).
+    #[serde(default = "d_returns")]
+    pub returns: String,
 }
 
 /// `[run]`.
@@ -203,6 +228,8 @@ pub struct TrainingSpec {
     pub warm_start: Option<WarmStartSection>,
     /// `[learner]`.
     pub learner: LearnerSection,
+    /// `[critic]`, if any.
+    pub critic: Option<CriticSection>,
     /// `[run]`.
     pub run: RunSection,
 }
@@ -267,6 +294,15 @@ fn d_epochs() -> usize {
 fn d_lr() -> f64 {
     1e-4
 }
+fn d_critic_hidden() -> Vec<i64> {
+    vec![256]
+}
+fn d_critic_lr() -> f64 {
+    1e-3
+}
+fn d_returns() -> String {
+    "returns".into()
+}
 fn d_iterations() -> u64 {
     4
 }
@@ -278,7 +314,7 @@ impl TrainingSpec {
     /// The training sections of `file`'s top-level table, or `None` if it has no `[model]`
     /// (a data pipeline). Removes the sections it reads from `table`.
     pub fn take(file: &Path, table: &mut toml::Table) -> Result<Option<TrainingSpec>> {
-        let names = ["model", "rollout", "warm_start", "learner", "run"];
+        let names = ["model", "rollout", "warm_start", "learner", "critic", "run"];
         if !table.contains_key("model") {
             if let Some(n) = names.iter().find(|n| table.contains_key(**n)) {
                 return Err(spec_err(file, n, Some("model"), "a training pipeline needs a [model] section".into()));
@@ -305,6 +341,7 @@ impl TrainingSpec {
             rollout: section(file, table, "rollout")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
             warm_start: section(file, table, "warm_start")?,
             learner: section(file, table, "learner")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
+            critic: section(file, table, "critic")?,
             run: section(file, table, "run")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
         };
         spec.check(file)?;
@@ -348,16 +385,28 @@ impl TrainingSpec {
         if l.epochs == 0 {
             return bad("learner", "epochs", "must be at least 1".into());
         }
-        for (key, v) in
-            [("lr", l.lr), ("max_grad_norm", l.max_grad_norm), ("kl_stop", l.kl_stop), ("weight_decay", l.weight_decay)]
-        {
+        for (key, v) in [
+            ("lr", l.lr),
+            ("max_grad_norm", l.max_grad_norm),
+            ("kl_stop", l.kl_stop),
+            ("kl_skip", l.kl_skip),
+            ("weight_decay", l.weight_decay),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return bad("learner", key, format!("must be a finite number ≥ 0, got {v}"));
             }
         }
         if let Some(w) = &self.warm_start {
-            if w.demos == 0 || w.epochs == 0 || w.minibatch == 0 || !(w.lr.is_finite() && w.lr > 0.0) {
-                return bad("warm_start", "demos", "demos, epochs, minibatch and lr must be positive".into());
+            if w.demos > 0 && (w.epochs == 0 || w.minibatch == 0 || !(w.lr.is_finite() && w.lr > 0.0)) {
+                return bad("warm_start", "epochs", "epochs, minibatch and lr must be positive".into());
+            }
+        }
+        if let Some(c) = &self.critic {
+            if !(c.lr.is_finite() && c.lr > 0.0) || c.hidden.iter().any(|&w| w < 1) {
+                return bad("critic", "lr", "lr must be positive and hidden widths at least 1".into());
+            }
+            if !(c.value_clip.is_finite() && c.value_clip >= 0.0) {
+                return bad("critic", "value_clip", format!("must be ≥ 0, got {}", c.value_clip));
             }
         }
         if self.run.iterations == 0 {

@@ -24,6 +24,10 @@ pub struct Example {
     pub adv: Vec<f32>,
     /// Per-token `logp_old` (NaN where unknown); filled by the learner when recomputed.
     pub logp_old: Vec<f32>,
+    /// Per-token values at rollout time (`V_old`; 0 without a critic).
+    pub values: Vec<f32>,
+    /// Per-token value targets (0 without a critic).
+    pub returns: Vec<f32>,
 }
 
 impl Example {
@@ -46,9 +50,21 @@ fn list_f32(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<f32>>
     Ok(Some(v.values().to_vec()))
 }
 
+/// Which columns the learner reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Columns<'a> {
+    /// Per-token advantages (PPO).
+    pub advantages: Option<&'a str>,
+    /// Per-token value targets (critic).
+    pub returns: Option<&'a str>,
+    /// Boolean row filter.
+    pub keep: Option<&'a str>,
+}
+
 /// The examples of `rows`: rows whose `keep` column (if named) is false are dropped, as are rows
-/// without an action token; `advantages` (if named) must be a per-token column.
-pub fn from_rows(rows: &RecordBatch, advantages: Option<&str>, keep: Option<&str>) -> Result<Vec<Example>> {
+/// without an action token; named per-token columns must have one value per token.
+pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> {
+    let Columns { advantages, returns, keep } = cols;
     let tokens =
         rows.column_by_name("tokens").ok_or_else(|| Error::Usage("rows have no tokens".into()))?.as_list::<i32>();
     let segments =
@@ -70,21 +86,27 @@ pub fn from_rows(rows: &RecordBatch, advantages: Option<&str>, keep: Option<&str
         let segs = segments.value(i);
         let segs = segs.as_primitive::<UInt8Type>().values();
         let mask: Vec<f32> = segs.iter().map(|&s| f32::from(u8::from(s == Segment::Action as u8))).collect();
-        let adv = match advantages {
-            Some(name) => list_f32(rows, name, i)?
-                .ok_or_else(|| Error::Usage(format!("learner: advantage column '{name}' is missing or null")))?,
+        let per_token = |name: Option<&str>| -> Result<Vec<f32>> {
+            let Some(name) = name else { return Ok(vec![0.0; toks.len()]) };
+            let v = list_f32(rows, name, i)?
+                .ok_or_else(|| Error::Usage(format!("learner: column '{name}' is missing or null")))?;
+            if v.len() != toks.len() {
+                return Err(Error::Usage(format!(
+                    "learner: '{name}' has {} values for {} tokens",
+                    v.len(),
+                    toks.len()
+                )));
+            }
+            Ok(v)
+        };
+        let adv = per_token(advantages)?;
+        let ret = per_token(returns)?;
+        let values = match returns {
+            Some(_) => per_token(Some("values"))?,
             None => vec![0.0; toks.len()],
         };
-        if adv.len() != toks.len() {
-            return Err(Error::Usage(format!(
-                "learner: '{}' has {} values for {} tokens",
-                advantages.unwrap_or(""),
-                adv.len(),
-                toks.len()
-            )));
-        }
         let logp_old = list_f32(rows, "logp_behavior", i)?.unwrap_or_else(|| vec![f32::NAN; toks.len()]);
-        let ex = Example { tokens: toks, mask, adv, logp_old };
+        let ex = Example { tokens: toks, mask, adv, logp_old, values, returns: ret };
         if ex.trained() > 0 {
             out.push(ex);
         }
@@ -108,6 +130,10 @@ pub struct Padded {
     pub adv: Tensor,
     /// Old log-probs `[B, T−1]`.
     pub logp_old: Tensor,
+    /// Rollout-time values `[B, T−1]`.
+    pub values: Tensor,
+    /// Value targets `[B, T−1]`.
+    pub returns: Tensor,
 }
 
 /// Pads `examples` to their longest length on `device`.
@@ -119,6 +145,8 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
     let mut mask = vec![0f32; b * (t - 1)];
     let mut adv = vec![0f32; b * (t - 1)];
     let mut old = vec![0f32; b * (t - 1)];
+    let mut values = vec![0f32; b * (t - 1)];
+    let mut returns = vec![0f32; b * (t - 1)];
     for (r, e) in examples.iter().enumerate() {
         for (j, &id) in e.tokens.iter().enumerate() {
             ids[r * t + j] = id;
@@ -128,6 +156,8 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
                 mask[k] = e.mask[j];
                 adv[k] = e.adv[j];
                 old[k] = e.logp_old[j];
+                values[k] = e.values[j];
+                returns[k] = e.returns[j];
             }
         }
     }
@@ -142,6 +172,8 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
         mask: f(&mask),
         adv: f(&adv),
         logp_old: f(&old),
+        values: f(&values),
+        returns: f(&returns),
     }
 }
 
@@ -166,7 +198,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        let ex = from_rows(&b.finish(), None, None).unwrap();
+        let ex = from_rows(&b.finish(), Columns::default()).unwrap();
         assert_eq!(ex.len(), 2);
         assert_eq!(ex[1].mask, vec![0.0, 1.0, 0.0, 1.0, 0.0]);
         let p = pad(&[&ex[0], &ex[1]], Device::Cpu);

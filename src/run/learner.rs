@@ -11,6 +11,7 @@
 
 use tch::Tensor;
 
+use super::critic::Critic;
 use super::examples::{pad, Example};
 use crate::error::Result;
 use crate::model::llama::Decoder;
@@ -46,6 +47,8 @@ pub struct Schedule {
     pub max_batch_tokens: usize,
     /// Stop the remaining minibatches once a minibatch's k3 KL to `logp_old` exceeds this (0 = never).
     pub kl_stop: f64,
+    /// Drop a micro-batch's gradient when its k3 KL to `logp_old` exceeds this (0 = never).
+    pub kl_skip: f64,
     /// Seed of the minibatch order (mixed with the epoch).
     pub seed: u64,
 }
@@ -69,16 +72,21 @@ pub struct Stats {
     pub trained_tokens: u64,
     /// Whether the KL-stop ended the iteration early.
     pub kl_stopped: bool,
+    /// Mean loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    /// Critic loss (0 without a critic).
+    pub value_loss: f64,
 }
 
-/// Log-probs of the targets `[B, T−1]` (differentiable) and the entropy of each predictive
-/// distribution (detached).
-fn forward(model: &Decoder, p: &super::examples::Padded) -> (Tensor, Tensor) {
+/// Log-probs of the targets `[B, T−1]` (differentiable), the entropy of each predictive
+/// distribution (detached) and the final hidden states `[B, T, D]`.
+fn forward(model: &Decoder, p: &super::examples::Padded) -> (Tensor, Tensor, Tensor) {
     let t = p.ids.size()[1];
-    let logits = model.logits(&model.hidden(&p.ids, &p.positions, &p.valid, None)).narrow(1, 0, t - 1);
+    let hidden = model.hidden(&p.ids, &p.positions, &p.valid, None);
+    let logits = model.logits(&hidden).narrow(1, 0, t - 1);
     let logp = logits.log_softmax(-1, tch::Kind::Float).gather(2, &p.targets.unsqueeze(-1), false).squeeze_dim(-1);
     let entropy = tch::no_grad(|| entropy_from_logits(&logits.detach()));
-    (logp, entropy)
+    (logp, entropy, hidden)
 }
 
 /// Splits `batch` (indices) into runs of at most `budget` padded tokens.
@@ -112,10 +120,13 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-/// Trains `model` on `examples` with `opt` (whose parameters are the model's trainable ones).
+/// Trains `model` on `examples` with `opt` (whose parameters are the model's trainable ones), and
+/// the critic, if any, on the same minibatches (its head reads detached hidden states, so its
+/// loss and the policy's have separate graphs and optimisers).
 pub fn fit(
     model: &Decoder,
     opt: &mut AdamW,
+    mut critic: Option<&mut Critic>,
     examples: &[Example],
     objective: Objective,
     s: &Schedule,
@@ -126,6 +137,7 @@ pub fn fit(
     'epochs: for epoch in 0..s.epochs {
         let order = shuffled(examples.len(), s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let size = if s.minibatch == 0 { examples.len().max(1) } else { s.minibatch };
+        let (mut epoch_loss, mut epoch_n) = (0.0f64, 0.0f64);
         for batch in order.chunks(size) {
             let micro = micro_batches(examples, batch, s.max_batch_tokens);
             let tokens: usize = batch.iter().map(|&i| examples[i].trained()).sum();
@@ -133,7 +145,10 @@ pub fn fit(
                 Objective::Ppo { reduction, .. } | Objective::Nll { reduction } => reduction,
             };
             opt.cfg.grad_accum = micro.len() as u64;
-            let (mut loss_sum, mut clip, mut kl, mut ent) = (0.0, 0.0, 0.0, 0.0);
+            if let Some(c) = critic.as_deref_mut() {
+                c.opt.cfg.grad_accum = micro.len() as u64;
+            }
+            let (mut loss_sum, mut clip, mut kl, mut ent, mut vloss) = (0.0, 0.0, 0.0, 0.0, 0.0);
             let mut grad_norm = None;
             for mb in &micro {
                 let weight = match reduction {
@@ -142,7 +157,14 @@ pub fn fit(
                     _ => mb.len() as f64 / batch.len() as f64,
                 };
                 let p = pad(mb, device);
-                let (logp, entropy) = forward(model, &p);
+                let (logp, entropy, hidden) = forward(model, &p);
+                if let Some(c) = critic.as_deref_mut() {
+                    let weight = mb.iter().map(|e| e.trained()).sum::<usize>() as f64 / tokens as f64;
+                    let l = c.loss(&hidden, &p);
+                    vloss += weight * l.double_value(&[]);
+                    c.opt.backward(&(l * (weight * micro.len() as f64)), None)?;
+                }
+                let mut micro_kl = 0.0;
                 let loss = match objective {
                     Objective::Ppo { clip: c, reduction } => {
                         let c = c.unwrap_or(PpoClip {
@@ -153,24 +175,30 @@ pub fn fit(
                         });
                         let out = ppo_policy_loss(&logp, &p.logp_old, &p.adv, &p.mask, &c, reduction);
                         clip += weight * out.clip_frac.double_value(&[]);
-                        kl += weight * out.approx_kl_k3.double_value(&[]);
+                        micro_kl = out.approx_kl_k3.double_value(&[]);
+                        kl += weight * micro_kl;
                         out.loss
                     }
                     Objective::Nll { reduction } => nll_loss(&logp, &p.mask, reduction),
                 };
                 ent += weight * masked_mean(&entropy, &p.mask).double_value(&[]);
                 loss_sum += weight * loss.double_value(&[]);
-                if let Outcome::Stepped { grad_norm: g } =
-                    opt.backward(&(loss * (weight * micro.len() as f64)), None)?
-                {
+                // POAD's KL-skip: this micro-batch contributes no gradient (it still counts toward
+                // the accumulation, so the minibatch's update happens on schedule).
+                let skip = s.kl_skip > 0.0 && micro_kl > s.kl_skip;
+                let scale = if skip { 0.0 } else { weight * micro.len() as f64 };
+                if let Outcome::Stepped { grad_norm: g } = opt.backward(&(loss * scale), None)? {
                     grad_norm = Some(g);
                 }
             }
             n += 1.0;
+            epoch_n += 1.0;
+            epoch_loss += loss_sum;
             stats.loss += loss_sum;
             stats.clip_frac += clip;
             stats.kl += kl;
             stats.entropy += ent;
+            stats.value_loss += vloss;
             if let Some(g) = grad_norm {
                 stats.grad_norm += g;
                 stats.updates += 1;
@@ -180,12 +208,14 @@ pub fn fit(
                 break 'epochs;
             }
         }
+        stats.epoch_losses.push(epoch_loss / epoch_n.max(1.0));
     }
     if n > 0.0 {
         stats.loss /= n;
         stats.clip_frac /= n;
         stats.kl /= n;
         stats.entropy /= n;
+        stats.value_loss /= n;
     }
     if stats.updates > 0 {
         stats.grad_norm /= stats.updates as f64;
@@ -214,7 +244,7 @@ mod tests {
         let tokens: Vec<i64> = (0..n).map(|_| (rng.next_u64() % 30) as i64).collect();
         let mask = (0..n).map(|j| f32::from(u8::from(j >= n / 2))).collect();
         let adv = (0..n).map(|j| if j >= n / 2 { rng.unit() - 0.5 } else { 0.0 }).collect();
-        Example { tokens, mask, adv, logp_old: vec![f32::NAN; n] }
+        Example { tokens, mask, adv, logp_old: vec![f32::NAN; n], values: vec![0.0; n], returns: vec![0.0; n] }
     }
 
     /// Splitting a minibatch into micro-batches reproduces the one-pass update.
@@ -238,8 +268,9 @@ mod tests {
             recompute_logp_old(&m, &mut ex, 4096).unwrap();
             let mut opt =
                 AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 1e-2, ..Default::default() });
-            let s = Schedule { epochs: 1, minibatch: 0, max_batch_tokens: budget, kl_stop: 0.0, seed: 1 };
-            let st = fit(&m, &mut opt, &ex, Objective::Ppo { clip: Some(PpoClip::loop_(0.1)), reduction }, &s).unwrap();
+            let s = Schedule { epochs: 1, minibatch: 0, max_batch_tokens: budget, kl_stop: 0.0, kl_skip: 0.0, seed: 1 };
+            let st = fit(&m, &mut opt, None, &ex, Objective::Ppo { clip: Some(PpoClip::loop_(0.1)), reduction }, &s)
+                .unwrap();
             assert_eq!(st.updates, 1);
             let w: Vec<f32> = Vec::try_from(m.vs.variables()["model.norm.weight"].view([-1])).unwrap();
             (st.loss, w)

@@ -35,6 +35,9 @@ pub struct IterationMetrics {
     pub kl: f64,
     /// Policy entropy on trained tokens.
     pub entropy: f64,
+    /// Critic loss (0 without a critic).
+    #[serde(default)]
+    pub value_loss: f64,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
     /// Optimiser updates.

@@ -11,6 +11,7 @@
 //! ```
 //! Invariant: a run resumed from its last checkpoint continues exactly as if it had never stopped.
 
+pub mod critic;
 pub mod examples;
 pub mod learner;
 pub mod metrics;
@@ -79,16 +80,19 @@ fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
     let known = |c: &str| written.contains(&c) || table.fields.iter().any(|f| f.name == c);
     let mut needed = Vec::new();
     if l.loss == crate::pipeline::training::LossKind::Ppo {
-        needed.push(("advantages", l.advantages.as_str()));
+        needed.push(("[learner]", "advantages", l.advantages.as_str()));
     }
     if let Some(k) = &l.keep {
-        needed.push(("keep", k.as_str()));
+        needed.push(("[learner]", "keep", k.as_str()));
     }
-    for (key, col) in needed {
+    if let Some(c) = &t.critic {
+        needed.push(("[critic]", "returns", c.returns.as_str()));
+    }
+    for (section, key, col) in needed {
         if !known(col) {
             return Err(Error::Spec {
                 file: spec.file.clone(),
-                stage: Some("[learner]".into()),
+                stage: Some(section.into()),
                 key: Some(key.into()),
                 message: format!("column '{col}' is written by no stage (stages write: {})", written.join(", ")),
             });

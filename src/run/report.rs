@@ -1,6 +1,7 @@
 //! `trajflow report`: learning curves of one or more run directories (PNG) and a comparison table
 //! of their metrics. The area under a curve is the mean of its values over iterations 1..N (the
-//! warm-start point excluded), so runs of equal length compare directly.
+//! warm-start point excluded), so runs of equal length compare directly. Runs named `NAME-sSEED`
+//! are also summarised per NAME over seeds (mean ± sample std), the learning benchmark's table.
 
 use std::path::{Path, PathBuf};
 
@@ -70,5 +71,87 @@ pub fn report(runs: &[PathBuf], output: &Path) -> Result<String> {
             cell((last.iteration > 0).then_some(last.success_rate)),
         ));
     }
+    let seeds = seed_table(&all);
+    if !seeds.is_empty() {
+        table.push('\n');
+        table.push_str(&seeds);
+    }
     Ok(table)
+}
+
+/// `NAME` of a run directory called `NAME-sSEED`.
+fn seed_group(run: &str) -> Option<&str> {
+    let (name, seed) = run.rsplit_once("-s")?;
+    (!seed.is_empty() && seed.chars().all(|c| c.is_ascii_digit())).then_some(name)
+}
+
+fn mean_std(v: &[f64]) -> String {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    format!("{m:.3} ± {sd:.3}")
+}
+
+/// Mean ± std over seeds of the eval success after the warm start, at the end, and its AUC.
+fn seed_table(all: &[(String, Vec<IterationMetrics>)]) -> String {
+    let mut groups: std::collections::BTreeMap<&str, Vec<&Vec<IterationMetrics>>> = Default::default();
+    for (n, ms) in all {
+        if let Some(g) = seed_group(n) {
+            groups.entry(g).or_default().push(ms);
+        }
+    }
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut t = String::from(
+        "| pipeline | seeds | eval success after warm start | final eval success | eval AUC | final rollout success |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (g, runs) in groups {
+        let col = |f: &dyn Fn(&Vec<IterationMetrics>) -> Option<f64>| -> String {
+            let v: Vec<f64> = runs.iter().filter_map(|ms| f(ms)).collect();
+            if v.is_empty() {
+                "-".into()
+            } else {
+                mean_std(&v)
+            }
+        };
+        t.push_str(&format!(
+            "| {g} | {} | {} | {} | {} | {} |\n",
+            runs.len(),
+            col(&|ms| ms.iter().find(|m| m.iteration == 0).and_then(|m| m.eval_success_rate)),
+            col(&|ms| ms.last().and_then(|m| m.eval_success_rate)),
+            col(&|ms| mean(ms.iter().filter(|m| m.iteration > 0).filter_map(|m| m.eval_success_rate))),
+            col(&|ms| ms.last().filter(|m| m.iteration > 0).map(|m| m.success_rate)),
+        ));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_groups_and_summaries() {
+        assert_eq!(seed_group("loop-s0"), Some("loop"));
+        assert_eq!(seed_group("ppo-gae-s12"), Some("ppo-gae"));
+        assert_eq!(seed_group("loop"), None);
+        assert_eq!(seed_group("loop-sx"), None);
+        assert_eq!(mean_std(&[0.2, 0.4]), "0.300 ± 0.141");
+        let run = |final_eval: f64| {
+            vec![
+                IterationMetrics { iteration: 0, eval_success_rate: Some(0.1), ..Default::default() },
+                IterationMetrics {
+                    iteration: 1,
+                    eval_success_rate: Some(final_eval),
+                    success_rate: 0.5,
+                    ..Default::default()
+                },
+            ]
+        };
+        let t = seed_table(&[("a-s0".into(), run(0.2)), ("a-s1".into(), run(0.4)), ("b".into(), run(0.9))]);
+        assert!(t.contains("| a | 2 | 0.100 ± 0.000 | 0.300 ± 0.141 | 0.300 ± 0.141 | 0.500 ± 0.000 |"), "{t}");
+        assert!(!t.contains("| b |"), "{t}");
+    }
 }

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 
-use super::examples::{from_rows, Example};
+use super::critic::Critic;
+use super::examples::{from_rows, Columns, Example};
 use super::learner::{fit, recompute_logp_old, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
 use crate::dataflow::Driver;
@@ -34,7 +35,7 @@ use crate::train::checkpoint::{self, TrainState};
 use crate::train::losses::{PpoClip, Reduction};
 use crate::train::optim::{AdamW, OptimConfig};
 
-/// Checkpoints kept in `RUN/checkpoints/` (older ones are deleted).
+/// Latest checkpoints kept in `RUN/checkpoints/` besides checkpoint 0 (older ones are deleted).
 const KEEP_CHECKPOINTS: usize = 2;
 /// Environment seeds of the dev tasks used for evaluation (fixed for the whole run).
 const EVAL_SEED: u64 = 1_000_000;
@@ -45,6 +46,7 @@ pub struct Trainer {
     model: Decoder,
     tok: Tok,
     opt: AdamW,
+    critic: Option<Critic>,
     dir: PathBuf,
     trajectories: Dataset,
     metrics: MetricsFile,
@@ -95,8 +97,13 @@ impl Trainer {
         tch::manual_seed(spec.run.seed as i64);
         let model = crate::model::load_decoder(&spec.model.name, device)?;
         let mut opt = rl_optimizer(&model, &spec);
+        let mut critic = spec.critic.as_ref().map(|c| Critic::new(&model, c));
         if let Some(it) = resume_from {
-            checkpoint::load(&checkpoint_dir(dir, it), &[&model.vs], &mut opt)?;
+            let ckpt = checkpoint_dir(dir, it);
+            checkpoint::load(&ckpt, &[&model.vs], &mut opt)?;
+            if let Some(c) = critic.as_mut() {
+                checkpoint::load(&ckpt.join("critic"), &[&c.head.vs], &mut c.opt)?;
+            }
         }
         Ok(Trainer {
             trajectories: Dataset::create(dir.join("trajectories"))?,
@@ -106,6 +113,7 @@ impl Trainer {
             model,
             tok,
             opt,
+            critic,
             current: IterationMetrics::default(),
             rollout_done: None,
             verbose,
@@ -122,32 +130,50 @@ impl Trainer {
     /// checkpoint.
     pub fn start(&mut self) -> Result<()> {
         let mut m = IterationMetrics::default();
-        if let Some(ws) = self.spec.warm_start.clone() {
+        if let Some(ws) = self.spec.warm_start.clone().filter(|w| w.demos > 0) {
             let t = Instant::now();
             let name = &self.spec.model.name;
             let rows = demos::expert_rows(&self.spec.rollout.env, Split::Train, ws.demos, &self.tok, name)?;
             let mut b = TrajectoryBuilder::default();
             rows.into_iter().for_each(|r| b.push(r));
-            let examples = from_rows(&b.finish(), None, None)?;
-            let cfg = OptimConfig { lr: ws.lr, max_grad_norm: Some(1.0), ..Default::default() };
+            let examples = from_rows(&b.finish(), Columns::default())?;
+            // Linear warm-up over the first 5% of updates, then cosine decay to 0.
+            let updates = (ws.epochs * examples.len().div_ceil(ws.minibatch)) as u64;
+            let cfg = OptimConfig {
+                lr: ws.lr,
+                max_grad_norm: Some(1.0),
+                schedule: crate::train::optim::Schedule::Cosine,
+                warmup_steps: updates / 20,
+                total_steps: updates,
+                ..Default::default()
+            };
             let mut opt = AdamW::new(self.model.vs.variables().into_iter().collect(), cfg);
             let schedule = Schedule {
                 epochs: ws.epochs,
                 minibatch: ws.minibatch,
                 max_batch_tokens: self.spec.model.max_batch_tokens,
                 kl_stop: 0.0,
+                kl_skip: 0.0,
                 seed: self.spec.run.seed,
             };
             self.say(&format!("warm start: SFT on {} expert demonstrations, {} epochs", examples.len(), ws.epochs));
-            let stats =
-                fit(&self.model, &mut opt, &examples, Objective::Nll { reduction: Reduction::TokenMean }, &schedule)?;
+            let stats = fit(
+                &self.model,
+                &mut opt,
+                None,
+                &examples,
+                Objective::Nll { reduction: Reduction::TokenMean },
+                &schedule,
+            )?;
             fill_learner(&mut m, &stats);
             m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
+            let losses: Vec<String> = stats.epoch_losses.iter().map(|l| format!("{l:.3}")).collect();
+            self.say(&format!("warm start: NLL per epoch {} ({:.1} s)", losses.join(" "), t.elapsed().as_secs_f64()));
         }
         self.evaluate(&mut m)?;
         self.say(&format!(
             "iter 0 (warm start{}): eval success {}",
-            if self.spec.warm_start.is_some() { "" } else { ": none" },
+            if self.spec.warm_start.as_ref().is_some_and(|w| w.demos > 0) { "" } else { ": none" },
             fmt_opt(m.eval_success_rate)
         ));
         self.metrics.truncate_after(0)?;
@@ -185,6 +211,9 @@ impl Trainer {
         let state = TrainState { step: self.opt.step, data_position: iteration, seed: self.spec.run.seed };
         let dir = checkpoint_dir(&self.dir, iteration);
         checkpoint::save(&dir, &[&self.model.vs], &self.opt, &state)?;
+        if let Some(c) = &self.critic {
+            checkpoint::save(&dir.join("critic"), &[&c.head.vs], &c.opt, &state)?;
+        }
         let names: serde_json::Map<String, serde_json::Value> =
             self.model.vs.variables().into_keys().map(|n| (n, "weights.safetensors".into())).collect();
         let files = [
@@ -195,7 +224,8 @@ impl Trainer {
             std::fs::write(dir.join(name), text).map_err(|e| Error::io(&dir, e))?;
         }
         self.tok.save_hf(&dir)?;
-        if iteration >= KEEP_CHECKPOINTS as u64 {
+        // Checkpoint 0 (the policy before RL, e.g. after the warm start) is always kept.
+        if iteration > KEEP_CHECKPOINTS as u64 {
             let old = checkpoint_dir(&self.dir, iteration - KEEP_CHECKPOINTS as u64);
             let _ = std::fs::remove_dir_all(old);
         }
@@ -246,6 +276,7 @@ fn fill_learner(m: &mut IterationMetrics, s: &Stats) {
     m.clip_frac = s.clip_frac;
     m.kl = s.kl;
     m.entropy = s.entropy;
+    m.value_loss = s.value_loss;
     m.grad_norm = s.grad_norm;
     m.updates = s.updates;
     m.trained_tokens = s.trained_tokens;
@@ -266,7 +297,7 @@ impl Driver for Trainer {
         let tasks: Vec<u64> =
             task_ids(Split::Train, iteration as usize * r.tasks).split_off((iteration as usize - 1) * r.tasks);
         let env_seed = seed.wrapping_mul(1_000_003).wrapping_add(iteration);
-        let rows = match r.source {
+        let mut rows = match r.source {
             RolloutSource::Expert => self.expert_rows(&tasks, env_seed, iteration)?,
             RolloutSource::Policy => {
                 let cfg = RolloutConfig {
@@ -289,6 +320,9 @@ impl Driver for Trainer {
                 rollout(&self.model, &self.tok, &cfg)?
             }
         };
+        if let Some(c) = &self.critic {
+            c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
+        }
         let secs = t.elapsed().as_secs_f64();
         let generated: u64 = rows
             .iter()
@@ -322,8 +356,12 @@ impl Driver for Trainer {
 
         let t = Instant::now();
         let l = &self.spec.learner;
-        let advantages = (l.loss == LossKind::Ppo).then_some(l.advantages.as_str());
-        let mut examples: Vec<Example> = from_rows(&rows, advantages, l.keep.as_deref())?;
+        let cols = Columns {
+            advantages: (l.loss == LossKind::Ppo).then_some(l.advantages.as_str()),
+            returns: self.spec.critic.as_ref().map(|c| c.returns.as_str()),
+            keep: l.keep.as_deref(),
+        };
+        let mut examples: Vec<Example> = from_rows(&rows, cols)?;
         if l.loss == LossKind::Ppo && l.logp_old == LogpOld::Recompute {
             recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
         }
@@ -332,10 +370,11 @@ impl Driver for Trainer {
             minibatch: l.minibatch,
             max_batch_tokens: self.spec.model.max_batch_tokens,
             kl_stop: l.kl_stop,
+            kl_skip: l.kl_skip,
             seed: self.spec.run.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ iteration,
         };
         let objective = self.objective();
-        let stats = fit(&self.model, &mut self.opt, &examples, objective, &schedule)?;
+        let stats = fit(&self.model, &mut self.opt, self.critic.as_mut(), &examples, objective, &schedule)?;
         fill_learner(&mut m, &stats);
         m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
         self.evaluate(&mut m)?;

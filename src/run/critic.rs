@@ -1,0 +1,91 @@
+//! The critic (O6 + O15): a value head on the policy's final hidden states, detached from the
+//! backbone (POAD; LOOP's PPO baseline), with its own AdamW. It annotates each iteration's
+//! rollouts with per-token values before the stages run (so GAE sees `V_old`), and is trained on
+//! the stages' returns next to the policy.
+//!
+//! Alignment: `values[t]` is the value of the state in which token `t` is generated, i.e. the head
+//! applied to the hidden state of token `t − 1` (so `values[0] = 0`, never an action token);
+//! `bootstrap_value` of a truncated episode is the head on the last token's state. This is the
+//! convention of [`crate::ops::gae`].
+
+use tch::{Kind, Tensor};
+
+use super::examples::Padded;
+use crate::error::Result;
+use crate::model::heads::Head;
+use crate::model::llama::Decoder;
+use crate::pipeline::training::CriticSection;
+use crate::schema::builder::EpisodeRow;
+use crate::train::losses::{value_loss, Reduction};
+use crate::train::optim::{AdamW, OptimConfig};
+
+/// The value head and its optimiser.
+pub struct Critic {
+    /// The head.
+    pub head: Head,
+    /// Its optimiser.
+    pub opt: AdamW,
+    /// Value clipping ε around `V_old` (None = unclipped).
+    pub clip: Option<f64>,
+}
+
+impl Critic {
+    /// A fresh critic for `model` (initialised from libtorch's generator: seed it first).
+    pub fn new(model: &Decoder, cfg: &CriticSection) -> Critic {
+        let head = Head::new(model.cfg.hidden_size, &cfg.hidden, true, true, model.device());
+        let opt = AdamW::new(
+            head.vs.variables().into_iter().collect(),
+            OptimConfig { lr: cfg.lr, max_grad_norm: Some(1.0), ..Default::default() },
+        );
+        Critic { head, opt, clip: (cfg.value_clip > 0.0).then_some(cfg.value_clip) }
+    }
+
+    /// Writes `values` (and `bootstrap_value` of truncated episodes) onto `rows`.
+    pub fn annotate(&self, model: &Decoder, rows: &mut [EpisodeRow], max_batch_tokens: usize) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        let dev = model.device();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(rows[i].tokens.len()));
+        let mut start = 0;
+        while start < order.len() {
+            let t = rows[order[start]].tokens.len().max(1);
+            let n = (max_batch_tokens / t).max(1).min(order.len() - start);
+            let chunk = &order[start..start + n];
+            let mut ids = vec![0i64; n * t];
+            let mut valid = vec![false; n * t];
+            for (r, &i) in chunk.iter().enumerate() {
+                for (j, &id) in rows[i].tokens.iter().enumerate() {
+                    ids[r * t + j] = id as i64;
+                    valid[r * t + j] = true;
+                }
+            }
+            let (nb, tb) = (n as i64, t as i64);
+            let ids = Tensor::from_slice(&ids).view([nb, tb]).to(dev);
+            let valid = Tensor::from_slice(&valid).view([nb, tb]).to(dev);
+            let pos = Tensor::arange(tb, (Kind::Int64, dev)).unsqueeze(0).expand([nb, tb], false);
+            let v = self.head.values(&model.hidden(&ids, &pos, &valid, None)).to_device(tch::Device::Cpu);
+            let v: Vec<f32> = Vec::try_from(v.view([-1]))?;
+            for (r, &i) in chunk.iter().enumerate() {
+                let len = rows[i].tokens.len();
+                let own = &v[r * t..r * t + len];
+                let mut values = Vec::with_capacity(len);
+                if len > 0 {
+                    values.push(0.0);
+                    values.extend_from_slice(&own[..len - 1]);
+                }
+                let row = &mut rows[i];
+                row.bootstrap_value = (row.truncated && len > 0).then(|| own[len - 1]);
+                row.values = Some(values);
+            }
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// The value loss of a padded minibatch given the policy's hidden states `[B, T, D]`.
+    pub fn loss(&self, hidden: &Tensor, p: &Padded) -> Tensor {
+        let t = hidden.size()[1];
+        let v_new = self.head.values(&hidden.narrow(1, 0, t - 1));
+        value_loss(&v_new, &p.values, &p.returns, &p.mask, self.clip, Reduction::TokenMean)
+    }
+}
