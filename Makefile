@@ -12,10 +12,11 @@ LIBTORCH := $(shell ls -d $(VENV)/lib/python3*/site-packages/torch 2>/dev/null |
 export LIBTORCH
 export LIBTORCH_BYPASS_VERSION_CHECK := 1
 export LD_LIBRARY_PATH := $(LIBTORCH)/lib:$(LD_LIBRARY_PATH)
-RUN_DIR ?= runs/demo
+RUN_DIR ?= runs/loop
+DEMO_DIR ?= runs/demo
 ALFWORLD_LOG ?= ../shared/data/knowagent/alfworld_llama2-13b_rollouts.jsonl
 
-.PHONY: run test bench setup model build release clean-cache fmt
+.PHONY: run demo test bench bench-learning setup model build release clean-cache fmt
 
 setup: $(STAMP)
 
@@ -41,32 +42,41 @@ build: setup
 _build:
 	cargo build --release
 
-run: setup model
+run: setup
 	@$(MAKE) --no-print-directory _run
 _run:
 	cargo build --release
-	@rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)
-	@echo "== 1/6 libtorch"
 	./target/release/trajflow doctor
-	@echo "== 2/6 the real model: SmolLM2-135M-Instruct (PyPI GGUF), greedy answer to a chat prompt"
+	@rm -rf $(RUN_DIR)
+	@echo "== LOOP on the built-in household-pick environment with the small model (pipelines/loop.toml):"
+	@echo "   imitation warm start on expert demonstrations, then 8 RL iterations (about 7 minutes on 2 cores)"
+	./target/release/trajflow run pipelines/loop.toml --out $(RUN_DIR)
+
+# The earlier data demo: SmolLM2 answers a prompt, real ALFWorld logs are imported and get GRPO
+# advantages on 2 workers, SmolLM2 plays the household env and its rollouts get LOOP advantages.
+demo: setup model
+	@$(MAKE) --no-print-directory _demo
+_demo:
+	cargo build --release
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	./target/release/trajflow generate --model smollm2-135m --chat "What is the capital of France?" --max-new-tokens 24
-	@echo "== 3/6 real logged agent data: 510 Llama-2-13B ALFWorld episodes, tokenised with SmolLM2's chat template"
 	@if [ -f $(ALFWORLD_LOG) ]; then \
-		./target/release/trajflow import --format knowagent --input $(ALFWORLD_LOG) --output $(RUN_DIR)/alfworld; \
+		./target/release/trajflow import --format knowagent --input $(ALFWORLD_LOG) --output $(DEMO_DIR)/alfworld; \
 	else \
-		echo "($(ALFWORLD_LOG) not found: using 512 synthetic groups instead)"; \
-		./target/release/trajflow synth --output $(RUN_DIR)/alfworld --groups 512 --group-size 6 --parts 8; \
+		./target/release/trajflow synth --output $(DEMO_DIR)/alfworld --groups 512 --group-size 6 --parts 8; \
 	fi
-	@echo "== 4/6 GRPO advantages per ALFWorld task family, broadcast to action tokens, on 2 workers"
-	./target/release/trajflow explain pipelines/grpo_advantages.toml
-	./target/release/trajflow reprocess pipelines/grpo_advantages.toml --input $(RUN_DIR)/alfworld --output $(RUN_DIR)/advantages -w 2
-	@echo "== 5/6 the result"
-	./target/release/trajflow inspect $(RUN_DIR)/advantages --rows 1
-	@echo "== 6/6 SmolLM2 plays the built-in household env (2 tasks x K=2 rollouts, 3 turns), stored token-exact"
+	./target/release/trajflow reprocess pipelines/grpo_advantages.toml --input $(DEMO_DIR)/alfworld --output $(DEMO_DIR)/advantages -w 2
+	./target/release/trajflow inspect $(DEMO_DIR)/advantages --rows 1
 	./target/release/trajflow rollout --env household --model smollm2-135m --tasks 2 --k 2 --max-turns 3 \
-		--max-action-tokens 16 --temperature 0.7 --output $(RUN_DIR)/rollouts
-	./target/release/trajflow reprocess pipelines/loop_advantages.toml --input $(RUN_DIR)/rollouts --output $(RUN_DIR)/rollout-advantages
-	@echo "run directory: $(RUN_DIR) (alfworld/, advantages/, rollouts/, rollout-advantages/ are trajflow datasets: Parquet parts + _manifest/)"
+		--max-action-tokens 16 --temperature 0.7 --output $(DEMO_DIR)/rollouts
+	./target/release/trajflow reprocess pipelines/loop_advantages.toml --input $(DEMO_DIR)/rollouts --output $(DEMO_DIR)/rollout-advantages
+
+# The learning benchmark (not part of the tests): pipelines x 3 seeds, table + curves in benches/results/.
+bench-learning: setup
+	@$(MAKE) --no-print-directory _bench_learning
+_bench_learning:
+	cargo build --release
+	benches/learning.sh
 
 test: setup model
 	@$(MAKE) --no-print-directory _test
