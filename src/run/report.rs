@@ -51,7 +51,7 @@ pub fn report(runs: &[PathBuf], output: &Path) -> Result<String> {
     let panels = [
         panel("eval success (greedy, dev tasks)", Some((0.0, 1.0)), &|m| m.eval_success_rate),
         panel("rollout success (sampled)", Some((0.0, 1.0)), &|m| (m.iteration > 0).then_some(m.success_rate)),
-        panel("policy entropy (action tokens)", None, &|m| (m.iteration > 0).then_some(m.entropy)),
+        panel("policy entropy (trained tokens)", None, &|m| (m.iteration > 0 && m.updates > 0).then_some(m.entropy)),
     ];
     save_png(&panels, output)?;
     let mut table = String::from(
