@@ -2,9 +2,10 @@
 //! the file it came from. Within a process batches move by pointer; between processes they are
 //! serialised as Arrow IPC streams (schema + buffers), so no row is ever re-encoded field by field.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -16,6 +17,34 @@ pub struct Batch {
     pub rows: RecordBatch,
     /// The source file (or `-` for rows re-emitted by a grouped stage).
     pub source: Arc<str>,
+}
+
+impl Batch {
+    /// Splits the rows into one batch per worker, row `i` going to `hash(keys[i]) % peers`
+    /// (a batch whose rows all go to one worker is passed on as is).
+    pub fn split_by_keys(self, keys: &[String], peers: usize) -> crate::error::Result<Vec<(u64, Batch)>> {
+        let mut by_worker: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            by_worker.entry(super::cluster::stable_hash(k.as_bytes()) % peers as u64).or_default().push(i as u32);
+        }
+        by_worker
+            .into_iter()
+            .map(|(w, idx)| {
+                let rows = if idx.len() == self.rows.num_rows() {
+                    self.rows.clone()
+                } else {
+                    arrow::compute::take_record_batch(&self.rows, &UInt32Array::from(idx))?
+                };
+                Ok((w, Batch { rows, source: self.source.clone() }))
+            })
+            .collect()
+    }
+}
+
+/// The `episode_id` of every row (every layout the dataflow sees has the column).
+pub fn episode_ids(rows: &RecordBatch) -> Vec<String> {
+    let ids = rows.column_by_name("episode_id").expect("every layout has episode_id").as_string::<i32>();
+    (0..ids.len()).map(|i| ids.value(i).to_string()).collect()
 }
 
 impl Serialize for Batch {

@@ -32,7 +32,7 @@ use timely::dataflow::operators::vec::broadcast::Broadcast;
 use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
-use super::batch::Batch;
+use super::batch::{episode_ids, Batch};
 use super::cluster::stable_hash;
 use super::local::{attach, run_local};
 use super::ErrorSlot;
@@ -70,11 +70,6 @@ fn unscoped_keys(plan: &Plan, stage: usize, rows: &RecordBatch) -> Result<Vec<St
     Ok((0..col.len()).map(|i| if col.is_valid(i) { col.value(i).to_string() } else { String::new() }).collect())
 }
 
-fn episode_ids(rows: &RecordBatch) -> Vec<String> {
-    let ids = rows.column_by_name("episode_id").expect("every layout has episode_id").as_string::<i32>();
-    (0..ids.len()).map(|i| ids.value(i).to_string()).collect()
-}
-
 /// Splits `rows` into one batch per owning worker: by group, or by episode when the group is
 /// the whole dataset (its rows then stay spread over all workers and only the summary moves).
 fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize, epoch: Option<u64>) -> Result<Vec<(u64, Batch)>> {
@@ -82,21 +77,7 @@ fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize, epoch: Optio
         Some(_) => group_keys(plan, stage, &batch.rows, epoch)?,
         None => episode_ids(&batch.rows),
     };
-    let mut by_worker: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-    for (i, k) in keys.iter().enumerate() {
-        by_worker.entry(stable_hash(k.as_bytes()) % peers as u64).or_default().push(i as u32);
-    }
-    by_worker
-        .into_iter()
-        .map(|(w, idx)| {
-            let rows = if idx.len() == batch.rows.num_rows() {
-                batch.rows.clone()
-            } else {
-                arrow::compute::take_record_batch(&batch.rows, &UInt32Array::from(idx))?
-            };
-            Ok((w, Batch { rows, source: batch.source.clone() }))
-        })
-        .collect()
+    batch.split_by_keys(&keys, peers)
 }
 
 /// What an epoch has touched so far: its capability, the touched groups, and new summaries.

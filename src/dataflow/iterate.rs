@@ -28,7 +28,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Input, Probe};
 use timely::dataflow::ProbeHandle;
 
-use super::cluster::stable_hash;
+use super::batch::episode_ids;
 use super::{render, Batch, Cluster, ErrorSlot};
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
@@ -43,19 +43,10 @@ pub trait Driver: Send {
 
 /// Splits `rows` into one batch per worker by `hash(episode_id)`.
 fn spread(rows: &RecordBatch, peers: usize) -> Result<Vec<(u64, Batch)>> {
-    let ids = rows.column_by_name("episode_id").ok_or_else(|| Error::Usage("rollouts have no episode_id".into()))?;
-    let ids = ids.as_string::<i32>();
-    let mut by_worker: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-    for i in 0..rows.num_rows() {
-        by_worker.entry(stable_hash(ids.value(i).as_bytes()) % peers as u64).or_default().push(i as u32);
+    if rows.column_by_name("episode_id").is_none() {
+        return Err(Error::Usage("rollouts have no episode_id".into()));
     }
-    by_worker
-        .into_iter()
-        .map(|(w, idx)| {
-            let part = arrow::compute::take_record_batch(rows, &UInt32Array::from(idx))?;
-            Ok((w, Batch { rows: part, source: "rollout".into() }))
-        })
-        .collect()
+    Batch { rows: rows.clone(), source: "rollout".into() }.split_by_keys(&episode_ids(rows), peers)
 }
 
 /// Concatenates `batches` and sorts the rows by `episode_id`.

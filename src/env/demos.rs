@@ -34,17 +34,22 @@ pub fn expert_episode(env: &mut dyn Env, task_id: u64, seed: u64) -> Conversatio
     }
 }
 
-/// Expert trajectories of the first `n` tasks of `split`, tokenised with `tok`.
+/// Expert trajectories of the first `n` tasks of `split` (environment seed 0), tokenised with `tok`.
 pub fn expert_rows(env_name: &str, split: Split, n: usize, tok: &Tok, model: &str) -> Result<Vec<EpisodeRow>> {
+    expert_rows_of(env_name, &super::task_ids(split, n), 0, tok, model)
+}
+
+/// Expert trajectories of `tasks` with environment seed `seed`, tokenised with `tok`.
+pub fn expert_rows_of(env_name: &str, tasks: &[u64], seed: u64, tok: &Tok, model: &str) -> Result<Vec<EpisodeRow>> {
     let mut env = super::by_name(env_name).ok_or_else(|| {
         Error::Usage(format!("unknown environment '{env_name}' (known: {})", super::ENV_NAMES.join(", ")))
     })?;
-    super::task_ids(split, n)
-        .into_iter()
-        .map(|id| {
-            let conv = expert_episode(env.as_mut(), id, 0);
+    tasks
+        .iter()
+        .map(|&id| {
+            let conv = expert_episode(env.as_mut(), id, seed);
             let mut row = to_row(tok, &conv, env_name, model)?;
-            row.seed = Some(0);
+            row.seed = Some(seed as i64);
             Ok(row)
         })
         .collect()

@@ -26,11 +26,20 @@ pub fn token_logprobs_and_entropy(
 
 type Scored = (Vec<f32>, Option<Vec<f32>>);
 
-fn score(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize, entropy: bool) -> Result<Vec<Scored>> {
+/// Runs `model` over `seqs` in length-sorted chunks of at most `max_batch_tokens` padded tokens
+/// (without gradients) and calls `f(members, t, ids, hidden)` per chunk: the indices of its
+/// sequences (row `r` of the chunk is `seqs[members[r]]`), the padded length, the padded ids
+/// `[rows, t]` and the final hidden states `[rows, t, D]`. Padding is masked, so what a sequence
+/// gets does not depend on the chunking. Scoring and the critic's value annotation share it.
+pub fn for_each_chunk(
+    model: &Decoder,
+    seqs: &[Vec<i64>],
+    max_batch_tokens: usize,
+    mut f: impl FnMut(&[usize], usize, &Tensor, &Tensor) -> Result<()>,
+) -> Result<()> {
     let dev = model.device();
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
-    let mut out: Vec<Scored> = vec![(Vec::new(), None); seqs.len()];
     let _guard = tch::no_grad_guard();
     let mut start = 0;
     while start < order.len() {
@@ -48,7 +57,16 @@ fn score(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize, entropy: b
         let ids = Tensor::from_slice(&ids).view([rows as i64, t as i64]).to(dev);
         let valid = Tensor::from_slice(&valid).view([rows as i64, t as i64]).to(dev);
         let pos = Tensor::arange(t as i64, (Kind::Int64, dev)).unsqueeze(0).expand([rows as i64, t as i64], false);
-        let logits = model.logits(&model.hidden(&ids, &pos, &valid, None)).to_kind(Kind::Float);
+        f(chunk, t, &ids, &model.hidden(&ids, &pos, &valid, None))?;
+        start += rows;
+    }
+    Ok(())
+}
+
+fn score(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize, entropy: bool) -> Result<Vec<Scored>> {
+    let mut out: Vec<Scored> = vec![(Vec::new(), None); seqs.len()];
+    for_each_chunk(model, seqs, max_batch_tokens, |chunk, t, ids, hidden| {
+        let logits = model.logits(hidden).to_kind(Kind::Float);
         let logp = logits.narrow(1, 0, t as i64 - 1).log_softmax(-1, Kind::Float);
         let target = ids.narrow(1, 1, t as i64 - 1).unsqueeze(-1);
         let picked = logp.gather(2, &target, false).squeeze_dim(-1).to_device(tch::Device::Cpu);
@@ -71,7 +89,7 @@ fn score(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize, entropy: b
             let n = seqs[i].len();
             out[i] = (row(&picked, r, n), ent.as_ref().map(|h| row(h, r, n)));
         }
-        start += rows;
-    }
+        Ok(())
+    })?;
     Ok(out)
 }

@@ -8,12 +8,13 @@
 //! `bootstrap_value` of a truncated episode is the head on the last token's state. This is the
 //! convention of [`crate::ops::gae`].
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::examples::Padded;
 use crate::error::Result;
 use crate::model::heads::Head;
 use crate::model::llama::Decoder;
+use crate::model::score::for_each_chunk;
 use crate::pipeline::training::CriticSection;
 use crate::schema::builder::EpisodeRow;
 use crate::train::losses::{value_loss, Reduction};
@@ -42,31 +43,11 @@ impl Critic {
 
     /// Writes `values` (and `bootstrap_value` of truncated episodes) onto `rows`.
     pub fn annotate(&self, model: &Decoder, rows: &mut [EpisodeRow], max_batch_tokens: usize) -> Result<()> {
-        let _guard = tch::no_grad_guard();
-        let dev = model.device();
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(rows[i].tokens.len()));
-        let mut start = 0;
-        while start < order.len() {
-            let t = rows[order[start]].tokens.len().max(1);
-            let n = (max_batch_tokens / t).max(1).min(order.len() - start);
-            let chunk = &order[start..start + n];
-            let mut ids = vec![0i64; n * t];
-            let mut valid = vec![false; n * t];
+        let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
+        for_each_chunk(model, &seqs, max_batch_tokens, |chunk, t, _, hidden| {
+            let v: Vec<f32> = Vec::try_from(self.head.values(hidden).to_device(tch::Device::Cpu).view([-1]))?;
             for (r, &i) in chunk.iter().enumerate() {
-                for (j, &id) in rows[i].tokens.iter().enumerate() {
-                    ids[r * t + j] = id as i64;
-                    valid[r * t + j] = true;
-                }
-            }
-            let (nb, tb) = (n as i64, t as i64);
-            let ids = Tensor::from_slice(&ids).view([nb, tb]).to(dev);
-            let valid = Tensor::from_slice(&valid).view([nb, tb]).to(dev);
-            let pos = Tensor::arange(tb, (Kind::Int64, dev)).unsqueeze(0).expand([nb, tb], false);
-            let v = self.head.values(&model.hidden(&ids, &pos, &valid, None)).to_device(tch::Device::Cpu);
-            let v: Vec<f32> = Vec::try_from(v.view([-1]))?;
-            for (r, &i) in chunk.iter().enumerate() {
-                let len = rows[i].tokens.len();
+                let len = seqs[i].len();
                 let own = &v[r * t..r * t + len];
                 let mut values = Vec::with_capacity(len);
                 if len > 0 {
@@ -77,9 +58,8 @@ impl Critic {
                 row.bootstrap_value = (row.truncated && len > 0).then(|| own[len - 1]);
                 row.values = Some(values);
             }
-            start += n;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The value loss of a padded minibatch given the policy's hidden states `[B, T, D]`.

@@ -22,10 +22,10 @@ use crate::train::optim::{AdamW, Outcome};
 /// What the learner minimises.
 #[derive(Debug, Clone, Copy)]
 pub enum Objective {
-    /// PPO's clipped surrogate (`clip = None`: the plain policy gradient `−A·ρ`).
+    /// PPO's clipped surrogate ([`PpoClip::unclipped`]: the plain policy gradient `−A·ρ`).
     Ppo {
-        /// Clipping, if any.
-        clip: Option<PpoClip>,
+        /// Clipping.
+        clip: PpoClip,
         /// Reduction over tokens.
         reduction: Reduction,
     },
@@ -167,12 +167,6 @@ pub fn fit(
                 let mut micro_kl = 0.0;
                 let loss = match objective {
                     Objective::Ppo { clip: c, reduction } => {
-                        let c = c.unwrap_or(PpoClip {
-                            eps_low: 1e9,
-                            eps_high: 1e9,
-                            dual_clip: None,
-                            loop_lower_bound: false,
-                        });
                         let out = ppo_policy_loss(&logp, &p.logp_old, &p.adv, &p.mask, &c, reduction);
                         clip += weight * out.clip_frac.double_value(&[]);
                         micro_kl = out.approx_kl_k3.double_value(&[]);
@@ -269,8 +263,7 @@ mod tests {
             let mut opt =
                 AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 1e-2, ..Default::default() });
             let s = Schedule { epochs: 1, minibatch: 0, max_batch_tokens: budget, kl_stop: 0.0, kl_skip: 0.0, seed: 1 };
-            let st = fit(&m, &mut opt, None, &ex, Objective::Ppo { clip: Some(PpoClip::loop_(0.1)), reduction }, &s)
-                .unwrap();
+            let st = fit(&m, &mut opt, None, &ex, Objective::Ppo { clip: PpoClip::loop_(0.1), reduction }, &s).unwrap();
             assert_eq!(st.updates, 1);
             let w: Vec<f32> = Vec::try_from(m.vs.variables()["model.norm.weight"].view([-1])).unwrap();
             (st.loss, w)

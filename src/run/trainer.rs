@@ -22,7 +22,7 @@ use super::examples::{from_rows, Columns, Example};
 use super::learner::{fit, recompute_logp_old, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
 use crate::dataflow::Driver;
-use crate::env::{by_name, demos, task_ids, Split};
+use crate::env::{demos, task_ids, Split};
 use crate::error::{Error, Result};
 use crate::model::generate::Sampling;
 use crate::model::llama::Decoder;
@@ -232,21 +232,16 @@ impl Trainer {
         Ok(())
     }
 
+    /// The expert's episodes of `tasks`, with this run's ids (one rollout per task).
     fn expert_rows(&self, tasks: &[u64], seed: u64, iteration: u64) -> Result<Vec<EpisodeRow>> {
-        let env_name = &self.spec.rollout.env;
-        let mut env = by_name(env_name).ok_or_else(|| Error::Usage(format!("unknown environment '{env_name}'")))?;
-        tasks
-            .iter()
-            .map(|&task| {
-                let conv = demos::expert_episode(env.as_mut(), task, seed);
-                let mut row = crate::import::to_row(&self.tok, &conv, env_name, &self.spec.model.name)?;
-                row.episode_id = format!("{env_name}-{task}-it{iteration}-r0");
-                row.group_id = format!("{env_name}-{task}@{iteration}");
-                row.policy_version = iteration as i64 - 1;
-                row.seed = Some(seed as i64);
-                Ok(row)
-            })
-            .collect()
+        let env = &self.spec.rollout.env;
+        let mut rows = demos::expert_rows_of(env, tasks, seed, &self.tok, &self.spec.model.name)?;
+        for (row, task) in rows.iter_mut().zip(tasks) {
+            row.episode_id = format!("{env}-{task}-it{iteration}-r0");
+            row.group_id = format!("{env}-{task}@{iteration}");
+            row.policy_version = iteration as i64 - 1;
+        }
+        Ok(rows)
     }
 
     fn objective(&self) -> Objective {
@@ -256,9 +251,9 @@ impl Trainer {
             LossKind::Nll => Objective::Nll { reduction },
             LossKind::Ppo => Objective::Ppo {
                 clip: match l.clip_bound {
-                    ClipBound::Symmetric => Some(PpoClip::symmetric(l.clip)),
-                    ClipBound::Loop => Some(PpoClip::loop_(l.clip)),
-                    ClipBound::None => None,
+                    ClipBound::Symmetric => PpoClip::symmetric(l.clip),
+                    ClipBound::Loop => PpoClip::loop_(l.clip),
+                    ClipBound::None => PpoClip::unclipped(),
                 },
                 reduction,
             },

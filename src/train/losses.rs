@@ -176,6 +176,12 @@ impl PpoClip {
         PpoClip { eps_low: eps, eps_high: eps, dual_clip: None, loop_lower_bound: true }
     }
 
+    /// No clipping at all (RLOO, REINFORCE): bounds so wide that no ratio `exp(±20)` reaches them,
+    /// so the loss is `−A·ρ` and its gradient at ρ = 1 the plain policy gradient.
+    pub fn unclipped() -> Self {
+        PpoClip { eps_low: 1.0 - 1e-12, eps_high: 1e12, dual_clip: None, loop_lower_bound: false }
+    }
+
     /// Checks the configuration: ε_high > 0, ε_low in (0, 1) unless LOOP's bound is used, dual clip
     /// `c > 1`.
     pub fn validate(&self) -> Result<(), String> {
