@@ -29,6 +29,7 @@ fn rollouts_are_token_exact_with_behaviour_logprobs() {
         policy_version: 4,
         model_name: "random-small".into(),
         iteration: 0,
+        correction: None,
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     assert_eq!(rows.len(), 4);
@@ -55,4 +56,117 @@ fn rollouts_are_token_exact_with_behaviour_logprobs() {
         assert!(text.starts_with("<|im_start|>system\n"), "{text}");
         assert!(text.contains("Your task is to:"));
     }
+}
+
+/// The executed action of each turn: the turn's `action` tokens and its policy tokens kept as
+/// `prompt` context (those with a behaviour log-prob), without the end-of-turn token, and whether
+/// they were marked `action`.
+fn executed_actions(
+    row: &trajflow::schema::builder::EpisodeRow,
+    tok: &trajflow::model::tokenizer::Tok,
+) -> Vec<(String, bool)> {
+    let eos = tok.token_id(&tok.eos_token).unwrap() as i32;
+    let lp = row.logp_behavior.as_ref().unwrap();
+    (0..row.turn_rewards.len() as i32)
+        .map(|t| {
+            let idx: Vec<usize> = (0..row.tokens.len())
+                .filter(|&i| row.turns[i] == t && (row.segments[i] == 1 || (row.segments[i] == 0 && lp[i].is_finite())))
+                .collect();
+            let ids: Vec<i64> = idx.iter().map(|&i| row.tokens[i]).filter(|&x| x != eos).map(i64::from).collect();
+            (tok.decode(&ids).unwrap(), idx.iter().all(|&i| row.segments[i] == 1))
+        })
+        .collect()
+}
+
+/// Expert correction (DAgger): replaying an episode's executed actions in the environment, every
+/// `action`-marked turn is exactly the expert's action in that state and every policy action kept
+/// as context is one the expert disagreed with; with `keep = 0` every action is the expert's, so
+/// every episode succeeds as the expert does.
+#[test]
+fn expert_correction_trains_only_on_expert_actions_in_visited_states() {
+    use trajflow::env::{by_name, Env};
+    let tok = trajflow::model::load_tokenizer("small:household-pick").unwrap();
+    tch::manual_seed(3);
+    let model = trajflow::model::load_decoder("small:household-pick", Device::Cpu).unwrap();
+    for keep in [0.0, 0.6] {
+        let cfg = RolloutConfig {
+            env: "household-pick".into(),
+            tasks: vec![1, 2, 3, 4],
+            k: 2,
+            seed: 0,
+            sampling: Sampling { temperature: 1.0, max_new_tokens: 8, seed: 9, ..Default::default() },
+            max_turns: 30,
+            policy_version: 0,
+            model_name: "random-small".into(),
+            iteration: 0,
+            correction: Some(keep),
+        };
+        let rows = rollout(&model, &tok, &cfg).unwrap();
+        let mut kept = 0;
+        for (row, task) in rows.iter().zip([1u64, 1, 2, 2, 3, 3, 4, 4]) {
+            let mut env: Box<dyn Env> = by_name("household-pick").unwrap();
+            env.reset(task, 0);
+            let mut success = false;
+            for (action, trained) in executed_actions(row, &tok) {
+                let expert = env.expert_action().unwrap();
+                assert_eq!(action == expert, trained, "keep {keep}: {action:?} vs expert {expert:?}");
+                kept += usize::from(!trained);
+                success = env.step(&action).success;
+            }
+            assert_eq!(row.success, Some(success));
+            if keep == 0.0 {
+                assert_eq!(row.success, Some(true), "the expert solves every pick task");
+            }
+        }
+        assert_eq!(kept > 0, keep > 0.0, "keep {keep}: {kept} policy mistakes kept as context");
+    }
+}
+
+/// StepAgent's inspection: two rows per expert action sharing the expert's prefix exactly (earlier
+/// actions re-marked as prompt); the expert row continues with the expert's action tokens, the
+/// agent row with the policy's, whose stored log-probs equal a fresh scoring of the row.
+#[test]
+fn expert_prefixes_pair_the_expert_and_the_policy_at_every_expert_action() {
+    use trajflow::rollout::prefixes::expert_prefix_rows;
+    let tok = trajflow::model::load_tokenizer("small:household-pick").unwrap();
+    tch::manual_seed(5);
+    let model = trajflow::model::load_decoder("small:household-pick", Device::Cpu).unwrap();
+    let expert = trajflow::env::demos::expert_rows_of("household-pick", &[4, 9], 0, &tok, "small").unwrap();
+    let sampling = Sampling { temperature: 1.0, max_new_tokens: 6, seed: 2, ..Default::default() };
+    let rows = expert_prefix_rows(&model, &tok, &expert, &sampling, 3).unwrap();
+    let actions: usize = expert.iter().map(|e| e.turn_rewards.len()).sum();
+    assert_eq!(rows.len(), 2 * actions, "one expert and one agent row per expert action");
+    let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
+    let fresh = token_logprobs(&model, &seqs, 100_000).unwrap();
+    for (k, pair) in rows.chunks(2).enumerate() {
+        let (e, a) = (&pair[0], &pair[1]);
+        assert_eq!(e.group_id, a.group_id);
+        assert!(e.episode_id.ends_with("/expert") && a.episode_id.ends_with("/agent"));
+        let prefix = e.segments.iter().rposition(|&s| s != 1).unwrap() + 1;
+        assert_eq!(e.tokens[..prefix], a.tokens[..prefix], "decision {k}: the same prefix");
+        assert!(e.segments[..prefix].iter().all(|&s| s != 1), "decision {k}: earlier actions are context");
+        assert!(a.segments[prefix..].iter().all(|&s| s == 1 || s == 3));
+        assert_eq!((e.reward, e.success), (1.0, Some(true)));
+        let same = tok.decode(&seqs[2 * k][prefix..]).unwrap() == tok.decode(&seqs[2 * k + 1][prefix..]).unwrap();
+        assert_eq!(a.success, Some(same));
+        assert_eq!(a.policy_version, 3);
+        let lp = a.logp_behavior.as_ref().unwrap();
+        for j in prefix..a.tokens.len() {
+            if a.segments[j] == 1 {
+                assert!((lp[j] - fresh[2 * k + 1][j]).abs() < 1e-4, "decision {k} token {j}");
+            }
+        }
+    }
+    // The expert rows' action tokens, in order, are exactly the expert trajectories' action tokens.
+    let ours: Vec<i32> = rows
+        .iter()
+        .step_by(2)
+        .flat_map(|r| {
+            let p = r.segments.iter().rposition(|&s| s != 1).unwrap() + 1;
+            r.tokens[p..].to_vec()
+        })
+        .collect();
+    let theirs: Vec<i32> =
+        expert.iter().flat_map(|e| (0..e.tokens.len()).filter(|&i| e.segments[i] == 1).map(|i| e.tokens[i])).collect();
+    assert_eq!(ours, theirs);
 }

@@ -80,6 +80,11 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
         assert!(m[1]["episodes"].as_u64().unwrap() > 0, "{name}");
         let rows = read_sorted(&dir.join("trajectories"));
         assert_eq!(rows.num_rows() as u64, m[1]["episodes"].as_u64().unwrap() + m[2]["episodes"].as_u64().unwrap());
+        if std::fs::read_to_string(&p).unwrap().contains("loss = \"dpo\"") {
+            // An untrained policy disagrees with the expert: DPO must find pairs to train on.
+            let pairs: u64 = m[1..].iter().map(|l| l["pairs"].as_u64().unwrap()).sum();
+            assert!(pairs > 0, "{name}: DPO trained on no pairs");
+        }
         // The checkpoint is a model folder: the policy can be loaded by --model.
         let ckpt = dir.join("checkpoints/iter-0002");
         ok(&["generate", "--model", s(&ckpt), "--prompt", "go to", "--max-new-tokens", "3"]);

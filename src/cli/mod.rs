@@ -517,6 +517,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 policy_version: 0,
                 model_name: model.clone(),
                 iteration: 0,
+                correction: None,
             };
             model::run_rollout(&model, &cfg, &output)
         }

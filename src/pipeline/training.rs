@@ -8,13 +8,13 @@
 //! name = "small:household"    # a model SPEC (see `trajflow generate --help`)
 //! [rollout]
 //! env = "household"
-//! source = "policy"           # policy | expert (SFT: the environment's expert plays)
+//! source = "policy"           # policy | expert (SFT) | expert_prefixes (StepAgent) | policy_vs_expert (ETO)
 //! tasks = 16                  # train-split tasks per iteration (cycling over the split)
 //! k = 4                       # rollouts per task: one group, all from the same start state
 //! [warm_start]                # optional: SFT on expert demonstrations before iteration 1
 //! demos = 200
 //! [learner]
-//! loss = "ppo"                # ppo | nll
+//! loss = "ppo"                # ppo | nll | dpo (pairs best vs worst row per group)
 //! [critic]                    # optional: value head for GAE (POAD, PPO)
 //! hidden = [256]
 //! advantages = "advantages"   # per-token column written by the stages
@@ -50,6 +50,14 @@ pub enum RolloutSource {
     Policy,
     /// The environment's expert plays (imitation data for SFT).
     Expert,
+    /// StepAgent's inspection: the expert plays each task, and at every expert action the policy
+    /// proposes its own action at the same prefix; each decision is a group of two one-step rows
+    /// (expert reward 1; agent reward 1 if it chose the expert's action). No environment stepping.
+    ExpertPrefixes,
+    /// ETO's exploration: the policy plays each task `k` times and the expert's episode of the same
+    /// start state joins the group; failed policy episodes are cut at the expert's turns +
+    /// `extra_turns`.
+    PolicyVsExpert,
 }
 
 /// `[rollout]`.
@@ -80,6 +88,9 @@ pub struct RolloutSection {
     /// Tokens per action at most.
     #[serde(default = "d_action_tokens")]
     pub max_action_tokens: usize,
+    /// `policy_vs_expert`: failed policy episodes keep at most the expert's turns + this many.
+    #[serde(default = "d_extra_turns")]
+    pub extra_turns: usize,
 }
 
 /// `[warm_start]`: SFT on expert demonstrations before the first iteration.
@@ -99,6 +110,36 @@ pub struct WarmStartSection {
     /// Learning rate.
     #[serde(default = "d_ws_lr")]
     pub lr: f64,
+    /// Which tokens the NLL trains on: `actions` (the expert's actions only, as SFT usually does)
+    /// or `all` (every token after the first: observations too, which the small from-scratch model
+    /// needs to learn to copy names from its context; RetroAct's IL loss does not mask either).
+    #[serde(default = "d_ws_tokens")]
+    pub tokens: ImitationTokens,
+    /// DAgger rounds after the SFT epochs (0 = none). Each round plays `dagger_tasks` new train
+    /// tasks with the policy under expert correction (see [`crate::rollout::RolloutConfig::correction`]),
+    /// adds those episodes to the data, and trains `dagger_epochs` more passes over all of it.
+    #[serde(default)]
+    pub dagger_rounds: usize,
+    /// Episodes played per DAgger round.
+    #[serde(default = "d_dagger_tasks")]
+    pub dagger_tasks: usize,
+    /// Passes over the aggregated data per DAgger round.
+    #[serde(default = "d_dagger_epochs")]
+    pub dagger_epochs: usize,
+    /// Probability that a policy action the expert disagrees with is kept (untrained context, so
+    /// the data shows recovery from the policy's own mistakes) rather than replaced.
+    #[serde(default = "d_dagger_keep")]
+    pub dagger_keep: f64,
+}
+
+/// Which tokens an imitation warm start trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImitationTokens {
+    /// The action tokens.
+    Actions,
+    /// Every token but the first.
+    All,
 }
 
 /// The learner's loss.
@@ -110,6 +151,10 @@ pub enum LossKind {
     Ppo,
     /// Negative log-likelihood of the action tokens (O21: SFT).
     Nll,
+    /// DPO's sigmoid loss (O18) on (chosen, rejected) pairs: the best and worst row of each group
+    /// by reward, log-probs summed over action tokens, against the policy at the start of the
+    /// iteration as reference (StepAgent's cycle-start snapshot, ETO's per-iteration reference).
+    Dpo,
 }
 
 /// Where `logp_old` of the PPO ratio comes from.
@@ -182,6 +227,15 @@ pub struct LearnerSection {
     /// POAD's KL-skip, 0.02).
     #[serde(default)]
     pub kl_skip: f64,
+    /// DPO's β (the implicit reward's scale).
+    #[serde(default = "d_beta")]
+    pub beta: f64,
+    /// DPO's label smoothing (conservative DPO; 0 = plain DPO).
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// DPO: weight of an NLL term on the chosen rows' action tokens (RPO-style; 0 = plain DPO).
+    #[serde(default)]
+    pub chosen_nll: f64,
 }
 
 /// `[critic]`: a value head on the policy's detached hidden states (POAD, PPO with GAE).
@@ -266,6 +320,24 @@ fn d_ws_epochs() -> usize {
 }
 fn d_minibatch() -> usize {
     16
+}
+fn d_ws_tokens() -> ImitationTokens {
+    ImitationTokens::Actions
+}
+fn d_extra_turns() -> usize {
+    5
+}
+fn d_beta() -> f64 {
+    0.1
+}
+fn d_dagger_tasks() -> usize {
+    200
+}
+fn d_dagger_epochs() -> usize {
+    2
+}
+fn d_dagger_keep() -> f64 {
+    0.5
 }
 fn d_ws_lr() -> f64 {
     1e-3
@@ -385,6 +457,15 @@ impl TrainingSpec {
         if l.epochs == 0 {
             return bad("learner", "epochs", "must be at least 1".into());
         }
+        if !(l.beta.is_finite() && l.beta > 0.0) {
+            return bad("learner", "beta", format!("must be positive, got {}", l.beta));
+        }
+        if !(l.chosen_nll.is_finite() && l.chosen_nll >= 0.0) {
+            return bad("learner", "chosen_nll", format!("must be a finite number ≥ 0, got {}", l.chosen_nll));
+        }
+        if !(0.0..0.5).contains(&l.label_smoothing) {
+            return bad("learner", "label_smoothing", format!("must be in [0, 0.5), got {}", l.label_smoothing));
+        }
         for (key, v) in [
             ("lr", l.lr),
             ("max_grad_norm", l.max_grad_norm),
@@ -399,6 +480,12 @@ impl TrainingSpec {
         if let Some(w) = &self.warm_start {
             if w.demos > 0 && (w.epochs == 0 || w.minibatch == 0 || !(w.lr.is_finite() && w.lr > 0.0)) {
                 return bad("warm_start", "epochs", "epochs, minibatch and lr must be positive".into());
+            }
+            if w.dagger_rounds > 0 && (w.dagger_tasks == 0 || w.dagger_epochs == 0) {
+                return bad("warm_start", "dagger_tasks", "dagger_tasks and dagger_epochs must be positive".into());
+            }
+            if !(0.0..1.0).contains(&w.dagger_keep) {
+                return bad("warm_start", "dagger_keep", format!("must be in [0, 1), got {}", w.dagger_keep));
             }
         }
         if let Some(c) = &self.critic {

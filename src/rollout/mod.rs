@@ -11,14 +11,22 @@
 //!   leave the batch. K rollouts of a task share its group id (LOOP/GRPO groups).
 //! - An action cut by the token budget is marked by `truncated` at the episode level, and the
 //!   end-of-turn token is appended as template (the model did not emit it).
+//! - With expert correction (DAgger), the stored sequence is still exactly what the environment
+//!   received: a policy action that differs from the expert's is either replaced by the expert's
+//!   (its tokens then are the `action` segment, with no behaviour log-probs) or kept as `prompt`
+//!   context (with its behaviour log-probs, which tell it from the opening prompt), so SFT on the
+//!   rows trains only on expert actions, taken in states the policy reached.
 
 use crate::env::{by_name, Env};
 use crate::error::{Error, Result};
-use crate::model::generate::{generate, Finish, Sampling};
+use crate::model::generate::{generate, Finish, Generation, Sampling};
 use crate::model::llama::Decoder;
 use crate::model::tokenizer::{Message, Tok};
 use crate::ops::segment::Segment;
 use crate::schema::builder::EpisodeRow;
+
+pub mod prefixes;
+pub mod with_expert;
 
 /// What to roll out.
 #[derive(Debug, Clone)]
@@ -42,6 +50,22 @@ pub struct RolloutConfig {
     pub model_name: String,
     /// Iteration number, part of group ids (`task@iteration`).
     pub iteration: u64,
+    /// Expert correction (DAgger with a mixture policy): `Some(keep)` asks the environment's expert
+    /// for its action at every turn; when the policy's action differs, the policy's is kept (as
+    /// untrained context) with probability `keep` and replaced by the expert's otherwise. Episodes
+    /// thus contain the policy's own mistakes followed by the expert's recovery from them.
+    pub correction: Option<f64>,
+}
+
+/// A uniform number in [0, 1) from `(seed, episode, turn)` (splitmix64), so that corrections do not
+/// depend on the batch an episode was played in.
+fn uniform(seed: i64, episode: usize, turn: usize) -> f64 {
+    let mut z = (seed as u64) ^ ((episode as u64) << 20) ^ (turn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 struct Episode {
@@ -71,6 +95,21 @@ fn push_tokens(row: &mut EpisodeRow, ids: &[i32], segs: &[u8], turn: i32) {
     if let Some(lp) = row.logp_behavior.as_mut() {
         lp.extend(std::iter::repeat_n(f32::NAN, ids.len()));
     }
+}
+
+/// Appends generated tokens as `seg` with their behaviour log-probs; an action cut by the token
+/// budget gets the end-of-turn token as template and marks the row truncated (returns true then).
+fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, seg: Segment) -> bool {
+    row.tokens.extend(g.tokens.iter().map(|&x| x as i32));
+    row.segments.extend(std::iter::repeat_n(seg as u8, g.tokens.len()));
+    row.turns.extend(std::iter::repeat_n(turn, g.tokens.len()));
+    row.logp_behavior.get_or_insert_with(Vec::new).extend(&g.logprobs);
+    let cut = g.finish == Finish::Length;
+    if cut {
+        push_tokens(row, &[eos as i32], &[Segment::Template as u8], turn);
+        row.truncated = true;
+    }
+    cut
 }
 
 /// Appends the template's rendering of `messages` beyond `ep.text`, with `content` as `seg`.
@@ -136,16 +175,26 @@ pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Ep
             let ep = &mut episodes[i];
             let t = turn as i32;
             let body: Vec<i64> = g.tokens.iter().copied().filter(|&x| x != eos).collect();
-            let action = tok.decode(&body)?;
-            ep.row.tokens.extend(g.tokens.iter().map(|&x| x as i32));
-            ep.row.segments.extend(std::iter::repeat_n(Segment::Action as u8, g.tokens.len()));
-            ep.row.turns.extend(std::iter::repeat_n(t, g.tokens.len()));
-            ep.row.logp_behavior.as_mut().expect("set at reset").extend(&g.logprobs);
-            ep.text.push_str(&tok.decode(&g.tokens)?);
-            if g.finish == Finish::Length {
-                push_tokens(&mut ep.row, &[eos as i32], &[Segment::Template as u8], t);
+            let mut action = tok.decode(&body)?;
+            let expert = cfg.correction.and_then(|_| ep.env.expert_action()).filter(|e| e != action.trim());
+            let corrected = match (&expert, cfg.correction) {
+                (Some(e), Some(keep)) if uniform(sampling.seed, i, turn) >= keep => Some(e.clone()),
+                _ => None,
+            };
+            if let Some(e) = corrected {
+                let mut ids: Vec<i32> = tok.encode(&e)?.into_iter().map(|x| x as i32).collect();
+                ids.push(eos as i32);
+                push_tokens(&mut ep.row, &ids, &vec![Segment::Action as u8; ids.len()], t);
+                ep.text.push_str(&e);
                 ep.text.push_str(&tok.eos_token);
-                ep.row.truncated = true;
+                action = e;
+            } else {
+                // A policy action the expert disagrees with is context, not a target.
+                let seg = if expert.is_some() { Segment::Prompt } else { Segment::Action };
+                ep.text.push_str(&tok.decode(&g.tokens)?);
+                if push_generation(&mut ep.row, &g, eos, t, seg) {
+                    ep.text.push_str(&tok.eos_token);
+                }
             }
             let step = ep.env.step(action.trim());
             ep.row.turn_rewards.push(step.reward);

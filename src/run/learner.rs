@@ -1,5 +1,6 @@
-//! The learner (O13/O21 + O25): epochs of shuffled minibatches over an iteration's examples, one
-//! optimiser update per minibatch, with PPO's clipped surrogate or SFT's NLL as the objective.
+//! The learner (O13/O18/O21 + O25): epochs of shuffled minibatches over an iteration's examples,
+//! one optimiser update per minibatch, with PPO's clipped surrogate, SFT's NLL or DPO's sigmoid
+//! loss as the objective.
 //!
 //! Invariants:
 //! - What it does depends only on the examples (in order), the weights, the optimiser state and
@@ -8,6 +9,8 @@
 //! - A minibatch larger than `max_batch_tokens` padded tokens is split into micro-batches whose
 //!   gradients are accumulated with weights that reproduce the minibatch's reduction exactly
 //!   (token means by trained tokens, sequence means by rows).
+//! - DPO examples are (chosen, rejected) pairs at positions `(2i, 2i + 1)`; shuffling, minibatches
+//!   and micro-batches move whole pairs, so every loss term sees both sides of its pair.
 
 use tch::Tensor;
 
@@ -16,7 +19,9 @@ use super::examples::{pad, Example};
 use crate::error::Result;
 use crate::model::llama::Decoder;
 use crate::synth::SplitMix;
-use crate::train::losses::{entropy_from_logits, masked_mean, nll_loss, ppo_policy_loss, PpoClip, Reduction};
+use crate::train::losses::{
+    dpo_loss, entropy_from_logits, masked_mean, nll_loss, ppo_policy_loss, sequence_logp_sum, PpoClip, Reduction,
+};
 use crate::train::optim::{AdamW, Outcome};
 
 /// What the learner minimises.
@@ -34,6 +39,27 @@ pub enum Objective {
         /// Reduction over tokens.
         reduction: Reduction,
     },
+    /// DPO on (chosen, rejected) pairs against `logp_old` as the reference; mean over pairs.
+    Dpo {
+        /// β.
+        beta: f64,
+        /// Label smoothing (0 = plain DPO).
+        label_smoothing: f64,
+        /// Weight of an NLL term on the chosen side (token mean; RPO-style, 0 = plain DPO), which
+        /// keeps DPO from lowering the chosen actions' likelihood along with the rejected ones'.
+        chosen_nll: f64,
+    },
+}
+
+impl Objective {
+    /// Examples per training unit: 2 for DPO's pairs, 1 otherwise.
+    fn unit(&self) -> usize {
+        if matches!(self, Objective::Dpo { .. }) {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 /// How the learner walks the examples.
@@ -41,7 +67,7 @@ pub enum Objective {
 pub struct Schedule {
     /// Passes over the examples.
     pub epochs: usize,
-    /// Examples per update (0 = all).
+    /// Examples (DPO: pairs) per update (0 = all).
     pub minibatch: usize,
     /// Padded tokens per forward pass at most.
     pub max_batch_tokens: usize,
@@ -76,6 +102,10 @@ pub struct Stats {
     pub epoch_losses: Vec<f64>,
     /// Critic loss (0 without a critic).
     pub value_loss: f64,
+    /// DPO: fraction of pairs whose implicit reward ranks the chosen row first.
+    pub preference_accuracy: f64,
+    /// DPO: mean implicit-reward margin `β·(log-ratio chosen − log-ratio rejected)`.
+    pub reward_margin: f64,
 }
 
 /// Log-probs of the targets `[B, T−1]` (differentiable), the entropy of each predictive
@@ -89,20 +119,21 @@ fn forward(model: &Decoder, p: &super::examples::Padded) -> (Tensor, Tensor, Ten
     (logp, entropy, hidden)
 }
 
-/// Splits `batch` (indices) into runs of at most `budget` padded tokens.
-fn micro_batches<'a>(examples: &'a [Example], batch: &[usize], budget: usize) -> Vec<Vec<&'a Example>> {
+/// Splits `batch` (indices, in runs of `unit` that stay together) into runs of at most `budget`
+/// padded tokens (or one unit, if a unit alone is larger).
+fn micro_batches<'a>(examples: &'a [Example], batch: &[usize], budget: usize, unit: usize) -> Vec<Vec<&'a Example>> {
     let mut out: Vec<Vec<&Example>> = Vec::new();
     let mut longest = 0;
-    for &i in batch {
-        let e = &examples[i];
-        let len = e.tokens.len();
+    for group in batch.chunks(unit) {
+        let len = group.iter().map(|&i| examples[i].tokens.len()).max().unwrap_or(0);
+        let members = group.iter().map(|&i| &examples[i]);
         match out.last_mut() {
-            Some(cur) if longest.max(len) * (cur.len() + 1) <= budget => {
-                cur.push(e);
+            Some(cur) if longest.max(len) * (cur.len() + group.len()) <= budget => {
+                cur.extend(members);
                 longest = longest.max(len);
             }
             _ => {
-                out.push(vec![e]);
+                out.push(members.collect());
                 longest = len;
             }
         }
@@ -135,20 +166,27 @@ pub fn fit(
     let mut n = 0.0;
     let device = model.device();
     'epochs: for epoch in 0..s.epochs {
-        let order = shuffled(examples.len(), s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let size = if s.minibatch == 0 { examples.len().max(1) } else { s.minibatch };
+        let unit = objective.unit();
+        let order: Vec<usize> =
+            shuffled(examples.len() / unit, s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .into_iter()
+                .flat_map(|u| (0..unit).map(move |j| u * unit + j))
+                .collect();
+        let size = if s.minibatch == 0 { examples.len().max(1) } else { s.minibatch * unit };
         let (mut epoch_loss, mut epoch_n) = (0.0f64, 0.0f64);
         for batch in order.chunks(size) {
-            let micro = micro_batches(examples, batch, s.max_batch_tokens);
+            let micro = micro_batches(examples, batch, s.max_batch_tokens, unit);
             let tokens: usize = batch.iter().map(|&i| examples[i].trained()).sum();
             let reduction = match objective {
                 Objective::Ppo { reduction, .. } | Objective::Nll { reduction } => reduction,
+                Objective::Dpo { .. } => Reduction::SeqMeanTokenMean,
             };
             opt.cfg.grad_accum = micro.len() as u64;
             if let Some(c) = critic.as_deref_mut() {
                 c.opt.cfg.grad_accum = micro.len() as u64;
             }
             let (mut loss_sum, mut clip, mut kl, mut ent, mut vloss) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            let (mut accuracy, mut margin) = (0.0, 0.0);
             let mut grad_norm = None;
             for mb in &micro {
                 let weight = match reduction {
@@ -174,6 +212,31 @@ pub fn fit(
                         out.loss
                     }
                     Objective::Nll { reduction } => nll_loss(&logp, &p.mask, reduction),
+                    Objective::Dpo { beta, label_smoothing, chosen_nll } => {
+                        let policy = sequence_logp_sum(&logp, &p.mask);
+                        let reference = sequence_logp_sum(&p.logp_old, &p.mask);
+                        let chosen = Tensor::arange_start_step(0, mb.len() as i64, 2, (tch::Kind::Int64, device));
+                        let rejected = &chosen + 1;
+                        let side = |t: &Tensor, idx: &Tensor| t.index_select(0, idx);
+                        let out = dpo_loss(
+                            &side(&policy, &chosen),
+                            &side(&policy, &rejected),
+                            &side(&reference, &chosen),
+                            &side(&reference, &rejected),
+                            beta,
+                            label_smoothing,
+                        );
+                        accuracy += weight * out.accuracy.double_value(&[]);
+                        margin += weight
+                            * (&out.chosen_reward - &out.rejected_reward).mean(tch::Kind::Double).double_value(&[]);
+                        if chosen_nll > 0.0 {
+                            let nll =
+                                nll_loss(&side(&logp, &chosen), &side(&p.mask, &chosen), Reduction::SeqMeanTokenMean);
+                            out.loss + nll * chosen_nll
+                        } else {
+                            out.loss
+                        }
+                    }
                 };
                 ent += weight * masked_mean(&entropy, &p.mask).double_value(&[]);
                 loss_sum += weight * loss.double_value(&[]);
@@ -193,6 +256,8 @@ pub fn fit(
             stats.kl += kl;
             stats.entropy += ent;
             stats.value_loss += vloss;
+            stats.preference_accuracy += accuracy;
+            stats.reward_margin += margin;
             if let Some(g) = grad_norm {
                 stats.grad_norm += g;
                 stats.updates += 1;
@@ -210,6 +275,8 @@ pub fn fit(
         stats.kl /= n;
         stats.entropy /= n;
         stats.value_loss /= n;
+        stats.preference_accuracy /= n;
+        stats.reward_margin /= n;
     }
     if stats.updates > 0 {
         stats.grad_norm /= stats.updates as f64;
@@ -241,10 +308,11 @@ mod tests {
         Example { tokens, mask, adv, logp_old: vec![f32::NAN; n], values: vec![0.0; n], returns: vec![0.0; n] }
     }
 
-    /// Splitting a minibatch into micro-batches reproduces the one-pass update.
+    /// Splitting a minibatch into micro-batches reproduces the one-pass update, for token means,
+    /// sequence means and DPO pairs.
     #[test]
     fn micro_batches_match_one_pass() {
-        let run = |budget: usize, reduction: Reduction| {
+        let run = |budget: usize, objective: Objective| {
             let m = Decoder::new(DecoderConfig::small(30), tch::Device::Cpu);
             // Deterministic weights (libtorch's global generator is shared by concurrent tests).
             let mut rng = SplitMix::new(3);
@@ -263,19 +331,51 @@ mod tests {
             let mut opt =
                 AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 1e-2, ..Default::default() });
             let s = Schedule { epochs: 1, minibatch: 0, max_batch_tokens: budget, kl_stop: 0.0, kl_skip: 0.0, seed: 1 };
-            let st = fit(&m, &mut opt, None, &ex, Objective::Ppo { clip: PpoClip::loop_(0.1), reduction }, &s).unwrap();
+            let st = fit(&m, &mut opt, None, &ex, objective, &s).unwrap();
             assert_eq!(st.updates, 1);
             let w: Vec<f32> = Vec::try_from(m.vs.variables()["model.norm.weight"].view([-1])).unwrap();
             (st.loss, w)
         };
-        for r in [Reduction::TokenMean, Reduction::SeqMeanTokenMean] {
-            let (l1, w1) = run(100_000, r);
-            let (l2, w2) = run(30, r);
-            assert!((l1 - l2).abs() < 1e-6, "{r}: {l1} vs {l2}");
+        let ppo = |reduction| Objective::Ppo { clip: PpoClip::loop_(0.1), reduction };
+        let dpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.0, chosen_nll: 0.0 };
+        let rpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.1, chosen_nll: 0.7 };
+        for objective in [ppo(Reduction::TokenMean), ppo(Reduction::SeqMeanTokenMean), dpo, rpo] {
+            let (l1, w1) = run(100_000, objective);
+            // 30 tokens fit one example (or none of the longer pairs): every pair is its own micro-batch.
+            let (l2, w2) = run(30, objective);
+            assert!((l1 - l2).abs() < 1e-6, "{objective:?}: {l1} vs {l2}");
             let d = w1.iter().zip(&w2).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(d < 1e-5, "{r}: weights differ by {d}");
+            assert!(d < 1e-5, "{objective:?}: weights differ by {d}");
             assert!(w1.iter().any(|&x| (x - 1.0).abs() > 1e-4), "the update moved the weights");
         }
+        // Before its first update the policy is its own reference: every pair's loss is −log σ(0).
+        let (l, _) = run(100_000, dpo);
+        assert!((l - std::f64::consts::LN_2).abs() < 1e-6, "DPO loss at the reference: {l}");
+    }
+
+    /// DPO moves probability from the rejected side to the chosen side of each pair.
+    #[test]
+    fn dpo_prefers_the_chosen_side() {
+        let m = Decoder::new(DecoderConfig::small(30), tch::Device::Cpu);
+        let mut ex: Vec<Example> = (0..8).map(|i| example(10 + i, 12)).collect();
+        recompute_logp_old(&m, &mut ex, 4096).unwrap();
+        let reference = ex.clone();
+        let mut opt =
+            AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 3e-3, ..Default::default() });
+        let s = Schedule { epochs: 5, minibatch: 2, max_batch_tokens: 4096, kl_stop: 0.0, kl_skip: 0.0, seed: 4 };
+        let st = fit(&m, &mut opt, None, &ex, Objective::Dpo { beta: 0.5, label_smoothing: 0.0, chosen_nll: 0.0 }, &s)
+            .unwrap();
+        assert_eq!(st.updates, 10, "4 pairs in minibatches of 2 pairs, 5 epochs");
+        recompute_logp_old(&m, &mut ex, 4096).unwrap();
+        let ratio = |now: &Example, then: &Example| -> f32 {
+            (1..now.tokens.len()).filter(|&j| now.mask[j] > 0.0).map(|j| now.logp_old[j] - then.logp_old[j]).sum()
+        };
+        for pair in 0..4 {
+            let (c, r) = (2 * pair, 2 * pair + 1);
+            let margin = ratio(&ex[c], &reference[c]) - ratio(&ex[r], &reference[r]);
+            assert!(margin > 0.1, "pair {pair}: log-ratio margin {margin}");
+        }
+        assert!(st.preference_accuracy > 0.5, "{st:?}");
     }
 
     #[test]

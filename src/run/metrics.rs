@@ -46,6 +46,13 @@ pub struct IterationMetrics {
     pub trained_tokens: u64,
     /// Whether LOOP's KL-stop ended the iteration's updates early.
     pub kl_stopped: bool,
+    /// DPO: (chosen, rejected) pairs trained on, and the fraction whose implicit reward ranked the
+    /// chosen row first (mean over updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<usize>,
+    /// DPO: see `pairs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference_accuracy: Option<f64>,
     /// Tokens the policy generated.
     pub generated_tokens: u64,
     /// Generated tokens per second of rollout time.

@@ -16,6 +16,7 @@ pub mod examples;
 pub mod learner;
 pub mod metrics;
 pub mod plot;
+pub mod preferences;
 pub mod report;
 pub mod trainer;
 

@@ -21,13 +21,19 @@ use super::critic::Critic;
 use super::examples::{from_rows, Columns, Example};
 use super::learner::{fit, recompute_logp_old, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
+use super::preferences::preference_pairs;
 use crate::dataflow::Driver;
 use crate::env::{demos, task_ids, Split};
 use crate::error::{Error, Result};
 use crate::model::generate::Sampling;
 use crate::model::llama::Decoder;
 use crate::model::tokenizer::Tok;
-use crate::pipeline::training::{ClipBound, LogpOld, LossKind, RolloutSource, TrainingSpec};
+use crate::ops::segment::Segment;
+use crate::pipeline::training::{
+    ClipBound, ImitationTokens, LogpOld, LossKind, RolloutSource, TrainingSpec, WarmStartSection,
+};
+use crate::rollout::prefixes::expert_prefix_rows;
+use crate::rollout::with_expert::join_expert;
 use crate::rollout::{rollout, RolloutConfig};
 use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
 use crate::store::Dataset;
@@ -126,49 +132,33 @@ impl Trainer {
         }
     }
 
-    /// Iteration 0: the imitation warm start (if configured), then the first evaluation and
-    /// checkpoint.
+    /// Iteration 0: the imitation warm start (if configured: SFT on expert demonstrations, then
+    /// DAgger rounds), then the first evaluation and checkpoint.
     pub fn start(&mut self) -> Result<()> {
         let mut m = IterationMetrics::default();
         if let Some(ws) = self.spec.warm_start.clone().filter(|w| w.demos > 0) {
             let t = Instant::now();
             let name = &self.spec.model.name;
-            let rows = demos::expert_rows(&self.spec.rollout.env, Split::Train, ws.demos, &self.tok, name)?;
-            let mut b = TrajectoryBuilder::default();
-            rows.into_iter().for_each(|r| b.push(r));
-            let examples = from_rows(&b.finish(), Columns::default())?;
-            // Linear warm-up over the first 5% of updates, then cosine decay to 0.
-            let updates = (ws.epochs * examples.len().div_ceil(ws.minibatch)) as u64;
-            let cfg = OptimConfig {
-                lr: ws.lr,
-                max_grad_norm: Some(1.0),
-                schedule: crate::train::optim::Schedule::Cosine,
-                warmup_steps: updates / 20,
-                total_steps: updates,
-                ..Default::default()
-            };
-            let mut opt = AdamW::new(self.model.vs.variables().into_iter().collect(), cfg);
-            let schedule = Schedule {
-                epochs: ws.epochs,
-                minibatch: ws.minibatch,
-                max_batch_tokens: self.spec.model.max_batch_tokens,
-                kl_stop: 0.0,
-                kl_skip: 0.0,
-                seed: self.spec.run.seed,
-            };
-            self.say(&format!("warm start: SFT on {} expert demonstrations, {} epochs", examples.len(), ws.epochs));
-            let stats = fit(
-                &self.model,
-                &mut opt,
-                None,
-                &examples,
-                Objective::Nll { reduction: Reduction::TokenMean },
-                &schedule,
-            )?;
+            let mut rows = demos::expert_rows(&self.spec.rollout.env, Split::Train, ws.demos, &self.tok, name)?;
+            self.say(&format!("warm start: SFT on {} expert demonstrations, {} epochs", rows.len(), ws.epochs));
+            let mut stats = self.imitate(&rows, ws.epochs, &ws)?;
+            for round in 0..ws.dagger_rounds {
+                let played = self.corrected_rollouts(&ws, round)?;
+                self.say(&format!(
+                    "warm start: DAgger round {}/{}: {} episodes, the policy agreed with the expert on {:.1}% of turns; \
+                     {} epochs on {} episodes",
+                    round + 1,
+                    ws.dagger_rounds,
+                    played.len(),
+                    100.0 * agreement(&played),
+                    ws.dagger_epochs,
+                    rows.len() + played.len()
+                ));
+                rows.extend(played);
+                stats = self.imitate(&rows, ws.dagger_epochs, &ws)?;
+            }
             fill_learner(&mut m, &stats);
             m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
-            let losses: Vec<String> = stats.epoch_losses.iter().map(|l| format!("{l:.3}")).collect();
-            self.say(&format!("warm start: NLL per epoch {} ({:.1} s)", losses.join(" "), t.elapsed().as_secs_f64()));
         }
         self.evaluate(&mut m)?;
         self.say(&format!(
@@ -179,6 +169,58 @@ impl Trainer {
         self.metrics.truncate_after(0)?;
         self.metrics.append(&m)?;
         self.checkpoint(0)
+    }
+
+    /// `epochs` passes of NLL on the action tokens of `rows`, with a fresh optimiser: linear
+    /// warm-up over the first 5% of updates, then cosine decay to 0.
+    fn imitate(&self, rows: &[EpisodeRow], epochs: usize, ws: &WarmStartSection) -> Result<Stats> {
+        let t = Instant::now();
+        let mut b = TrajectoryBuilder::default();
+        rows.iter().for_each(|r| b.push(imitation_targets(r, ws.tokens)));
+        let examples = from_rows(&b.finish(), Columns::default())?;
+        let updates = (epochs * examples.len().div_ceil(ws.minibatch)) as u64;
+        let cfg = OptimConfig {
+            lr: ws.lr,
+            max_grad_norm: Some(1.0),
+            schedule: crate::train::optim::Schedule::Cosine,
+            warmup_steps: updates / 20,
+            total_steps: updates,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(self.model.vs.variables().into_iter().collect(), cfg);
+        let schedule = Schedule {
+            epochs,
+            minibatch: ws.minibatch,
+            max_batch_tokens: self.spec.model.max_batch_tokens,
+            kl_stop: 0.0,
+            kl_skip: 0.0,
+            seed: self.spec.run.seed.wrapping_add(rows.len() as u64),
+        };
+        let stats =
+            fit(&self.model, &mut opt, None, &examples, Objective::Nll { reduction: Reduction::TokenMean }, &schedule)?;
+        let losses: Vec<String> = stats.epoch_losses.iter().map(|l| format!("{l:.3}")).collect();
+        self.say(&format!("warm start: NLL per epoch {} ({:.1} s)", losses.join(" "), t.elapsed().as_secs_f64()));
+        Ok(stats)
+    }
+
+    /// DAgger round `round`: the policy plays new train tasks (after the demonstrations' and the
+    /// earlier rounds'), sampled as in the RL rollouts, under expert correction.
+    fn corrected_rollouts(&self, ws: &WarmStartSection, round: usize) -> Result<Vec<EpisodeRow>> {
+        let r = &self.spec.rollout;
+        let first = ws.demos + round * ws.dagger_tasks;
+        let cfg = RolloutConfig {
+            env: r.env.clone(),
+            tasks: task_ids(Split::Train, first + ws.dagger_tasks).split_off(first),
+            k: 1,
+            seed: 0,
+            sampling: Sampling { seed: self.spec.run.seed as i64 ^ 0x0DA6_6E20, ..self.sampling() },
+            max_turns: r.max_turns,
+            policy_version: -1,
+            model_name: self.spec.model.name.clone(),
+            iteration: round as u64,
+            correction: Some(ws.dagger_keep),
+        };
+        rollout(&self.model, &self.tok, &cfg)
     }
 
     fn evaluate(&self, m: &mut IterationMetrics) -> Result<()> {
@@ -198,6 +240,7 @@ impl Trainer {
             policy_version: m.iteration as i64,
             model_name: self.spec.model.name.clone(),
             iteration: m.iteration,
+            correction: None,
         };
         let rows = rollout(&self.model, &self.tok, &cfg)?;
         m.eval_success_rate = Some(success_rate(&rows));
@@ -237,11 +280,41 @@ impl Trainer {
         let env = &self.spec.rollout.env;
         let mut rows = demos::expert_rows_of(env, tasks, seed, &self.tok, &self.spec.model.name)?;
         for (row, task) in rows.iter_mut().zip(tasks) {
-            row.episode_id = format!("{env}-{task}-it{iteration}-r0");
+            row.episode_id = format!("{env}-{task}-it{iteration}-expert");
             row.group_id = format!("{env}-{task}@{iteration}");
             row.policy_version = iteration as i64 - 1;
         }
         Ok(rows)
+    }
+
+    /// How the policy samples actions in rollouts.
+    fn sampling(&self) -> Sampling {
+        let r = &self.spec.rollout;
+        Sampling {
+            temperature: r.temperature,
+            top_k: r.top_k,
+            max_new_tokens: r.max_action_tokens,
+            seed: self.spec.run.seed as i64,
+            ..Default::default()
+        }
+    }
+
+    /// The policy's episodes of `tasks`, `k` per task.
+    fn policy_rows(&self, tasks: Vec<u64>, env_seed: u64, iteration: u64) -> Result<Vec<EpisodeRow>> {
+        let r = &self.spec.rollout;
+        let cfg = RolloutConfig {
+            env: r.env.clone(),
+            tasks,
+            k: r.k,
+            seed: env_seed,
+            sampling: self.sampling(),
+            max_turns: r.max_turns,
+            policy_version: iteration as i64 - 1,
+            model_name: self.spec.model.name.clone(),
+            iteration,
+            correction: None,
+        };
+        rollout(&self.model, &self.tok, &cfg)
     }
 
     fn objective(&self) -> Objective {
@@ -249,6 +322,9 @@ impl Trainer {
         let reduction = self.spec.reduction();
         match l.loss {
             LossKind::Nll => Objective::Nll { reduction },
+            LossKind::Dpo => {
+                Objective::Dpo { beta: l.beta, label_smoothing: l.label_smoothing, chosen_nll: l.chosen_nll }
+            }
             LossKind::Ppo => Objective::Ppo {
                 clip: match l.clip_bound {
                     ClipBound::Symmetric => PpoClip::symmetric(l.clip),
@@ -261,9 +337,60 @@ impl Trainer {
     }
 }
 
+/// `row` with the tokens an imitation warm start trains on marked `action`: with
+/// [`ImitationTokens::All`], every token except policy actions kept as context under expert
+/// correction (`prompt` tokens with a behaviour log-prob), which are never targets.
+fn imitation_targets(row: &EpisodeRow, tokens: ImitationTokens) -> EpisodeRow {
+    let mut row = row.clone();
+    if tokens == ImitationTokens::All {
+        let lp = row.logp_behavior.clone().unwrap_or_default();
+        for (j, s) in row.segments.iter_mut().enumerate() {
+            let kept_mistake = *s == Segment::Prompt as u8 && lp.get(j).is_some_and(|x| x.is_finite());
+            if !kept_mistake {
+                *s = Segment::Action as u8;
+            }
+        }
+    }
+    row
+}
+
+/// The fraction of turns whose action the policy chose as the expert would have (under expert
+/// correction, the other turns hold a replaced action or a kept mistake, neither with behaviour
+/// log-probs on `action` tokens).
+fn agreement(rows: &[EpisodeRow]) -> f64 {
+    let (mut agreed, mut turns) = (0usize, 0usize);
+    for r in rows {
+        turns += r.turn_rewards.len();
+        let lp = r.logp_behavior.as_deref().unwrap_or(&[]);
+        let mut own: Vec<i32> = (0..r.tokens.len())
+            .filter(|&i| r.segments[i] == Segment::Action as u8 && lp.get(i).is_some_and(|x| x.is_finite()))
+            .map(|i| r.turns[i])
+            .collect();
+        own.dedup();
+        agreed += own.len();
+    }
+    agreed as f64 / turns.max(1) as f64
+}
+
+/// The policy's rows (those with behaviour log-probs), or all rows when the policy played none
+/// (expert rollouts): expert rows joined for comparison do not count in a rollout's statistics.
+fn played(rows: &[EpisodeRow]) -> Vec<&EpisodeRow> {
+    let own: Vec<&EpisodeRow> = rows.iter().filter(|r| r.logp_behavior.is_some()).collect();
+    if own.is_empty() {
+        rows.iter().collect()
+    } else {
+        own
+    }
+}
+
 fn success_rate(rows: &[EpisodeRow]) -> f64 {
-    let n = rows.len().max(1) as f64;
-    rows.iter().filter(|r| r.success == Some(true)).count() as f64 / n
+    let rows = played(rows);
+    rows.iter().filter(|r| r.success == Some(true)).count() as f64 / rows.len().max(1) as f64
+}
+
+fn return_mean(rows: &[EpisodeRow]) -> f64 {
+    let rows = played(rows);
+    rows.iter().map(|e| e.reward as f64).sum::<f64>() / rows.len().max(1) as f64
 }
 
 fn fill_learner(m: &mut IterationMetrics, s: &Stats) {
@@ -294,41 +421,30 @@ impl Driver for Trainer {
         let env_seed = seed.wrapping_mul(1_000_003).wrapping_add(iteration);
         let mut rows = match r.source {
             RolloutSource::Expert => self.expert_rows(&tasks, env_seed, iteration)?,
-            RolloutSource::Policy => {
-                let cfg = RolloutConfig {
-                    env: r.env.clone(),
-                    tasks,
-                    k: r.k,
-                    seed: env_seed,
-                    sampling: Sampling {
-                        temperature: r.temperature,
-                        top_k: r.top_k,
-                        max_new_tokens: r.max_action_tokens,
-                        seed: seed as i64,
-                        ..Default::default()
-                    },
-                    max_turns: r.max_turns,
-                    policy_version: iteration as i64 - 1,
-                    model_name: self.spec.model.name.clone(),
-                    iteration,
-                };
-                rollout(&self.model, &self.tok, &cfg)?
+            RolloutSource::Policy => self.policy_rows(tasks, env_seed, iteration)?,
+            RolloutSource::ExpertPrefixes => {
+                let expert = self.expert_rows(&tasks, env_seed, iteration)?;
+                let mut sampling = self.sampling();
+                sampling.seed = sampling.seed.wrapping_add(iteration as i64 * 1000);
+                expert_prefix_rows(&self.model, &self.tok, &expert, &sampling, iteration as i64 - 1)?
+            }
+            RolloutSource::PolicyVsExpert => {
+                let expert = self.expert_rows(&tasks, env_seed, iteration)?;
+                join_expert(self.policy_rows(tasks, env_seed, iteration)?, expert, r.extra_turns)
             }
         };
         if let Some(c) = &self.critic {
             c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
         }
         let secs = t.elapsed().as_secs_f64();
-        let generated: u64 = rows
-            .iter()
-            .map(|e| e.segments.iter().filter(|&&s| s == crate::ops::segment::Segment::Action as u8).count() as u64)
-            .sum();
+        let generated: u64 =
+            rows.iter().map(|e| e.segments.iter().filter(|&&s| s == Segment::Action as u8).count() as u64).sum();
         self.current = IterationMetrics {
             iteration,
             policy_version: iteration as i64 - 1,
             episodes: rows.len(),
             success_rate: success_rate(&rows),
-            return_mean: rows.iter().map(|e| e.reward as f64).sum::<f64>() / rows.len().max(1) as f64,
+            return_mean: return_mean(&rows),
             generated_tokens: generated,
             tokens_per_s: generated as f64 / secs.max(1e-9),
             time_s: BTreeMap::from([("rollout".to_string(), secs)]),
@@ -356,8 +472,15 @@ impl Driver for Trainer {
             returns: self.spec.critic.as_ref().map(|c| c.returns.as_str()),
             keep: l.keep.as_deref(),
         };
-        let mut examples: Vec<Example> = from_rows(&rows, cols)?;
-        if l.loss == LossKind::Ppo && l.logp_old == LogpOld::Recompute {
+        let mut examples: Vec<Example> = if l.loss == LossKind::Dpo {
+            let (pairs, count) = preference_pairs(&rows)?;
+            m.pairs = Some(count.pairs);
+            pairs
+        } else {
+            from_rows(&rows, cols)?
+        };
+        // DPO's reference is the policy at the start of the iteration, whatever `logp_old` says.
+        if (l.loss == LossKind::Ppo && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo {
             recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
         }
         let schedule = Schedule {
@@ -371,11 +494,18 @@ impl Driver for Trainer {
         let objective = self.objective();
         let stats = fit(&self.model, &mut self.opt, self.critic.as_mut(), &examples, objective, &schedule)?;
         fill_learner(&mut m, &stats);
+        if l.loss == LossKind::Dpo {
+            m.preference_accuracy = Some(stats.preference_accuracy);
+        }
         m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
         self.evaluate(&mut m)?;
+        let dpo = match (m.pairs, m.preference_accuracy) {
+            (Some(n), Some(a)) => format!(" | {n} pairs, preference accuracy {a:.3}"),
+            _ => String::new(),
+        };
         self.say(&format!(
             "iter {iteration}/{}: rollouts {} success {:.3} return {:.3} | eval success {} | loss {:.4} kl {:.4} clip {:.3} \
-             entropy {:.3} | {:.1} s",
+             entropy {:.3}{dpo} | {:.1} s",
             self.spec.run.iterations,
             m.episodes,
             m.success_rate,
