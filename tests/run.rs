@@ -1,7 +1,8 @@
 //! `trajflow run` end to end through the real binary: every training pipeline runs 2 iterations
 //! on a built-in environment with the small model and writes a well-formed run directory; a run
-//! resumed after iteration 1 equals the uninterrupted run bit for bit (CPU); `-w 1` and `-w 2`
-//! give identical trajectories and weights.
+//! resumed after iteration 1 equals the uninterrupted run bit for bit (CPU; LOOP, PPO with its
+//! critic, StepAgent-IRL with its discriminator); `-w 1` and `-w 2` give identical trajectories
+//! and weights.
 #![cfg(feature = "torch")]
 
 mod common;
@@ -95,7 +96,7 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
 #[test]
 fn resumed_run_equals_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in ["loop.toml", "ppo.toml"] {
+    for name in ["loop.toml", "ppo.toml", "stepagent_irl.toml"] {
         let p = pipeline(name);
         let full = tmp.path().join(format!("{name}-full"));
         run(Path::new(&p), &full, &[]);
@@ -104,9 +105,13 @@ fn resumed_run_equals_the_uninterrupted_run() {
         assert!(!part.join("checkpoints/iter-0002").exists());
         ok(&["run", "--resume", s(&part), "--quiet", "--set", "run.iterations=2"]);
         assert_eq!(weights(&full, 2), weights(&part, 2), "{name}: weights after iteration 2 differ");
+        let head = |r: &Path, h: &str| std::fs::read(r.join(format!("checkpoints/iter-0002/{h}/weights.safetensors")));
         if name == "ppo.toml" {
-            let critic = |r: &Path| std::fs::read(r.join("checkpoints/iter-0002/critic/weights.safetensors")).unwrap();
-            assert_eq!(critic(&full), critic(&part), "critic weights differ");
+            assert_eq!(head(&full, "critic").unwrap(), head(&part, "critic").unwrap(), "critic weights differ");
+        }
+        if name == "stepagent_irl.toml" {
+            let (a, b) = (head(&full, "discriminator").unwrap(), head(&part, "discriminator").unwrap());
+            assert_eq!(a, b, "discriminator weights differ");
         }
         assert_eq!(metrics(&full), metrics(&part), "{name}");
         assert_same_dataset(&full.join("trajectories"), &part.join("trajectories"));
@@ -143,4 +148,10 @@ fn bad_training_sections_are_named() {
     assert!(err.contains("not a training pipeline"), "{err}");
     let err = fails(&["run", "--resume", s(&tmp.path().join("none"))]);
     assert!(err.contains("config.toml"), "{err}");
+    // The discriminator scores one-step (prefix, action) rows: it needs expert-prefix rollouts.
+    let irl = pipeline("stepagent_irl.toml");
+    let err = fails(&["run", &irl, "--out", s(&tmp.path().join("w")), "--set", "rollout.source=policy"]);
+    assert!(err.contains("[discriminator]") && err.contains("expert_prefixes"), "{err}");
+    let err = fails(&["run", &pipeline("eto.toml"), "--out", s(&tmp.path().join("v")), "--set", "learner.beta=0"]);
+    assert!(err.contains("[learner]") && err.contains("beta"), "{err}");
 }

@@ -97,7 +97,8 @@ impl PipelineSpec {
         let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
         let training = super::training::TrainingSpec::take(file, &mut table)?;
         if let Some(k) = table.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
-            let known = "name, description, input, stage, model, rollout, warm_start, learner, critic, run";
+            let known =
+                "name, description, input, stage, model, rollout, warm_start, learner, critic, discriminator, run";
             return Err(err(None, Some(k), format!("unknown field `{k}`, expected one of {known}")));
         }
         let raw: RawFile = toml::Value::Table(table).try_into().map_err(syntax)?;

@@ -132,6 +132,16 @@ pub struct WarmStartSection {
     pub dagger_keep: f64,
 }
 
+/// Which rows the learner trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainedRows {
+    /// Every row.
+    All,
+    /// Rows with behaviour log-probs (the policy's own).
+    Policy,
+}
+
 /// Which tokens an imitation warm start trains on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,6 +202,10 @@ pub struct LearnerSection {
     /// Optional boolean column: rows with `false` are not trained on (LOOP's |A| filter).
     #[serde(default)]
     pub keep: Option<String>,
+    /// Which rows are trained on: `all`, or `policy` (only rows the policy generated, i.e. with
+    /// behaviour log-probs: expert rows joined for comparison are context for the stages only).
+    #[serde(default = "d_rows")]
+    pub rows: TrainedRows,
     /// Source of `logp_old`.
     #[serde(default = "d_logp_old")]
     pub logp_old: LogpOld,
@@ -256,6 +270,27 @@ pub struct CriticSection {
     pub returns: String,
 }
 
+/// `[discriminator]`: StepAgent's inverse-RL reward model on expert-prefix rows
+/// (`rollout.source = "expert_prefixes"`): a scalar head on the policy's detached last hidden
+/// state, trained each iteration to tell agent actions from expert ones; every row's reward then
+/// becomes −log D(s, a).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscriminatorSection {
+    /// Inner widths of the MLP.
+    #[serde(default = "d_disc_hidden")]
+    pub hidden: Vec<i64>,
+    /// Learning rate of the head's own AdamW.
+    #[serde(default = "d_critic_lr")]
+    pub lr: f64,
+    /// Passes over each iteration's rows.
+    #[serde(default = "d_disc_epochs")]
+    pub epochs: usize,
+    /// Rows per update.
+    #[serde(default = "d_disc_minibatch")]
+    pub minibatch: usize,
+}
+
 /// `[run]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,6 +319,8 @@ pub struct TrainingSpec {
     pub learner: LearnerSection,
     /// `[critic]`, if any.
     pub critic: Option<CriticSection>,
+    /// `[discriminator]`, if any.
+    pub discriminator: Option<DiscriminatorSection>,
     /// `[run]`.
     pub run: RunSection,
 }
@@ -320,6 +357,9 @@ fn d_ws_epochs() -> usize {
 }
 fn d_minibatch() -> usize {
     16
+}
+fn d_rows() -> TrainedRows {
+    TrainedRows::All
 }
 fn d_ws_tokens() -> ImitationTokens {
     ImitationTokens::Actions
@@ -366,6 +406,15 @@ fn d_epochs() -> usize {
 fn d_lr() -> f64 {
     1e-4
 }
+fn d_disc_hidden() -> Vec<i64> {
+    vec![256]
+}
+fn d_disc_epochs() -> usize {
+    4
+}
+fn d_disc_minibatch() -> usize {
+    32
+}
 fn d_critic_hidden() -> Vec<i64> {
     vec![256]
 }
@@ -386,7 +435,7 @@ impl TrainingSpec {
     /// The training sections of `file`'s top-level table, or `None` if it has no `[model]`
     /// (a data pipeline). Removes the sections it reads from `table`.
     pub fn take(file: &Path, table: &mut toml::Table) -> Result<Option<TrainingSpec>> {
-        let names = ["model", "rollout", "warm_start", "learner", "critic", "run"];
+        let names = ["model", "rollout", "warm_start", "learner", "critic", "discriminator", "run"];
         if !table.contains_key("model") {
             if let Some(n) = names.iter().find(|n| table.contains_key(**n)) {
                 return Err(spec_err(file, n, Some("model"), "a training pipeline needs a [model] section".into()));
@@ -414,6 +463,7 @@ impl TrainingSpec {
             warm_start: section(file, table, "warm_start")?,
             learner: section(file, table, "learner")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
             critic: section(file, table, "critic")?,
+            discriminator: section(file, table, "discriminator")?,
             run: section(file, table, "run")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
         };
         spec.check(file)?;
@@ -494,6 +544,23 @@ impl TrainingSpec {
             }
             if !(c.value_clip.is_finite() && c.value_clip >= 0.0) {
                 return bad("critic", "value_clip", format!("must be ≥ 0, got {}", c.value_clip));
+            }
+        }
+        if let Some(d) = &self.discriminator {
+            if !(d.lr.is_finite() && d.lr > 0.0) || d.hidden.iter().any(|&w| w < 1) || d.epochs == 0 || d.minibatch == 0
+            {
+                return bad(
+                    "discriminator",
+                    "lr",
+                    "lr, epochs and minibatch must be positive, hidden widths at least 1".into(),
+                );
+            }
+            if self.rollout.source != RolloutSource::ExpertPrefixes {
+                return bad(
+                    "discriminator",
+                    "hidden",
+                    "needs [rollout] source = \"expert_prefixes\" (one-step rows)".into(),
+                );
             }
         }
         if self.run.iterations == 0 {

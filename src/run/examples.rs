@@ -59,12 +59,14 @@ pub struct Columns<'a> {
     pub returns: Option<&'a str>,
     /// Boolean row filter.
     pub keep: Option<&'a str>,
+    /// Only rows with behaviour log-probs (the policy's own rows).
+    pub policy_only: bool,
 }
 
 /// The examples of `rows`: rows whose `keep` column (if named) is false are dropped, as are rows
-/// without an action token; named per-token columns must have one value per token.
+/// without an action token (and, with `policy_only`, rows without behaviour log-probs); named per-token columns must have one value per token.
 pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> {
-    let Columns { advantages, returns, keep } = cols;
+    let Columns { advantages, returns, keep, policy_only } = cols;
     let tokens =
         rows.column_by_name("tokens").ok_or_else(|| Error::Usage("rows have no tokens".into()))?.as_list::<i32>();
     let segments =
@@ -105,7 +107,11 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
             Some(_) => per_token(Some("values"))?,
             None => vec![0.0; toks.len()],
         };
-        let logp_old = list_f32(rows, "logp_behavior", i)?.unwrap_or_else(|| vec![f32::NAN; toks.len()]);
+        let behaviour = list_f32(rows, "logp_behavior", i)?;
+        if policy_only && behaviour.is_none() {
+            continue;
+        }
+        let logp_old = behaviour.unwrap_or_else(|| vec![f32::NAN; toks.len()]);
         let ex = Example { tokens: toks, mask, adv, logp_old, values, returns: ret };
         if ex.trained() > 0 {
             out.push(ex);

@@ -142,7 +142,7 @@ fn micro_batches<'a>(examples: &'a [Example], batch: &[usize], budget: usize, un
 }
 
 /// A permutation of `0..n` from `seed`.
-fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     let mut rng = SplitMix::new(seed);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {

@@ -53,6 +53,12 @@ pub struct IterationMetrics {
     /// DPO: see `pairs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preference_accuracy: Option<f64>,
+    /// Inverse RL: the discriminator's BCE (last epoch) and its accuracy on the iteration's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discriminator_loss: Option<f64>,
+    /// Inverse RL: see `discriminator_loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discriminator_accuracy: Option<f64>,
     /// Tokens the policy generated.
     pub generated_tokens: u64,
     /// Generated tokens per second of rollout time.

@@ -12,6 +12,7 @@
 //! Invariant: a run resumed from its last checkpoint continues exactly as if it had never stopped.
 
 pub mod critic;
+pub mod discriminator;
 pub mod examples;
 pub mod learner;
 pub mod metrics;

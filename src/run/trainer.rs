@@ -18,6 +18,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 
 use super::critic::Critic;
+use super::discriminator::Discriminator;
 use super::examples::{from_rows, Columns, Example};
 use super::learner::{fit, recompute_logp_old, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
@@ -30,7 +31,7 @@ use crate::model::llama::Decoder;
 use crate::model::tokenizer::Tok;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::{
-    ClipBound, ImitationTokens, LogpOld, LossKind, RolloutSource, TrainingSpec, WarmStartSection,
+    ClipBound, ImitationTokens, LogpOld, LossKind, RolloutSource, TrainedRows, TrainingSpec, WarmStartSection,
 };
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::with_expert::join_expert;
@@ -53,6 +54,7 @@ pub struct Trainer {
     tok: Tok,
     opt: AdamW,
     critic: Option<Critic>,
+    discriminator: Option<Discriminator>,
     dir: PathBuf,
     trajectories: Dataset,
     metrics: MetricsFile,
@@ -104,11 +106,15 @@ impl Trainer {
         let model = crate::model::load_decoder(&spec.model.name, device)?;
         let mut opt = rl_optimizer(&model, &spec);
         let mut critic = spec.critic.as_ref().map(|c| Critic::new(&model, c));
+        let mut discriminator = spec.discriminator.as_ref().map(|d| Discriminator::new(&model, d));
         if let Some(it) = resume_from {
             let ckpt = checkpoint_dir(dir, it);
             checkpoint::load(&ckpt, &[&model.vs], &mut opt)?;
             if let Some(c) = critic.as_mut() {
                 checkpoint::load(&ckpt.join("critic"), &[&c.head.vs], &mut c.opt)?;
+            }
+            if let Some(d) = discriminator.as_mut() {
+                checkpoint::load(&ckpt.join("discriminator"), &[&d.head.vs], &mut d.opt)?;
             }
         }
         Ok(Trainer {
@@ -120,6 +126,7 @@ impl Trainer {
             tok,
             opt,
             critic,
+            discriminator,
             current: IterationMetrics::default(),
             rollout_done: None,
             verbose,
@@ -254,8 +261,13 @@ impl Trainer {
         let state = TrainState { step: self.opt.step, data_position: iteration, seed: self.spec.run.seed };
         let dir = checkpoint_dir(&self.dir, iteration);
         checkpoint::save(&dir, &[&self.model.vs], &self.opt, &state)?;
+        // Each head's folder records its own optimiser's step (Adam's bias correction on resume).
         if let Some(c) = &self.critic {
-            checkpoint::save(&dir.join("critic"), &[&c.head.vs], &c.opt, &state)?;
+            checkpoint::save(&dir.join("critic"), &[&c.head.vs], &c.opt, &TrainState { step: c.opt.step, ..state })?;
+        }
+        if let Some(d) = &self.discriminator {
+            let own = TrainState { step: d.opt.step, ..state };
+            checkpoint::save(&dir.join("discriminator"), &[&d.head.vs], &d.opt, &own)?;
         }
         let names: serde_json::Map<String, serde_json::Value> =
             self.model.vs.variables().into_keys().map(|n| (n, "weights.safetensors".into())).collect();
@@ -433,6 +445,12 @@ impl Driver for Trainer {
                 join_expert(self.policy_rows(tasks, env_seed, iteration)?, expert, r.extra_turns)
             }
         };
+        let disc = match self.discriminator.as_mut() {
+            Some(d) => {
+                Some(d.train_and_reward(&self.model, &mut rows, self.spec.model.max_batch_tokens, seed ^ iteration)?)
+            }
+            None => None,
+        };
         if let Some(c) = &self.critic {
             c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
         }
@@ -448,6 +466,8 @@ impl Driver for Trainer {
             generated_tokens: generated,
             tokens_per_s: generated as f64 / secs.max(1e-9),
             time_s: BTreeMap::from([("rollout".to_string(), secs)]),
+            discriminator_loss: disc.map(|d| d.loss),
+            discriminator_accuracy: disc.map(|d| d.accuracy),
             ..Default::default()
         };
         let mut b = TrajectoryBuilder::default();
@@ -471,6 +491,7 @@ impl Driver for Trainer {
             advantages: (l.loss == LossKind::Ppo).then_some(l.advantages.as_str()),
             returns: self.spec.critic.as_ref().map(|c| c.returns.as_str()),
             keep: l.keep.as_deref(),
+            policy_only: l.rows == TrainedRows::Policy,
         };
         let mut examples: Vec<Example> = if l.loss == LossKind::Dpo {
             let (pairs, count) = preference_pairs(&rows)?;
@@ -499,13 +520,14 @@ impl Driver for Trainer {
         }
         m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
         self.evaluate(&mut m)?;
-        let dpo = match (m.pairs, m.preference_accuracy) {
-            (Some(n), Some(a)) => format!(" | {n} pairs, preference accuracy {a:.3}"),
+        let extra = match (m.pairs, m.preference_accuracy, m.discriminator_accuracy) {
+            (Some(n), Some(a), _) => format!(" | {n} pairs, preference accuracy {a:.3}"),
+            (_, _, Some(a)) => format!(" | discriminator accuracy {a:.3}"),
             _ => String::new(),
         };
         self.say(&format!(
             "iter {iteration}/{}: rollouts {} success {:.3} return {:.3} | eval success {} | loss {:.4} kl {:.4} clip {:.3} \
-             entropy {:.3}{dpo} | {:.1} s",
+             entropy {:.3}{extra} | {:.1} s",
             self.spec.run.iterations,
             m.episodes,
             m.success_rate,
