@@ -455,8 +455,12 @@ impl Driver for Trainer {
             c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
         }
         let secs = t.elapsed().as_secs_f64();
-        let generated: u64 =
-            rows.iter().map(|e| e.segments.iter().filter(|&&s| s == Segment::Action as u8).count() as u64).sum();
+        // Tokens the policy sampled: those with a behaviour log-prob (expert rows have none).
+        let generated: u64 = rows
+            .iter()
+            .filter_map(|e| e.logp_behavior.as_ref())
+            .map(|lp| lp.iter().filter(|x| x.is_finite()).count() as u64)
+            .sum();
         self.current = IterationMetrics {
             iteration,
             policy_version: iteration as i64 - 1,
