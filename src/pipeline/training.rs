@@ -271,9 +271,9 @@ pub struct CriticSection {
 }
 
 /// `[discriminator]`: StepAgent's inverse-RL reward model on expert-prefix rows
-/// (`rollout.source = "expert_prefixes"`): a scalar head on the policy's detached last hidden
-/// state, trained each iteration to tell agent actions from expert ones; every row's reward then
-/// becomes −log D(s, a).
+/// (`rollout.source = "expert_prefixes"`): a scalar head on the policy's detached final hidden
+/// states (mean over the action tokens), trained each iteration to tell agent actions from expert
+/// ones; every row's reward then becomes −log D(s, a).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscriminatorSection {

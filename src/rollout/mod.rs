@@ -24,6 +24,7 @@ use crate::model::llama::Decoder;
 use crate::model::tokenizer::{Message, Tok};
 use crate::ops::segment::Segment;
 use crate::schema::builder::EpisodeRow;
+use crate::synth::SplitMix;
 
 pub mod prefixes;
 pub mod with_expert;
@@ -57,15 +58,11 @@ pub struct RolloutConfig {
     pub correction: Option<f64>,
 }
 
-/// A uniform number in [0, 1) from `(seed, episode, turn)` (splitmix64), so that corrections do not
+/// A uniform number in [0, 1) from `(seed, episode, turn)`, so that corrections do not
 /// depend on the batch an episode was played in.
 fn uniform(seed: i64, episode: usize, turn: usize) -> f64 {
-    let mut z = (seed as u64) ^ ((episode as u64) << 20) ^ (turn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+    let key = (seed as u64) ^ ((episode as u64) << 20) ^ (turn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (SplitMix::new(key).next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 struct Episode {

@@ -56,16 +56,17 @@ fn prefix_row(expert: &EpisodeRow, d: &Decision, who: &str) -> EpisodeRow {
     let prompt = |s: &u8| if *s == Segment::Action as u8 { Segment::Prompt as u8 } else { *s };
     EpisodeRow {
         episode_id: format!("{}/s{}/{who}", expert.episode_id, d.step),
+        task_id: expert.task_id.clone(),
         group_id: format!("{}/s{}", expert.group_id, d.step),
+        policy_version: expert.policy_version,
         tokens: expert.tokens[..d.start].to_vec(),
         segments: expert.segments[..d.start].iter().map(prompt).collect(),
         turns: expert.turns[..d.start].to_vec(),
-        logp_behavior: None,
-        turn_rewards: Vec::new(),
-        reward: 0.0,
         terminated: true,
-        truncated: false,
-        ..expert.clone()
+        env: expert.env.clone(),
+        seed: expert.seed,
+        model: expert.model.clone(),
+        ..Default::default()
     }
 }
 

@@ -64,7 +64,8 @@ pub struct Columns<'a> {
 }
 
 /// The examples of `rows`: rows whose `keep` column (if named) is false are dropped, as are rows
-/// without an action token (and, with `policy_only`, rows without behaviour log-probs); named per-token columns must have one value per token.
+/// without an action token and, with `policy_only`, rows without behaviour log-probs; named
+/// per-token columns must have one value per token.
 pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> {
     let Columns { advantages, returns, keep, policy_only } = cols;
     let tokens =

@@ -104,8 +104,6 @@ pub struct Stats {
     pub value_loss: f64,
     /// DPO: fraction of pairs whose implicit reward ranks the chosen row first.
     pub preference_accuracy: f64,
-    /// DPO: mean implicit-reward margin `β·(log-ratio chosen − log-ratio rejected)`.
-    pub reward_margin: f64,
 }
 
 /// Log-probs of the targets `[B, T−1]` (differentiable), the entropy of each predictive
@@ -186,7 +184,7 @@ pub fn fit(
                 c.opt.cfg.grad_accum = micro.len() as u64;
             }
             let (mut loss_sum, mut clip, mut kl, mut ent, mut vloss) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            let (mut accuracy, mut margin) = (0.0, 0.0);
+            let mut accuracy = 0.0;
             let mut grad_norm = None;
             for mb in &micro {
                 let weight = match reduction {
@@ -227,8 +225,6 @@ pub fn fit(
                             label_smoothing,
                         );
                         accuracy += weight * out.accuracy.double_value(&[]);
-                        margin += weight
-                            * (&out.chosen_reward - &out.rejected_reward).mean(tch::Kind::Double).double_value(&[]);
                         if chosen_nll > 0.0 {
                             let nll =
                                 nll_loss(&side(&logp, &chosen), &side(&p.mask, &chosen), Reduction::SeqMeanTokenMean);
@@ -257,7 +253,6 @@ pub fn fit(
             stats.entropy += ent;
             stats.value_loss += vloss;
             stats.preference_accuracy += accuracy;
-            stats.reward_margin += margin;
             if let Some(g) = grad_norm {
                 stats.grad_norm += g;
                 stats.updates += 1;
@@ -276,7 +271,6 @@ pub fn fit(
         stats.entropy /= n;
         stats.value_loss /= n;
         stats.preference_accuracy /= n;
-        stats.reward_margin /= n;
     }
     if stats.updates > 0 {
         stats.grad_norm /= stats.updates as f64;

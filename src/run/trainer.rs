@@ -178,8 +178,8 @@ impl Trainer {
         self.checkpoint(0)
     }
 
-    /// `epochs` passes of NLL on the action tokens of `rows`, with a fresh optimiser: linear
-    /// warm-up over the first 5% of updates, then cosine decay to 0.
+    /// `epochs` passes of NLL on `rows` (the tokens `warm_start.tokens` names), with a fresh
+    /// optimiser: linear warm-up over the first 5% of updates, then cosine decay to 0.
     fn imitate(&self, rows: &[EpisodeRow], epochs: usize, ws: &WarmStartSection) -> Result<Stats> {
         let t = Instant::now();
         let mut b = TrajectoryBuilder::default();
@@ -355,7 +355,7 @@ impl Trainer {
 fn imitation_targets(row: &EpisodeRow, tokens: ImitationTokens) -> EpisodeRow {
     let mut row = row.clone();
     if tokens == ImitationTokens::All {
-        let lp = row.logp_behavior.clone().unwrap_or_default();
+        let lp = row.logp_behavior.as_deref().unwrap_or(&[]);
         for (j, s) in row.segments.iter_mut().enumerate() {
             let kept_mistake = *s == Segment::Prompt as u8 && lp.get(j).is_some_and(|x| x.is_finite());
             if !kept_mistake {
