@@ -156,13 +156,18 @@ read = { advantages = "returns" }
 
 #[test]
 fn reflector_reward_code_and_paper_formulas() {
-    let mut eps = vec![Ep::outcome("a", "g", 0.6), Ep::outcome("b", "g", 0.2)];
+    let mut eps = vec![
+        Ep::outcome("a", "g", 0.6),
+        Ep::outcome("b", "g", 0.2),
+        Ep::outcome("c", "g", 0.0),
+        Ep::outcome("d", "g", 0.5),
+    ];
     eps[0].id = "a";
     let batch = episodes_batch(&eps);
-    // Set prev_trial_reward: a had 0.2 before, b has none (first trial).
+    // Reflector rows a (0.2 → 0.6) and d (0.5 → 0.5, no change); planner rows b (0.2), c (0.0).
     let idx = batch.schema().index_of("prev_trial_reward").unwrap();
     let mut cols = batch.columns().to_vec();
-    cols[idx] = arc(arrow::array::Float32Array::from(vec![Some(0.2), None]));
+    cols[idx] = arc(arrow::array::Float32Array::from(vec![Some(0.2), None, None, Some(0.5)]));
     let batch = arrow::array::RecordBatch::try_new(batch.schema(), cols).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_file(&dir.path().join("in"), "x.parquet", &batch);
@@ -180,4 +185,12 @@ fn reflector_reward_code_and_paper_formulas() {
     // (0.6 − 0.2)·(0.2 + 1)/1 = 0.48.
     assert!((r.value(0) - 0.48).abs() < 1e-6);
     assert!(arrow::array::Array::is_null(r, 1));
+    // What each row trains with: the reflector reward, or the planner's own reward; rows whose
+    // reward is 0 (planner c, reflector d whose trials tied) are not trained on.
+    let a = out.column_by_name("episode_advantage").unwrap();
+    let a = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float32Type>(a);
+    assert_eq!(a.values().len(), 4);
+    assert!((a.value(0) - 0.48).abs() < 1e-6 && a.value(1) == 0.2 && a.value(2) == 0.0 && a.value(3) == 0.0);
+    let keep = arrow::array::AsArray::as_boolean(out.column_by_name("keep").unwrap());
+    assert_eq!((0..4).map(|i| keep.value(i)).collect::<Vec<_>>(), [true, true, false, false]);
 }

@@ -30,6 +30,7 @@ fn rollouts_are_token_exact_with_behaviour_logprobs() {
         model_name: "random-small".into(),
         iteration: 0,
         correction: None,
+        memory: Default::default(),
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     assert_eq!(rows.len(), 4);
@@ -100,6 +101,7 @@ fn expert_correction_trains_only_on_expert_actions_in_visited_states() {
             model_name: "random-small".into(),
             iteration: 0,
             correction: Some(keep),
+            memory: Default::default(),
         };
         let rows = rollout(&model, &tok, &cfg).unwrap();
         let mut kept = 0;
@@ -169,4 +171,85 @@ fn expert_prefixes_pair_the_expert_and_the_policy_at_every_expert_action() {
     let theirs: Vec<i32> =
         expert.iter().flat_map(|e| (0..e.tokens.len()).filter(|&i| e.segments[i] == 1).map(|i| e.tokens[i])).collect();
     assert_eq!(ours, theirs);
+}
+
+/// Reflexion trials (RetroAct): a task's trials share its group; the reflection written after
+/// trial k is a reflector row (prompt: trial k's transcript; action: the reflection, with its
+/// behaviour log-probs; reward: trial k + 1's; `prev_trial_reward`: trial k's), and trial k + 1's
+/// prompt carries it (with memory 1, only the latest reflection).
+#[test]
+fn reflexion_trials_carry_their_reflections() {
+    use trajflow::rollout::reflexion::{reflexion, ReflexionConfig};
+    let tok = match trajflow::model::load_tokenizer("smollm2-135m") {
+        Ok(t) => t,
+        Err(e) => return eprintln!("SKIPPED: {e}"),
+    };
+    tch::manual_seed(8);
+    let model = Decoder::new(DecoderConfig::small(49152), Device::Cpu);
+    let cfg = RolloutConfig {
+        env: "household".into(),
+        tasks: vec![3, 7],
+        k: 1,
+        seed: 0,
+        sampling: Sampling { temperature: 1.0, max_new_tokens: 6, seed: 9, ..Default::default() },
+        max_turns: 2,
+        policy_version: 2,
+        model_name: "random-small".into(),
+        iteration: 1,
+        correction: None,
+        memory: Default::default(),
+    };
+    let r = ReflexionConfig { trials: 3, memory: 1, reflection_tokens: 8 };
+    let rows = reflexion(&model, &tok, &cfg, &r).unwrap();
+    let planner = |task: u64, trial: i32| {
+        rows.iter()
+            .find(|x| x.episode_id == format!("household-{task}-it1-trial{trial}"))
+            .unwrap_or_else(|| panic!("no trial {trial} of task {task}"))
+    };
+    let eos = tok.token_id(&tok.eos_token).unwrap();
+    let text = |row: &trajflow::schema::builder::EpisodeRow, seg: u8| -> String {
+        let ids: Vec<i64> =
+            (0..row.tokens.len()).filter(|&i| row.segments[i] == seg).map(|i| row.tokens[i] as i64).collect();
+        tok.decode(&ids.into_iter().filter(|&t| t != eos).collect::<Vec<_>>()).unwrap()
+    };
+    let all = |row: &trajflow::schema::builder::EpisodeRow| {
+        tok.decode(&row.tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()).unwrap()
+    };
+    // Random actions never solve a task: every task plays all 3 trials, with 2 reflections.
+    assert_eq!(rows.len(), 2 * 3 + 2 * 2);
+    for task in [3u64, 7] {
+        let mut reflections = Vec::new();
+        for k in 0..2 {
+            let id = format!("household-{task}-it1-reflection{k}");
+            let f = rows.iter().find(|x| x.episode_id == id).unwrap_or_else(|| panic!("no {id}"));
+            let (before, after) = (planner(task, k), planner(task, k + 1));
+            assert_eq!(f.group_id, before.group_id);
+            assert_eq!((f.prev_trial_reward, f.reward, f.trial_index), (Some(before.reward), after.reward, Some(k)));
+            assert!(before.prev_trial_reward.is_none() && before.trial_index == Some(k));
+            // The reflector read the trial: its prompt holds the trial's actions.
+            let prompt = all(f);
+            for (action, _) in executed_actions(before, &tok) {
+                assert!(prompt.contains(&format!("> {}", action.trim())), "{prompt:?} lacks {action:?}");
+            }
+            // Its own tokens carry behaviour log-probs equal to a fresh scoring.
+            let seq: Vec<i64> = f.tokens.iter().map(|&t| t as i64).collect();
+            let fresh = &token_logprobs(&model, &[seq], 100_000).unwrap()[0];
+            let lp = f.logp_behavior.as_ref().unwrap();
+            for j in 0..f.tokens.len() {
+                assert_eq!(f.segments[j] == 1, lp[j].is_finite(), "token {j}");
+                if f.segments[j] == 1 {
+                    assert!((lp[j] - fresh[j]).abs() < 1e-5);
+                }
+            }
+            // The next trial's first message carries the reflection.
+            let reflection = text(f, 1).trim().to_string();
+            let next = all(after);
+            assert!(next.contains(&format!("Your reflections on earlier trials:\n- {reflection}")), "{next:?}");
+            reflections.push(reflection);
+        }
+        if reflections[0] != reflections[1] {
+            assert!(!all(planner(task, 2)).contains(&format!("- {}\n", reflections[0])), "memory 1 keeps one");
+        }
+        assert!(!all(planner(task, 0)).contains("Your reflections"));
+    }
 }

@@ -34,9 +34,17 @@ fn training_pipelines() -> Vec<PathBuf> {
     out
 }
 
+/// Per-pipeline additions to [`TINY`]: RetroAct's reflector warm start and trials.
+fn tiny_extra(pipeline: &Path) -> &'static [&'static str] {
+    match pipeline.file_stem().and_then(|s| s.to_str()) {
+        Some("retroact") => &["warm_start.reflection_tasks=4", "warm_start.reflection_epochs=1", "rollout.trials=2"],
+        _ => &[],
+    }
+}
+
 fn run(pipeline: &Path, out: &Path, extra: &[&str]) -> String {
     let mut args: Vec<String> = vec!["run".into(), s(pipeline).into(), "--out".into(), s(out).into(), "--quiet".into()];
-    for set in TINY.iter().chain(extra) {
+    for set in TINY.iter().chain(tiny_extra(pipeline)).chain(extra) {
         args.push("--set".into());
         args.push(set.to_string());
     }
@@ -81,6 +89,14 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
         assert!(m[1]["episodes"].as_u64().unwrap() > 0, "{name}");
         let rows = read_sorted(&dir.join("trajectories"));
         assert_eq!(rows.num_rows() as u64, m[1]["episodes"].as_u64().unwrap() + m[2]["episodes"].as_u64().unwrap());
+        if name == "retroact" {
+            // Random tiny episodes fail: every task gets its second trial, after a reflection.
+            assert!(dir.join("imitation").is_dir(), "retroact: the imitation set was not stored");
+            let reflections = rows.column_by_name("prev_trial_reward").unwrap().len()
+                - rows.column_by_name("prev_trial_reward").unwrap().null_count();
+            assert!(reflections > 0, "retroact: no reflector rows");
+            assert!(m[1]["eval_final_success_rate"].is_number(), "retroact: no all-trials evaluation");
+        }
         if std::fs::read_to_string(&p).unwrap().contains("loss = \"dpo\"") {
             // An untrained policy disagrees with the expert: DPO must find pairs to train on.
             let pairs: u64 = m[1..].iter().map(|l| l["pairs"].as_u64().unwrap()).sum();
@@ -92,11 +108,13 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
     }
 }
 
-/// LOOP (policy only) and PPO (policy + critic with its own optimiser) resume bit-exactly.
+/// LOOP (policy only), PPO (policy + critic with its own optimiser), StepAgent-IRL (with its
+/// discriminator) and RetroAct (Reflexion trials, imitation rows drawn per iteration) resume
+/// bit-exactly.
 #[test]
 fn resumed_run_equals_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in ["loop.toml", "ppo.toml", "stepagent_irl.toml"] {
+    for name in ["loop.toml", "ppo.toml", "stepagent_irl.toml", "retroact.toml"] {
         let p = pipeline(name);
         let full = tmp.path().join(format!("{name}-full"));
         run(Path::new(&p), &full, &[]);
@@ -154,4 +172,17 @@ fn bad_training_sections_are_named() {
     assert!(err.contains("[discriminator]") && err.contains("expert_prefixes"), "{err}");
     let err = fails(&["run", &pipeline("eto.toml"), "--out", s(&tmp.path().join("v")), "--set", "learner.beta=0"]);
     assert!(err.contains("[learner]") && err.contains("beta"), "{err}");
+    // RetroAct's imitation regulariser draws from the warm start's rows: it needs one.
+    let retro = pipeline("retroact.toml");
+    let err = fails(&["run", &retro, "--out", s(&tmp.path().join("u")), "--set", "warm_start.demos=0"]);
+    assert!(err.contains("[learner]") && err.contains("imitation"), "{err}");
+    let err = fails(&[
+        "run",
+        &pipeline("loop.toml"),
+        "--out",
+        s(&tmp.path().join("t")),
+        "--set",
+        "warm_start.reflection_tasks=5",
+    ]);
+    assert!(err.contains("[warm_start]") && err.contains("reflexion"), "{err}");
 }

@@ -259,6 +259,10 @@ pub enum Command {
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Reflexion trials per task (RetroAct): above 1, each failed trial is followed by a
+        /// reflection the model writes, carried into the next trial's prompt (`--k` is ignored).
+        #[arg(long, default_value_t = 1)]
+        trials: usize,
         /// Output dataset.
         #[arg(long)]
         output: PathBuf,
@@ -501,7 +505,19 @@ pub fn run(cli: Cli) -> Result<String> {
             Ok(format!("{table}curves: {}\n", output.display()))
         }
         #[cfg(feature = "torch")]
-        Command::Rollout { env, model, tasks, split, k, max_turns, max_action_tokens, temperature, seed, output } => {
+        Command::Rollout {
+            env,
+            model,
+            tasks,
+            split,
+            k,
+            max_turns,
+            max_action_tokens,
+            temperature,
+            seed,
+            trials,
+            output,
+        } => {
             let cfg = crate::rollout::RolloutConfig {
                 env,
                 tasks: crate::env::task_ids(split.into(), tasks),
@@ -518,8 +534,14 @@ pub fn run(cli: Cli) -> Result<String> {
                 model_name: model.clone(),
                 iteration: 0,
                 correction: None,
+                memory: Default::default(),
             };
-            model::run_rollout(&model, &cfg, &output)
+            let reflexion = (trials > 1).then_some(crate::rollout::reflexion::ReflexionConfig {
+                trials,
+                memory: 3,
+                reflection_tokens: 64,
+            });
+            model::run_rollout(&model, &cfg, reflexion.as_ref(), &output)
         }
     }
 }

@@ -68,17 +68,32 @@ pub fn run_score(spec: &str, input: &std::path::Path, output: &std::path::Path, 
 }
 
 /// Rolls `spec` out in an environment and writes the episodes to `output`.
-pub fn run_rollout(spec: &str, cfg: &crate::rollout::RolloutConfig, output: &std::path::Path) -> Result<String> {
+pub fn run_rollout(
+    spec: &str,
+    cfg: &crate::rollout::RolloutConfig,
+    reflexion: Option<&crate::rollout::reflexion::ReflexionConfig>,
+    output: &std::path::Path,
+) -> Result<String> {
     let (model, tok) = crate::model::load(spec, device())?;
     let start = std::time::Instant::now();
-    let rows = crate::rollout::rollout(&model, &tok, cfg)?;
+    let rows = match reflexion {
+        Some(r) => crate::rollout::reflexion::reflexion(&model, &tok, cfg, r)?,
+        None => crate::rollout::rollout(&model, &tok, cfg)?,
+    };
     let secs = start.elapsed().as_secs_f64();
+    let episodes = rows.iter().filter(|r| r.prev_trial_reward.is_none()).count();
     let solved = rows.iter().filter(|r| r.success == Some(true)).count();
     let generated: usize = rows.iter().map(|r| r.segments.iter().filter(|&&s| s == 1).count()).sum();
+    let trials = match reflexion {
+        Some(_) => {
+            let (first, any) = crate::rollout::reflexion::trial_success(&rows);
+            format!(", tasks solved: first trial {:.1}%, any trial {:.1}%", 100.0 * first, 100.0 * any)
+        }
+        None => String::new(),
+    };
     write_rows(rows, output, "rollout")?;
     Ok(format!(
-        "rollout: {} episodes ({solved} solved), {generated} generated tokens in {secs:.1}s ({:.1} tokens/s) -> {}\n",
-        cfg.tasks.len() * cfg.k,
+        "rollout: {episodes} episodes ({solved} solved{trials}), {generated} generated tokens in {secs:.1}s ({:.1} tokens/s) -> {}\n",
         generated as f64 / secs,
         output.display()
     ))

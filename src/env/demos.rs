@@ -34,6 +34,41 @@ pub fn expert_episode(env: &mut dyn Env, task_id: u64, seed: u64) -> Conversatio
     }
 }
 
+/// Whether playing `plan` from the start state of `(task_id, seed)` solves the task.
+fn solves(env: &mut dyn Env, task_id: u64, seed: u64, plan: &[String]) -> bool {
+    env.reset(task_id, seed);
+    for action in plan {
+        let step = env.step(action);
+        if step.done {
+            return step.success;
+        }
+    }
+    false
+}
+
+/// The expert's reflection on a failed trial of `task_id` (RetroAct's imitation data for the
+/// reflector): the plan that solves the task from its start state, knowing where everything is.
+/// It is the expert's episode with its search removed: actions are dropped, first to last,
+/// while the rest still solves the task (a minimal plan; each check replays the environment).
+pub fn expert_reflection(env: &mut dyn Env, task_id: u64, seed: u64) -> String {
+    let conv = expert_episode(env, task_id, seed);
+    let mut plan: Vec<String> =
+        conv.messages.iter().filter(|m| m.role == "assistant").map(|m| m.content.clone()).collect();
+    if solves(env, task_id, seed, &plan) {
+        let mut i = 0;
+        while i < plan.len() {
+            let mut shorter = plan.clone();
+            shorter.remove(i);
+            if solves(env, task_id, seed, &shorter) {
+                plan = shorter;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    format!("I should {}.", plan.join(", then "))
+}
+
 /// Expert trajectories of the first `n` tasks of `split` (environment seed 0), tokenised with `tok`.
 pub fn expert_rows(env_name: &str, split: Split, n: usize, tok: &Tok, model: &str) -> Result<Vec<EpisodeRow>> {
     expert_rows_of(env_name, &super::task_ids(split, n), 0, tok, model)
@@ -53,4 +88,37 @@ pub fn expert_rows_of(env_name: &str, tasks: &[u64], seed: u64, tok: &Tok, model
             Ok(row)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reflection's plan solves its task, without the expert's search, and every action in
+    /// it is needed.
+    #[test]
+    fn expert_reflection_is_a_minimal_solving_plan() {
+        let mut env = super::super::by_name("household-pick").unwrap();
+        let mut shorter = 0;
+        for task in super::super::task_ids(Split::Train, 20) {
+            let text = expert_reflection(env.as_mut(), task, 3);
+            let plan: Vec<String> = text
+                .strip_prefix("I should ")
+                .unwrap()
+                .strip_suffix('.')
+                .unwrap()
+                .split(", then ")
+                .map(String::from)
+                .collect();
+            assert!(solves(env.as_mut(), task, 3, &plan), "task {task}: {text}");
+            for i in 0..plan.len() {
+                let mut less = plan.clone();
+                less.remove(i);
+                assert!(!solves(env.as_mut(), task, 3, &less), "task {task}: '{}' is not needed", plan[i]);
+            }
+            let expert = expert_episode(env.as_mut(), task, 3).messages.len() / 2;
+            shorter += usize::from(plan.len() < expert);
+        }
+        assert!(shorter > 5, "the expert searches in most tasks; its plan should shrink ({shorter} of 20)");
+    }
 }

@@ -8,13 +8,13 @@
 //! name = "small:household"    # a model SPEC (see `trajflow generate --help`)
 //! [rollout]
 //! env = "household"
-//! source = "policy"           # policy | expert (SFT) | expert_prefixes (StepAgent) | policy_vs_expert (ETO)
+//! source = "policy"           # policy | expert (SFT) | expert_prefixes (StepAgent) | policy_vs_expert (ETO) | reflexion (RetroAct)
 //! tasks = 16                  # train-split tasks per iteration (cycling over the split)
 //! k = 4                       # rollouts per task: one group, all from the same start state
 //! [warm_start]                # optional: SFT on expert demonstrations before iteration 1
 //! demos = 200
 //! [learner]
-//! loss = "ppo"                # ppo | nll | dpo (pairs best vs worst row per group)
+//! loss = "ppo"                # ppo | nll | dpo (pairs best vs worst row per group) | clipped_is (RetroAct)
 //! [critic]                    # optional: value head for GAE (POAD, PPO)
 //! hidden = [256]
 //! advantages = "advantages"   # per-token column written by the stages
@@ -58,6 +58,10 @@ pub enum RolloutSource {
     /// start state joins the group; failed policy episodes are cut at the expert's turns +
     /// `extra_turns`.
     PolicyVsExpert,
+    /// RetroAct's Reflexion trials: the policy plays each task up to `trials` times, writing a
+    /// reflection after each failed trial that the next trial's prompt carries; planner rows (one
+    /// per trial) and reflector rows (one per used reflection) are trained alike.
+    Reflexion,
 }
 
 /// `[rollout]`.
@@ -91,6 +95,15 @@ pub struct RolloutSection {
     /// `policy_vs_expert`: failed policy episodes keep at most the expert's turns + this many.
     #[serde(default = "d_extra_turns")]
     pub extra_turns: usize,
+    /// `reflexion`: trials per task at most (RetroAct: 10).
+    #[serde(default = "d_trials")]
+    pub trials: usize,
+    /// `reflexion`: reflections a trial's prompt carries (RetroAct's code: the last 3).
+    #[serde(default = "d_memory")]
+    pub memory: usize,
+    /// `reflexion`: tokens per reflection at most.
+    #[serde(default = "d_reflection_tokens")]
+    pub reflection_tokens: usize,
 }
 
 /// `[warm_start]`: SFT on expert demonstrations before the first iteration.
@@ -130,6 +143,15 @@ pub struct WarmStartSection {
     /// the data shows recovery from the policy's own mistakes) rather than replaced.
     #[serde(default = "d_dagger_keep")]
     pub dagger_keep: f64,
+    /// `reflexion` rollouts: train tasks the warm-started policy plays once (sampled) to collect
+    /// failed trials; each failed trial paired with the expert's reflection (its minimal solving
+    /// plan) is imitation data for the reflector, trained together with the demonstrations for
+    /// `reflection_epochs` (RetroAct's stage 1 for the reflector; 0 = none).
+    #[serde(default)]
+    pub reflection_tasks: usize,
+    /// Passes over demonstrations + reflections.
+    #[serde(default = "d_dagger_epochs")]
+    pub reflection_epochs: usize,
 }
 
 /// Which rows the learner trains on.
@@ -165,6 +187,10 @@ pub enum LossKind {
     /// by reward, log-probs summed over action tokens, against the policy at the start of the
     /// iteration as reference (StepAgent's cycle-start snapshot, ETO's per-iteration reference).
     Dpo,
+    /// RetroAct's off-policy policy gradient (O20): `−w·R·log π` with the importance weight
+    /// `w = clip(π/π_old, 1 − ε, 1 + ε)` detached (`clip` is ε), `R` the per-token advantage
+    /// column; plus `imitation` (λ) times the NLL of one imitation row per trained row.
+    ClippedIs,
 }
 
 /// Where `logp_old` of the PPO ratio comes from.
@@ -250,6 +276,11 @@ pub struct LearnerSection {
     /// DPO: weight of an NLL term on the chosen rows' action tokens (RPO-style; 0 = plain DPO).
     #[serde(default)]
     pub chosen_nll: f64,
+    /// `clipped_is`: λ, the weight of RetroAct's imitation regulariser (0 = none). The warm
+    /// start's rows (demonstrations and reflections, stored in `RUN/imitation`) are drawn with
+    /// replacement, one per trained row, and their NLL (same reduction) is added with weight λ.
+    #[serde(default)]
+    pub imitation: f64,
 }
 
 /// `[critic]`: a value head on the policy's detached hidden states (POAD, PPO with GAE).
@@ -366,6 +397,15 @@ fn d_ws_tokens() -> ImitationTokens {
 }
 fn d_extra_turns() -> usize {
     5
+}
+fn d_trials() -> usize {
+    3
+}
+fn d_memory() -> usize {
+    3
+}
+fn d_reflection_tokens() -> usize {
+    64
 }
 fn d_beta() -> f64 {
     0.1
@@ -563,6 +603,29 @@ impl TrainingSpec {
                 );
             }
         }
+        if r.trials == 0 || r.reflection_tokens == 0 {
+            return bad("rollout", "trials", "trials and reflection_tokens must be at least 1".into());
+        }
+        let warm_rows = self.warm_start.as_ref().is_some_and(|w| w.demos > 0);
+        if !(l.imitation.is_finite() && l.imitation >= 0.0) {
+            return bad("learner", "imitation", format!("must be a finite number ≥ 0, got {}", l.imitation));
+        }
+        if l.imitation > 0.0 && (l.loss != LossKind::ClippedIs || !warm_rows) {
+            return bad(
+                "learner",
+                "imitation",
+                "the imitation regulariser needs loss = \"clipped_is\" and a [warm_start] with demos > 0".into(),
+            );
+        }
+        if let Some(w) = self.warm_start.as_ref().filter(|w| w.reflection_tasks > 0) {
+            if r.source != RolloutSource::Reflexion || w.reflection_epochs == 0 {
+                return bad(
+                    "warm_start",
+                    "reflection_tasks",
+                    "needs [rollout] source = \"reflexion\" and reflection_epochs ≥ 1".into(),
+                );
+            }
+        }
         if self.run.iterations == 0 {
             return bad("run", "iterations", "must be at least 1".into());
         }
@@ -575,8 +638,9 @@ fn spec_err(file: &Path, section: &str, key: Option<&str>, message: String) -> E
 }
 
 /// Applies `--set KEY=VALUE` overrides to a pipeline file's text. KEY is a dotted path
-/// (`learner.lr`, `rollout.k`); `model` and `env` are short for `model.name` and `rollout.env`, and
-/// setting `env` also retargets a `small:ENV` model. VALUE is read as TOML (`0.5`, `true`,
+/// (`learner.lr`, `rollout.k`; `stage.ID.KEY` is the key of the `[[stage]]` with id ID); `model`
+/// and `env` are short for `model.name` and `rollout.env`, and setting `env` also retargets a
+/// `small:ENV` model. VALUE is read as TOML (`0.5`, `true`,
 /// `"x"`), or as a string when it is not valid TOML.
 pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| Error::Spec {
@@ -605,7 +669,23 @@ pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
                 }
             }
         }
-        let mut at = &mut doc;
+        // `stage.ID.KEY` addresses the `[[stage]]` whose id is ID.
+        let (mut at, path) = match path.as_slice() {
+            ["stage", id, rest @ ..] if !rest.is_empty() => {
+                let stage = doc
+                    .get_mut("stage")
+                    .and_then(toml::Value::as_array_mut)
+                    .and_then(|stages| {
+                        stages
+                            .iter_mut()
+                            .filter_map(toml::Value::as_table_mut)
+                            .find(|t| t.get("id").and_then(toml::Value::as_str) == Some(*id))
+                    })
+                    .ok_or_else(|| Error::Usage(format!("--set {key}: no [[stage]] with id '{id}'")))?;
+                (stage, rest.to_vec())
+            }
+            _ => (&mut doc, path.clone()),
+        };
         for part in &path[..path.len() - 1] {
             at = at
                 .entry(part.to_string())
@@ -660,6 +740,12 @@ mod tests {
         let s = parse(&out).unwrap().unwrap();
         assert_eq!(s.learner.lr, 0.5);
         assert_eq!(s.rollout.k, 2);
+        let staged = "name = \"x\"\n[[stage]]\nid = \"a\"\nop = \"broadcast\"\n[[stage]]\nid = \"b\"\nop = \"kl\"\n";
+        let out = apply_sets(Path::new("p.toml"), staged, &["stage.b.kind=\"k3\"".into()]).unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(t["stage"][1]["kind"].as_str(), Some("k3"));
+        assert!(t["stage"][0].get("kind").is_none());
+        assert!(apply_sets(Path::new("p.toml"), staged, &["stage.c.kind=1".into()]).is_err());
         let out = apply_sets(Path::new("p.toml"), text, &["model=/some/folder".into()]).unwrap();
         assert!(out.contains("/some/folder"));
         assert!(apply_sets(Path::new("p.toml"), text, &["nokey".into()]).is_err());

@@ -27,6 +27,7 @@ use crate::schema::builder::EpisodeRow;
 use crate::synth::SplitMix;
 
 pub mod prefixes;
+pub mod reflexion;
 pub mod with_expert;
 
 /// What to roll out.
@@ -56,6 +57,9 @@ pub struct RolloutConfig {
     /// untrained context) with probability `keep` and replaced by the expert's otherwise. Episodes
     /// thus contain the policy's own mistakes followed by the expert's recovery from them.
     pub correction: Option<f64>,
+    /// Reflexion memory: text appended to a task's first message (RetroAct's reflections from
+    /// earlier trials of that task); tasks not in the map get none.
+    pub memory: std::collections::BTreeMap<u64, String>,
 }
 
 /// A uniform number in [0, 1) from `(seed, episode, turn)`, so that corrections do not
@@ -67,6 +71,8 @@ fn uniform(seed: i64, episode: usize, turn: usize) -> f64 {
 
 struct Episode {
     env: Box<dyn Env>,
+    /// The first message without the memory.
+    plain: String,
     messages: Vec<Message>,
     text: String,
     row: EpisodeRow,
@@ -125,6 +131,16 @@ fn append_rendered(tok: &Tok, ep: &mut Episode, content: &str, seg: Segment, tur
 
 /// Runs the rollouts and returns one row per episode.
 pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<EpisodeRow>> {
+    Ok(played(model, tok, cfg)?.into_iter().map(|(row, _)| row).collect())
+}
+
+/// A played episode: its row, and its conversation as the environment saw it (the first user
+/// message without the memory, then the actions as the environment received them and the
+/// observations).
+pub type Transcript = (EpisodeRow, Vec<Message>);
+
+/// Runs the rollouts; returns each episode's row with its conversation.
+pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Transcript>> {
     let eos =
         tok.token_id(&tok.eos_token).ok_or_else(|| Error::Model("the tokenizer has no end-of-turn token".into()))?;
     let mut episodes = Vec::new();
@@ -134,8 +150,13 @@ pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Ep
                 by_name(&cfg.env).ok_or_else(|| Error::Usage(format!("unknown environment '{}'", cfg.env)))?;
             let seed = cfg.seed;
             let reset = env.reset(task, seed);
-            let first = format!("{}\n{}", reset.observation, reset.task);
+            let plain = format!("{}\n{}", reset.observation, reset.task);
+            let first = match cfg.memory.get(&task) {
+                Some(memory) => format!("{plain}\n\n{memory}"),
+                None => plain.clone(),
+            };
             let mut ep = Episode {
+                plain,
                 messages: vec![Message::new("user", &first)],
                 text: String::new(),
                 row: EpisodeRow {
@@ -208,5 +229,11 @@ pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Ep
             append_rendered(tok, ep, &step.observation, Segment::Observation, t)?;
         }
     }
-    Ok(episodes.into_iter().map(|e| e.row).collect())
+    Ok(episodes
+        .into_iter()
+        .map(|mut e| {
+            e.messages[0] = Message::new("user", &e.plain);
+            (e.row, e.messages)
+        })
+        .collect())
 }

@@ -1,6 +1,6 @@
 //! The learner (O13/O18/O21 + O25): epochs of shuffled minibatches over an iteration's examples,
-//! one optimiser update per minibatch, with PPO's clipped surrogate, SFT's NLL or DPO's sigmoid
-//! loss as the objective.
+//! one optimiser update per minibatch, with PPO's clipped surrogate, SFT's NLL, DPO's sigmoid
+//! loss or RetroAct's clipped-importance-weight policy gradient (+ imitation NLL) as the objective.
 //!
 //! Invariants:
 //! - What it does depends only on the examples (in order), the weights, the optimiser state and
@@ -9,8 +9,9 @@
 //! - A minibatch larger than `max_batch_tokens` padded tokens is split into micro-batches whose
 //!   gradients are accumulated with weights that reproduce the minibatch's reduction exactly
 //!   (token means by trained tokens, sequence means by rows).
-//! - DPO examples are (chosen, rejected) pairs at positions `(2i, 2i + 1)`; shuffling, minibatches
-//!   and micro-batches move whole pairs, so every loss term sees both sides of its pair.
+//! - DPO examples are (chosen, rejected) pairs at positions `(2i, 2i + 1)`, and so are RetroAct's
+//!   (trained, imitation) pairs; shuffling, minibatches and micro-batches move whole pairs, so
+//!   every loss term sees both sides of its pair.
 
 use tch::Tensor;
 
@@ -20,7 +21,8 @@ use crate::error::Result;
 use crate::model::llama::Decoder;
 use crate::synth::SplitMix;
 use crate::train::losses::{
-    dpo_loss, entropy_from_logits, masked_mean, nll_loss, ppo_policy_loss, sequence_logp_sum, PpoClip, Reduction,
+    clipped_is_pg_loss, dpo_loss, entropy_from_logits, masked_mean, nll_loss, ppo_policy_loss, sequence_logp_sum,
+    PpoClip, Reduction,
 };
 use crate::train::optim::{AdamW, Outcome};
 
@@ -49,15 +51,27 @@ pub enum Objective {
         /// keeps DPO from lowering the chosen actions' likelihood along with the rejected ones'.
         chosen_nll: f64,
     },
+    /// RetroAct's clipped-importance-weight policy gradient (`adv` is the reward `R` per token,
+    /// `logp_old` the behaviour policy's log-probs), plus `imitation` (λ) times the NLL of an
+    /// imitation example: with λ > 0 the examples are (trained, imitation) pairs at `(2i, 2i + 1)`.
+    ClippedIs {
+        /// ε of the weight's clip.
+        eps: f64,
+        /// Reduction over tokens (of both terms; a per-row one when λ > 0).
+        reduction: Reduction,
+        /// λ.
+        imitation: f64,
+    },
 }
 
 impl Objective {
-    /// Examples per training unit: 2 for DPO's pairs, 1 otherwise.
+    /// Examples per training unit: 2 for DPO's pairs and RetroAct's (trained, imitation) pairs,
+    /// 1 otherwise.
     fn unit(&self) -> usize {
-        if matches!(self, Objective::Dpo { .. }) {
-            2
-        } else {
-            1
+        match self {
+            Objective::Dpo { .. } => 2,
+            Objective::ClippedIs { imitation, .. } if *imitation > 0.0 => 2,
+            _ => 1,
         }
     }
 }
@@ -176,7 +190,9 @@ pub fn fit(
             let micro = micro_batches(examples, batch, s.max_batch_tokens, unit);
             let tokens: usize = batch.iter().map(|&i| examples[i].trained()).sum();
             let reduction = match objective {
-                Objective::Ppo { reduction, .. } | Objective::Nll { reduction } => reduction,
+                Objective::Ppo { reduction, .. }
+                | Objective::Nll { reduction }
+                | Objective::ClippedIs { reduction, .. } => reduction,
                 Objective::Dpo { .. } => Reduction::SeqMeanTokenMean,
             };
             opt.cfg.grad_accum = micro.len() as u64;
@@ -210,6 +226,23 @@ pub fn fit(
                         out.loss
                     }
                     Objective::Nll { reduction } => nll_loss(&logp, &p.mask, reduction),
+                    Objective::ClippedIs { eps, reduction, imitation } if imitation > 0.0 => {
+                        let trained = Tensor::arange_start_step(0, mb.len() as i64, 2, (tch::Kind::Int64, device));
+                        let imitated = &trained + 1;
+                        let rows = |t: &Tensor, idx: &Tensor| t.index_select(0, idx);
+                        let pg = clipped_is_pg_loss(
+                            &rows(&logp, &trained),
+                            &rows(&p.logp_old, &trained),
+                            &rows(&p.adv, &trained),
+                            &rows(&p.mask, &trained),
+                            eps,
+                            reduction,
+                        );
+                        pg + nll_loss(&rows(&logp, &imitated), &rows(&p.mask, &imitated), reduction) * imitation
+                    }
+                    Objective::ClippedIs { eps, reduction, .. } => {
+                        clipped_is_pg_loss(&logp, &p.logp_old, &p.adv, &p.mask, eps, reduction)
+                    }
                     Objective::Dpo { beta, label_smoothing, chosen_nll } => {
                         let policy = sequence_logp_sum(&logp, &p.mask);
                         let reference = sequence_logp_sum(&p.logp_old, &p.mask);
@@ -333,7 +366,9 @@ mod tests {
         let ppo = |reduction| Objective::Ppo { clip: PpoClip::loop_(0.1), reduction };
         let dpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.0, chosen_nll: 0.0 };
         let rpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.1, chosen_nll: 0.7 };
-        for objective in [ppo(Reduction::TokenMean), ppo(Reduction::SeqMeanTokenMean), dpo, rpo] {
+        let retroact = Objective::ClippedIs { eps: 0.3, reduction: Reduction::SeqMeanTokenMean, imitation: 1.5 };
+        let pg = Objective::ClippedIs { eps: 0.3, reduction: Reduction::TokenMean, imitation: 0.0 };
+        for objective in [ppo(Reduction::TokenMean), ppo(Reduction::SeqMeanTokenMean), dpo, rpo, retroact, pg] {
             let (l1, w1) = run(100_000, objective);
             // 30 tokens fit one example (or none of the longer pairs): every pair is its own micro-batch.
             let (l2, w2) = run(30, objective);
@@ -370,6 +405,35 @@ mod tests {
             assert!(margin > 0.1, "pair {pair}: log-ratio margin {margin}");
         }
         assert!(st.preference_accuracy > 0.5, "{st:?}");
+    }
+
+    /// RetroAct's loss before the first update, where the weights are their own behaviour policy
+    /// (w = 1): per pair, the trained row's mean of −R·log π over its action tokens plus λ times
+    /// the imitation row's mean NLL; averaged over pairs. Computed here from the scored log-probs.
+    #[test]
+    fn clipped_is_with_imitation_golden() {
+        let m = Decoder::new(DecoderConfig::small(30), tch::Device::Cpu);
+        let mut ex: Vec<Example> = (0..6).map(|i| example(20 + i, 9 + i as usize)).collect();
+        recompute_logp_old(&m, &mut ex, 4096).unwrap();
+        let row_mean = |e: &Example, f: &dyn Fn(usize) -> f64| -> f64 {
+            let idx: Vec<usize> = (1..e.tokens.len()).filter(|&j| e.mask[j] > 0.0).collect();
+            idx.iter().map(|&j| f(j)).sum::<f64>() / idx.len() as f64
+        };
+        let lambda = 0.7;
+        let expected: f64 = (0..3)
+            .map(|k| {
+                let (t, i) = (&ex[2 * k], &ex[2 * k + 1]);
+                let pg = row_mean(t, &|j| -(t.adv[j] as f64) * t.logp_old[j] as f64);
+                let nll = row_mean(i, &|j| -(i.logp_old[j] as f64));
+                pg + lambda * nll
+            })
+            .sum::<f64>()
+            / 3.0;
+        let mut opt = AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 0.0, ..Default::default() });
+        let s = Schedule { epochs: 1, minibatch: 0, max_batch_tokens: 4096, kl_stop: 0.0, kl_skip: 0.0, seed: 2 };
+        let objective = Objective::ClippedIs { eps: 0.3, reduction: Reduction::SeqMeanTokenMean, imitation: lambda };
+        let st = fit(&m, &mut opt, None, &ex, objective, &s).unwrap();
+        assert!((st.loss - expected).abs() < 1e-5, "{} vs {expected}", st.loss);
     }
 
     #[test]

@@ -25,8 +25,12 @@ pub struct IterationMetrics {
     pub success_rate: f64,
     /// Mean episode return of the rollouts.
     pub return_mean: f64,
-    /// Greedy success rate on the dev tasks after this iteration's update.
+    /// Greedy success rate on the dev tasks after this iteration's update (Reflexion rollouts:
+    /// of the first trial, RetroAct's IR).
     pub eval_success_rate: Option<f64>,
+    /// Reflexion rollouts: the fraction of dev tasks solved by any trial (RetroAct's FR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_final_success_rate: Option<f64>,
     /// Learner loss (mean over updates).
     pub loss: f64,
     /// Fraction of clipped tokens.

@@ -34,8 +34,11 @@ use crate::pipeline::training::{
     ClipBound, ImitationTokens, LogpOld, LossKind, RolloutSource, TrainedRows, TrainingSpec, WarmStartSection,
 };
 use crate::rollout::prefixes::expert_prefix_rows;
+use crate::rollout::reflexion::{
+    push_reflection_text, reflection_prompt, reflector_prompt_row, reflexion, trial_success, ReflexionConfig,
+};
 use crate::rollout::with_expert::join_expert;
-use crate::rollout::{rollout, RolloutConfig};
+use crate::rollout::{played as played_with_transcripts, rollout, RolloutConfig};
 use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
 use crate::store::Dataset;
 use crate::train::checkpoint::{self, TrainState};
@@ -55,6 +58,8 @@ pub struct Trainer {
     opt: AdamW,
     critic: Option<Critic>,
     discriminator: Option<Discriminator>,
+    /// RetroAct's imitation examples (`learner.imitation` > 0), loaded from `RUN/imitation` once.
+    imitation: Option<Vec<Example>>,
     dir: PathBuf,
     trajectories: Dataset,
     metrics: MetricsFile,
@@ -127,6 +132,7 @@ impl Trainer {
             opt,
             critic,
             discriminator,
+            imitation: None,
             current: IterationMetrics::default(),
             rollout_done: None,
             verbose,
@@ -164,6 +170,29 @@ impl Trainer {
                 rows.extend(played);
                 stats = self.imitate(&rows, ws.dagger_epochs, &ws)?;
             }
+            if ws.reflection_tasks > 0 {
+                let reflections = self.reflection_demos(&ws)?;
+                self.say(&format!(
+                    "warm start: {} of {} trials failed; {} epochs on them with the expert's reflections, and the demonstrations",
+                    reflections.len(),
+                    ws.reflection_tasks,
+                    ws.reflection_epochs
+                ));
+                rows.extend(reflections);
+                stats = self.imitate(&rows, ws.reflection_epochs, &ws)?;
+            }
+            if self.spec.learner.imitation > 0.0 {
+                let mut b = TrajectoryBuilder::default();
+                rows.iter().for_each(|r| b.push(imitation_targets(r, ws.tokens)));
+                let tag = crate::schema::TableSchema::trajectory().tag();
+                Dataset::create(self.dir.join("imitation"))?.append(
+                    &[b.finish()],
+                    0,
+                    "warm-start",
+                    &tag,
+                    Vec::new(),
+                )?;
+            }
             fill_learner(&mut m, &stats);
             m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
         }
@@ -171,7 +200,7 @@ impl Trainer {
         self.say(&format!(
             "iter 0 (warm start{}): eval success {}",
             if self.spec.warm_start.as_ref().is_some_and(|w| w.demos > 0) { "" } else { ": none" },
-            fmt_opt(m.eval_success_rate)
+            fmt_eval(&m)
         ));
         self.metrics.truncate_after(0)?;
         self.metrics.append(&m)?;
@@ -226,8 +255,44 @@ impl Trainer {
             model_name: self.spec.model.name.clone(),
             iteration: round as u64,
             correction: Some(ws.dagger_keep),
+            memory: Default::default(),
         };
         rollout(&self.model, &self.tok, &cfg)
+    }
+
+    /// RetroAct's reflector imitation data: the policy plays `reflection_tasks` new train tasks
+    /// once (sampled as in the RL rollouts); each failed trial becomes a reflector row whose
+    /// reflection is the expert's (its minimal plan for the task).
+    fn reflection_demos(&self, ws: &WarmStartSection) -> Result<Vec<EpisodeRow>> {
+        let r = &self.spec.rollout;
+        let first = ws.demos + ws.dagger_rounds * ws.dagger_tasks;
+        let tasks = task_ids(Split::Train, first + ws.reflection_tasks).split_off(first);
+        let mut cfg = self.rollout_config(tasks, 0, 0);
+        cfg.k = 1;
+        cfg.policy_version = -1;
+        cfg.sampling.seed ^= 0x2EF1_EC70;
+        let mut env =
+            crate::env::by_name(&r.env).ok_or_else(|| Error::Usage(format!("unknown environment '{}'", r.env)))?;
+        let mut rows = Vec::new();
+        for (task, (trial, messages)) in cfg.tasks.iter().zip(played_with_transcripts(&self.model, &self.tok, &cfg)?) {
+            if trial.success == Some(true) {
+                continue;
+            }
+            let mut row = reflector_prompt_row(&self.tok, &reflection_prompt(&messages))?;
+            push_reflection_text(&self.tok, &mut row, &demos::expert_reflection(env.as_mut(), *task, 0))?;
+            row.episode_id = format!("{}-{task}-imitation-reflection", r.env);
+            row.task_id = format!("{}-{task}", r.env);
+            row.group_id = row.episode_id.clone();
+            row.policy_version = -1;
+            row.prev_trial_reward = Some(trial.reward);
+            row.turn_rewards = vec![0.0];
+            row.terminated = true;
+            row.env = Some(r.env.clone());
+            row.seed = Some(0);
+            row.model = Some(self.spec.model.name.clone());
+            rows.push(row);
+        }
+        Ok(rows)
     }
 
     fn evaluate(&self, m: &mut IterationMetrics) -> Result<()> {
@@ -248,9 +313,15 @@ impl Trainer {
             model_name: self.spec.model.name.clone(),
             iteration: m.iteration,
             correction: None,
+            memory: Default::default(),
         };
-        let rows = rollout(&self.model, &self.tok, &cfg)?;
-        m.eval_success_rate = Some(success_rate(&rows));
+        if r.source == RolloutSource::Reflexion {
+            let (first, last) = trial_success(&reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?);
+            m.eval_success_rate = Some(first);
+            m.eval_final_success_rate = Some(last);
+        } else {
+            m.eval_success_rate = Some(success_rate(&rollout(&self.model, &self.tok, &cfg)?));
+        }
         m.time_s.insert("eval".into(), t.elapsed().as_secs_f64());
         Ok(())
     }
@@ -311,10 +382,10 @@ impl Trainer {
         }
     }
 
-    /// The policy's episodes of `tasks`, `k` per task.
-    fn policy_rows(&self, tasks: Vec<u64>, env_seed: u64, iteration: u64) -> Result<Vec<EpisodeRow>> {
+    /// The RL rollouts' configuration for `tasks` in `iteration`.
+    fn rollout_config(&self, tasks: Vec<u64>, env_seed: u64, iteration: u64) -> RolloutConfig {
         let r = &self.spec.rollout;
-        let cfg = RolloutConfig {
+        RolloutConfig {
             env: r.env.clone(),
             tasks,
             k: r.k,
@@ -325,8 +396,38 @@ impl Trainer {
             model_name: self.spec.model.name.clone(),
             iteration,
             correction: None,
-        };
-        rollout(&self.model, &self.tok, &cfg)
+            memory: Default::default(),
+        }
+    }
+
+    /// The policy's episodes of `tasks`, `k` per task.
+    fn policy_rows(&self, tasks: Vec<u64>, env_seed: u64, iteration: u64) -> Result<Vec<EpisodeRow>> {
+        rollout(&self.model, &self.tok, &self.rollout_config(tasks, env_seed, iteration))
+    }
+
+    fn reflexion_config(&self) -> ReflexionConfig {
+        let r = &self.spec.rollout;
+        ReflexionConfig { trials: r.trials, memory: r.memory, reflection_tokens: r.reflection_tokens }
+    }
+
+    /// `examples` each paired with an imitation example drawn with replacement (RetroAct
+    /// oversamples its IL set to the RL set's length), seeded by `seed`: `(trained, imitation)` at
+    /// `(2i, 2i + 1)`.
+    fn with_imitation(&mut self, examples: Vec<Example>, seed: u64) -> Result<Vec<Example>> {
+        if self.imitation.is_none() {
+            let (batches, _) = Dataset::open(self.dir.join("imitation"))?.read_latest(None, false)?;
+            let mut il = Vec::new();
+            for b in &batches {
+                il.extend(from_rows(b, Columns::default())?);
+            }
+            if il.is_empty() {
+                return Err(Error::Usage("learner.imitation: the run's imitation set is empty".into()));
+            }
+            self.imitation = Some(il);
+        }
+        let il = self.imitation.as_deref().expect("loaded above");
+        let mut rng = crate::synth::SplitMix::new(seed);
+        Ok(examples.into_iter().flat_map(|e| [e, il[(rng.next_u64() % il.len() as u64) as usize].clone()]).collect())
     }
 
     fn objective(&self) -> Objective {
@@ -337,6 +438,7 @@ impl Trainer {
             LossKind::Dpo => {
                 Objective::Dpo { beta: l.beta, label_smoothing: l.label_smoothing, chosen_nll: l.chosen_nll }
             }
+            LossKind::ClippedIs => Objective::ClippedIs { eps: l.clip, reduction, imitation: l.imitation },
             LossKind::Ppo => Objective::Ppo {
                 clip: match l.clip_bound {
                     ClipBound::Symmetric => PpoClip::symmetric(l.clip),
@@ -351,10 +453,11 @@ impl Trainer {
 
 /// `row` with the tokens an imitation warm start trains on marked `action`: with
 /// [`ImitationTokens::All`], every token except policy actions kept as context under expert
-/// correction (`prompt` tokens with a behaviour log-prob), which are never targets.
+/// correction (`prompt` tokens with a behaviour log-prob), which are never targets. Reflector rows
+/// train on their reflection only (their prompt holds the policy's failed trial).
 fn imitation_targets(row: &EpisodeRow, tokens: ImitationTokens) -> EpisodeRow {
     let mut row = row.clone();
-    if tokens == ImitationTokens::All {
+    if tokens == ImitationTokens::All && row.prev_trial_reward.is_none() {
         let lp = row.logp_behavior.as_deref().unwrap_or(&[]);
         for (j, s) in row.segments.iter_mut().enumerate() {
             let kept_mistake = *s == Segment::Prompt as u8 && lp.get(j).is_some_and(|x| x.is_finite());
@@ -384,10 +487,12 @@ fn agreement(rows: &[EpisodeRow]) -> f64 {
     agreed as f64 / turns.max(1) as f64
 }
 
-/// The policy's rows (those with behaviour log-probs), or all rows when the policy played none
-/// (expert rollouts): expert rows joined for comparison do not count in a rollout's statistics.
+/// The policy's episodes (rows with behaviour log-probs, reflector rows excepted), or all rows
+/// when the policy played none (expert rollouts): expert rows joined for comparison do not count
+/// in a rollout's statistics.
 fn played(rows: &[EpisodeRow]) -> Vec<&EpisodeRow> {
-    let own: Vec<&EpisodeRow> = rows.iter().filter(|r| r.logp_behavior.is_some()).collect();
+    let own: Vec<&EpisodeRow> =
+        rows.iter().filter(|r| r.logp_behavior.is_some() && r.prev_trial_reward.is_none()).collect();
     if own.is_empty() {
         rows.iter().collect()
     } else {
@@ -421,6 +526,14 @@ fn fmt_opt(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
 }
 
+/// The evaluation's success rate, and with Reflexion trials the rate after all trials.
+fn fmt_eval(m: &IterationMetrics) -> String {
+    match m.eval_final_success_rate {
+        Some(last) => format!("{} (all trials {last:.3})", fmt_opt(m.eval_success_rate)),
+        None => fmt_opt(m.eval_success_rate),
+    }
+}
+
 impl Driver for Trainer {
     fn rollout(&mut self, iteration: u64) -> Result<RecordBatch> {
         let t = Instant::now();
@@ -443,6 +556,10 @@ impl Driver for Trainer {
             RolloutSource::PolicyVsExpert => {
                 let expert = self.expert_rows(&tasks, env_seed, iteration)?;
                 join_expert(self.policy_rows(tasks, env_seed, iteration)?, expert, r.extra_turns)
+            }
+            RolloutSource::Reflexion => {
+                let cfg = self.rollout_config(tasks, env_seed, iteration);
+                reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?
             }
         };
         let disc = match self.discriminator.as_mut() {
@@ -490,9 +607,9 @@ impl Driver for Trainer {
         self.trajectories.commit(&commit)?;
 
         let t = Instant::now();
-        let l = &self.spec.learner;
+        let l = &self.spec.learner.clone();
         let cols = Columns {
-            advantages: (l.loss == LossKind::Ppo).then_some(l.advantages.as_str()),
+            advantages: matches!(l.loss, LossKind::Ppo | LossKind::ClippedIs).then_some(l.advantages.as_str()),
             returns: self.spec.critic.as_ref().map(|c| c.returns.as_str()),
             keep: l.keep.as_deref(),
             policy_only: l.rows == TrainedRows::Policy,
@@ -505,8 +622,12 @@ impl Driver for Trainer {
             from_rows(&rows, cols)?
         };
         // DPO's reference is the policy at the start of the iteration, whatever `logp_old` says.
-        if (l.loss == LossKind::Ppo && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo {
+        if (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo {
             recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
+        }
+        if l.loss == LossKind::ClippedIs && l.imitation > 0.0 {
+            let seed = self.spec.run.seed.wrapping_mul(0x5851_F42D_4C95_7F2D) ^ iteration;
+            examples = self.with_imitation(examples, seed)?;
         }
         let schedule = Schedule {
             epochs: l.epochs,
@@ -536,7 +657,7 @@ impl Driver for Trainer {
             m.episodes,
             m.success_rate,
             m.return_mean,
-            fmt_opt(m.eval_success_rate),
+            fmt_eval(&m),
             m.loss,
             m.kl,
             m.clip_frac,

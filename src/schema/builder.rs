@@ -19,6 +19,9 @@ pub struct EpisodeRow {
     pub task_id: String,
     /// Group id.
     pub group_id: String,
+    /// Reflexion trial (RetroAct): the trial a planner row played, or the failed trial a
+    /// reflector row reflects on.
+    pub trial_index: Option<i32>,
     /// Policy version.
     pub policy_version: i64,
     /// Token ids.
@@ -35,6 +38,9 @@ pub struct EpisodeRow {
     pub turn_rewards: Vec<f32>,
     /// Episode outcome.
     pub reward: f32,
+    /// Reflector rows (RetroAct): the outcome of the trial the reflection was written after
+    /// (`reward` is then the outcome of the trial that followed it); null on every other row.
+    pub prev_trial_reward: Option<f32>,
     /// Success, where known.
     pub success: Option<bool>,
     /// Whether the environment ended the episode.
@@ -112,6 +118,8 @@ impl TrajectoryBuilder {
                     "episode_id" => strings(|e| Some(&e.episode_id)),
                     "task_id" => strings(|e| Some(&e.task_id)),
                     "group_id" => strings(|e| Some(&e.group_id)),
+                    "trial_index" => Arc::new(r.iter().map(|e| e.trial_index).collect::<arrow::array::Int32Array>()),
+                    "prev_trial_reward" => Arc::new(r.iter().map(|e| e.prev_trial_reward).collect::<Float32Array>()),
                     "policy_version" => Arc::new(Int64Array::from_iter_values(r.iter().map(|e| e.policy_version))),
                     "tokens" => list(r, |e| Some(&e.tokens), |v| Arc::new(arrow::array::Int32Array::from(v))),
                     "segments" => list(r, |e| Some(&e.segments), |v| Arc::new(arrow::array::UInt8Array::from(v))),

@@ -2,11 +2,18 @@
 //! trial's outcome (`reward`) and the previous trial's (`prev_trial_reward`). The official code's
 //! (R − R_last)·(R_last + α)/α (`formula = "code"`, α = 1) weights improvements from an already
 //! partly-correct trial more; the paper's R − R_last is `formula = "paper"`. Rows without a
-//! previous trial get null. Writes `reflector_reward`.
+//! previous trial (planner rows) get null.
+//!
+//! It also writes what RetroAct trains each row with (O22 + O24): `episode_advantage`, the
+//! reflector reward on reflector rows and the trial's own reward on planner rows (no baseline),
+//! and `keep`, false where that is 0 (RetroAct drops planner rows with reward 0 and reflector
+//! rows whose trials scored the same) or where the row's role is not trained (`train = "planner"`
+//! is RetroAct's planner-only ablation, `"reflector"` the reflector-only one; default `"both"`).
+//! Writes `reflector_reward`, `episode_advantage` and `keep`.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array};
 use arrow::datatypes::Float32Type;
 
 use super::columns::StageInput;
@@ -20,6 +27,18 @@ struct Params {
     formula: Formula,
     #[serde(default = "one")]
     alpha: f64,
+    #[serde(default)]
+    train: Roles,
+}
+
+/// Which rows RetroAct trains on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Roles {
+    #[default]
+    Both,
+    Planner,
+    Reflector,
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
@@ -37,6 +56,7 @@ fn one() -> f64 {
 /// The operator.
 pub struct ReflectorReward {
     formula: ReflectorFormula,
+    train: Roles,
 }
 
 impl ReflectorReward {
@@ -48,7 +68,7 @@ impl ReflectorReward {
             Formula::Code => ReflectorFormula::Code { alpha: p.alpha },
             Formula::Paper => ReflectorFormula::Paper,
         };
-        Ok(ReflectorReward { formula })
+        Ok(ReflectorReward { formula, train: p.train })
     }
 }
 
@@ -57,10 +77,14 @@ impl Describe for ReflectorReward {
         vec![Col::new("reward", "float32"), Col::new("prev_trial_reward", "float32")]
     }
     fn writes(&self) -> Vec<Col> {
-        vec![Col::new("reflector_reward", "float32")]
+        vec![
+            Col::new("reflector_reward", "float32"),
+            Col::new("episode_advantage", "float32"),
+            Col::new("keep", "bool"),
+        ]
     }
     fn params(&self) -> Vec<(String, String)> {
-        vec![("formula".into(), format!("{:?}", self.formula))]
+        vec![("formula".into(), format!("{:?}", self.formula)), ("train".into(), format!("{:?}", self.train))]
     }
 }
 
@@ -74,6 +98,18 @@ impl LocalOp for ReflectorReward {
                     .then(|| reflector_reward(r.value(i) as f64, last.value(i) as f64, &self.formula) as f32)
             })
             .collect();
-        Ok(vec![Arc::new(out)])
+        let advantage: Float32Array =
+            (0..r.len()).map(|i| if out.is_valid(i) { out.value(i) } else { r.value(i) }).map(Some).collect();
+        let keep: BooleanArray = (0..r.len())
+            .map(|i| {
+                let role_trained = match self.train {
+                    Roles::Both => true,
+                    Roles::Planner => out.is_null(i),
+                    Roles::Reflector => out.is_valid(i),
+                };
+                Some(role_trained && advantage.value(i) != 0.0)
+            })
+            .collect();
+        Ok(vec![Arc::new(out), Arc::new(advantage), Arc::new(keep)])
     }
 }
