@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The learning benchmark (issue 5; ALGORITHMS.md §8): every compared pipeline, 3 seeds, on the
-# built-in household-pick environment with the small model. Per seed, LOOP's run does the imitation
-# warm start; every other pipeline starts from that same checkpoint (warm_start.demos = 0), so the
-# comparison isolates the RL algorithm. Writes runs under $OUT and the table + curves to
-# benches/results/learning.{md,png}.
-#   usage: benches/learning.sh [SEEDS] [PIPELINES]     (defaults: "0 1 2", the LOOP comparison)
+# The learning benchmark (issue 5; ALGORITHMS.md §8): compared pipelines over seeds, on the
+# built-in household-pick environment with the small model. Writes runs under $OUT and the table +
+# curves to benches/results/learning.{md,png}.
+#
+# Warm starts are shared so that a comparison isolates the RL algorithm:
+# - every pipeline but RetroAct starts from LOOP's warm start of the same seed (checkpoint 0 of
+#   `loop-sSEED`, with warm_start.demos = 0);
+# - RetroAct's variants fork one warm-start-only run per seed (`retroact-base-sSEED`: planner SFT,
+#   reflector SFT, the imitation set) with `trajflow run --resume --set ...`:
+#   retroact (planner + reflector), retroact-planner (planner-only RL: the paper's SFT+RL),
+#   retroact-l0 / retroact-l2 (λ = 0 / 2).
+#
+#   usage: benches/learning.sh [SEEDS] [PIPELINES]    (defaults: "0 1 2", the LOOP comparison)
+#   e.g.   benches/learning.sh "0 1 2" "retroact retroact-planner retroact-l0 retroact-l2"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/trajflow
@@ -13,19 +21,46 @@ SEEDS=${1:-0 1 2}
 PIPELINES=${2:-loop ppo rloo grpo}
 ITERATIONS=${ITERATIONS:-10}
 mkdir -p "$OUT" benches/results
+
+# The --set arguments of a RetroAct variant.
+retroact_sets() {
+  case $1 in
+    retroact) ;;
+    retroact-planner) echo "--set stage.rewards.train=planner" ;;
+    retroact-l0) echo "--set learner.imitation=0" ;;
+    retroact-l2) echo "--set learner.imitation=2" ;;
+    *) echo "unknown RetroAct variant $1" >&2; exit 2 ;;
+  esac
+}
+
+done_run() { [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -gt "$ITERATIONS" ]; }
+
 for seed in $SEEDS; do
-  base="$OUT/loop-s$seed"
-  if [ ! -f "$base/checkpoints/iter-0000/state.json" ]; then
-    rm -rf "$base"
-    $BIN run pipelines/loop.toml --out "$base" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS
-  fi
   for p in $PIPELINES; do
-    [ "$p" = loop ] && continue
     dir="$OUT/$p-s$seed"
-    [ -f "$dir/metrics.jsonl" ] && [ "$(wc -l < "$dir/metrics.jsonl")" -gt "$ITERATIONS" ] && continue
+    done_run "$dir" && continue
     rm -rf "$dir"
-    $BIN run "pipelines/$p.toml" --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS \
-      --set "model=$base/checkpoints/iter-0000" --set warm_start.demos=0
+    case $p in
+      loop)
+        $BIN run pipelines/loop.toml --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS ;;
+      retroact*)
+        base="$OUT/retroact-base-s$seed"
+        if [ ! -f "$base/checkpoints/iter-0000/state.json" ]; then
+          rm -rf "$base"
+          $BIN run pipelines/retroact.toml --out "$base" --quiet --set run.seed=$seed --set run.iterations=0
+        fi
+        cp -r "$base" "$dir"
+        # shellcheck disable=SC2046
+        $BIN run --resume "$dir" --quiet --set run.iterations=$ITERATIONS $(retroact_sets "$p") ;;
+      *)
+        base="$OUT/loop-s$seed"
+        if [ ! -f "$base/checkpoints/iter-0000/state.json" ]; then
+          rm -rf "$base"
+          $BIN run pipelines/loop.toml --out "$base" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS
+        fi
+        $BIN run "pipelines/$p.toml" --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS \
+          --set "model=$base/checkpoints/iter-0000" --set warm_start.demos=0 ;;
+    esac
   done
 done
 runs=()
@@ -33,7 +68,7 @@ for p in $PIPELINES; do for seed in $SEEDS; do runs+=("$OUT/$p-s$seed"); done; d
 {
   echo "# Learning benchmark"
   echo
-  echo "Command: \`benches/learning.sh \"$SEEDS\" \"$PIPELINES\"\` (ITERATIONS=$ITERATIONS), $(nproc) CPU cores, $(uname -m), no GPU,"
+  echo "Command: \`ITERATIONS=$ITERATIONS benches/learning.sh \"$SEEDS\" \"$PIPELINES\"\`, $(nproc) CPU cores, $(uname -m), no GPU,"
   echo "$(date -u +%Y-%m-%d). Environment and model: see the pipelines' [rollout] and [model] sections."
   echo
   $BIN report "${runs[@]}" --output benches/results/learning.png

@@ -27,6 +27,7 @@ pub mod import;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod progress;
 #[cfg(feature = "torch")]
 pub mod rollout;
 #[cfg(feature = "torch")]

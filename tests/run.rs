@@ -186,3 +186,31 @@ fn bad_training_sections_are_named() {
     ]);
     assert!(err.contains("[warm_start]") && err.contains("reflexion"), "{err}");
 }
+
+/// `run.iterations = 0` stops after the warm start; `--resume --set` forks such a run into a
+/// variant (the learning benchmark's RetroAct ablations), and its config records the variant.
+#[test]
+fn a_warm_start_only_run_forks_into_variants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline("retroact.toml");
+    let base = tmp.path().join("base");
+    run(Path::new(&p), &base, &["run.iterations=0"]);
+    assert_eq!(metrics(&base).len(), 1);
+    assert!(base.join("checkpoints/iter-0000/state.json").is_file());
+    assert!(!base.join("checkpoints/iter-0001").exists());
+    let fork = tmp.path().join("planner-only");
+    let status = std::process::Command::new("cp").args(["-r", s(&base), s(&fork)]).status().unwrap();
+    assert!(status.success());
+    ok(&["run", "--resume", s(&fork), "--quiet", "--set", "run.iterations=1", "--set", "stage.rewards.train=planner"]);
+    assert!(std::fs::read_to_string(fork.join("config.toml")).unwrap().contains("train = \"planner\""));
+    let rows = read_sorted(&fork.join("trajectories"));
+    let keep = arrow::array::AsArray::as_boolean(rows.column_by_name("keep").unwrap());
+    let reflector = rows.column_by_name("prev_trial_reward").unwrap();
+    let reflections = (0..rows.num_rows()).filter(|&i| arrow::array::Array::is_valid(reflector, i)).count();
+    assert!(reflections > 0);
+    for i in 0..rows.num_rows() {
+        if arrow::array::Array::is_valid(reflector, i) {
+            assert!(!keep.value(i), "planner-only RL trains a reflector row");
+        }
+    }
+}

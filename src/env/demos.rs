@@ -9,13 +9,25 @@ use crate::import::{to_row, Conversation, Msg};
 use crate::model::tokenizer::Tok;
 use crate::schema::builder::EpisodeRow;
 
-/// Plays task `task_id` with the expert; returns the conversation and whether it succeeded.
-pub fn expert_episode(env: &mut dyn Env, task_id: u64, seed: u64) -> Conversation {
+/// Plays task `task_id` from the state of `seed`, taking `next(env, i)` as the `i`-th action
+/// until it returns `None`, the episode ends or the step budget is spent; `memory` (Reflexion
+/// reflections) is appended to the first message.
+fn scripted_episode(
+    env: &mut dyn Env,
+    task_id: u64,
+    seed: u64,
+    memory: Option<&str>,
+    mut next: impl FnMut(&dyn Env, usize) -> Option<String>,
+) -> Conversation {
     let reset = env.reset(task_id, seed);
-    let mut messages = vec![Msg { role: "user".into(), content: format!("{}\n{}", reset.observation, reset.task) }];
+    let mut first = format!("{}\n{}", reset.observation, reset.task);
+    if let Some(m) = memory {
+        first = format!("{first}\n\n{m}");
+    }
+    let mut messages = vec![Msg { role: "user".into(), content: first }];
     let mut success = false;
-    for _ in 0..env.max_steps() {
-        let Some(action) = env.expert_action() else { break };
+    for i in 0..env.max_steps() {
+        let Some(action) = next(&*env, i) else { break };
         let step = env.step(&action);
         messages.push(Msg { role: "assistant".into(), content: action });
         success = step.success;
@@ -34,23 +46,26 @@ pub fn expert_episode(env: &mut dyn Env, task_id: u64, seed: u64) -> Conversatio
     }
 }
 
-/// Whether playing `plan` from the start state of `(task_id, seed)` solves the task.
-fn solves(env: &mut dyn Env, task_id: u64, seed: u64, plan: &[String]) -> bool {
-    env.reset(task_id, seed);
-    for action in plan {
-        let step = env.step(action);
-        if step.done {
-            return step.success;
-        }
-    }
-    false
+/// Plays task `task_id` with the expert; returns the conversation and whether it succeeded.
+pub fn expert_episode(env: &mut dyn Env, task_id: u64, seed: u64) -> Conversation {
+    scripted_episode(env, task_id, seed, None, |env, _| env.expert_action())
 }
 
-/// The expert's reflection on a failed trial of `task_id` (RetroAct's imitation data for the
-/// reflector): the plan that solves the task from its start state, knowing where everything is.
-/// It is the expert's episode with its search removed: actions are dropped, first to last,
-/// while the rest still solves the task (a minimal plan; each check replays the environment).
-pub fn expert_reflection(env: &mut dyn Env, task_id: u64, seed: u64) -> String {
+/// Plays `plan` on task `task_id` with `memory` in the first message: RetroAct's planner data for
+/// a trial after a reflection (the expert follows the reflection's plan).
+pub fn plan_episode(env: &mut dyn Env, task_id: u64, seed: u64, plan: &[String], memory: &str) -> Conversation {
+    scripted_episode(env, task_id, seed, Some(memory), |_, i| plan.get(i).cloned())
+}
+
+/// Whether playing `plan` from the start state of `(task_id, seed)` solves the task.
+fn solves(env: &mut dyn Env, task_id: u64, seed: u64, plan: &[String]) -> bool {
+    plan_episode(env, task_id, seed, plan, "").success == Some(true)
+}
+
+/// The expert's plan for `task_id` knowing where everything is: its episode with the search
+/// removed. Actions are dropped, first to last, while the rest still solves the task (a minimal
+/// plan; each check replays the environment).
+pub fn minimal_plan(env: &mut dyn Env, task_id: u64, seed: u64) -> Vec<String> {
     let conv = expert_episode(env, task_id, seed);
     let mut plan: Vec<String> =
         conv.messages.iter().filter(|m| m.role == "assistant").map(|m| m.content.clone()).collect();
@@ -66,6 +81,12 @@ pub fn expert_reflection(env: &mut dyn Env, task_id: u64, seed: u64) -> String {
             }
         }
     }
+    plan
+}
+
+/// The expert's reflection on a failed trial (RetroAct's imitation data for the reflector): its
+/// [`minimal_plan`] in words.
+pub fn plan_reflection(plan: &[String]) -> String {
     format!("I should {}.", plan.join(", then "))
 }
 
@@ -97,19 +118,13 @@ mod tests {
     /// The reflection's plan solves its task, without the expert's search, and every action in
     /// it is needed.
     #[test]
-    fn expert_reflection_is_a_minimal_solving_plan() {
+    fn the_reflection_plan_is_minimal_and_solves_its_task() {
         let mut env = super::super::by_name("household-pick").unwrap();
         let mut shorter = 0;
         for task in super::super::task_ids(Split::Train, 20) {
-            let text = expert_reflection(env.as_mut(), task, 3);
-            let plan: Vec<String> = text
-                .strip_prefix("I should ")
-                .unwrap()
-                .strip_suffix('.')
-                .unwrap()
-                .split(", then ")
-                .map(String::from)
-                .collect();
+            let plan = minimal_plan(env.as_mut(), task, 3);
+            let text = plan_reflection(&plan);
+            assert!(text.starts_with("I should go to ") && text.contains(", then "), "{text}");
             assert!(solves(env.as_mut(), task, 3, &plan), "task {task}: {text}");
             for i in 0..plan.len() {
                 let mut less = plan.clone();

@@ -281,6 +281,25 @@ pub struct LearnerSection {
     /// replacement, one per trained row, and their NLL (same reduction) is added with weight λ.
     #[serde(default)]
     pub imitation: f64,
+    /// `ppo`: β of a KL-to-reference penalty added to the loss (0 = none; GRPO's β = 0.04,
+    /// veRL's `use_kl_loss`). The reference is the policy after the warm start (checkpoint 0).
+    #[serde(default)]
+    pub kl_coef: f64,
+    /// The penalty's per-token estimator: `k1`, `k2` or `k3` (GRPO's, ≥ 0).
+    #[serde(default = "d_kl_estimator")]
+    pub kl_estimator: KlEstimatorName,
+}
+
+/// A KL estimator's config name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlEstimatorName {
+    /// `logp − ref`.
+    K1,
+    /// `½(logp − ref)²`.
+    K2,
+    /// `exp(ref − logp) − (ref − logp) − 1`.
+    K3,
 }
 
 /// `[critic]`: a value head on the policy's detached hidden states (POAD, PPO with GAE).
@@ -326,7 +345,8 @@ pub struct DiscriminatorSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
-    /// Iterations (policy updates from new rollouts).
+    /// Iterations (policy updates from new rollouts); 0 runs the warm start and its evaluation
+    /// only (a checkpoint 0 that other runs can start from, or fork with `--resume --set ...`).
     #[serde(default = "d_iterations")]
     pub iterations: u64,
     /// Seed of everything random: initial weights, sampling, minibatch order.
@@ -397,6 +417,9 @@ fn d_ws_tokens() -> ImitationTokens {
 }
 fn d_extra_turns() -> usize {
     5
+}
+fn d_kl_estimator() -> KlEstimatorName {
+    KlEstimatorName::K3
 }
 fn d_trials() -> usize {
     3
@@ -617,6 +640,12 @@ impl TrainingSpec {
                 "the imitation regulariser needs loss = \"clipped_is\" and a [warm_start] with demos > 0".into(),
             );
         }
+        if !(l.kl_coef.is_finite() && l.kl_coef >= 0.0) {
+            return bad("learner", "kl_coef", format!("must be a finite number ≥ 0, got {}", l.kl_coef));
+        }
+        if l.kl_coef > 0.0 && l.loss != LossKind::Ppo {
+            return bad("learner", "kl_coef", "the KL-to-reference penalty is a term of loss = \"ppo\"".into());
+        }
         if let Some(w) = self.warm_start.as_ref().filter(|w| w.reflection_tasks > 0) {
             if r.source != RolloutSource::Reflexion || w.reflection_epochs == 0 {
                 return bad(
@@ -625,9 +654,6 @@ impl TrainingSpec {
                     "needs [rollout] source = \"reflexion\" and reflection_epochs ≥ 1".into(),
                 );
             }
-        }
-        if self.run.iterations == 0 {
-            return bad("run", "iterations", "must be at least 1".into());
         }
         Ok(())
     }

@@ -180,11 +180,13 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
     }
     let mut sampling = cfg.sampling.clone();
     sampling.stop_tokens = vec![eos];
+    let bar = crate::progress::Phase::new("playing (turns)", cfg.max_turns as u64);
     for turn in 0..cfg.max_turns {
         let active: Vec<usize> = (0..episodes.len()).filter(|&i| !episodes[i].done).collect();
         if active.is_empty() {
             break;
         }
+        bar.step(format!("{} of {} episodes still playing", active.len(), episodes.len()));
         let prompts: Vec<Vec<i64>> =
             active.iter().map(|&i| episodes[i].row.tokens.iter().map(|&t| t as i64).collect()).collect();
         sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + turn as u64) as i64);

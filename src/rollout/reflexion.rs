@@ -56,7 +56,7 @@ pub fn reflection_prompt(messages: &[Message]) -> String {
 }
 
 /// The memory text of a trial's first message: the last `keep` reflections.
-fn render_memory(reflections: &[String], keep: usize) -> String {
+pub fn render_memory(reflections: &[String], keep: usize) -> String {
     let from = reflections.len().saturating_sub(keep);
     let lines: Vec<String> = reflections[from..].iter().map(|r| format!("- {r}")).collect();
     format!("Your reflections on earlier trials:\n{}", lines.join("\n"))

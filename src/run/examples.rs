@@ -24,6 +24,9 @@ pub struct Example {
     pub adv: Vec<f32>,
     /// Per-token `logp_old` (NaN where unknown); filled by the learner when recomputed.
     pub logp_old: Vec<f32>,
+    /// Per-token log-probs under the reference policy (NaN where unknown); filled by the learner
+    /// when a KL-to-reference penalty is configured.
+    pub logp_ref: Vec<f32>,
     /// Per-token values at rollout time (`V_old`; 0 without a critic).
     pub values: Vec<f32>,
     /// Per-token value targets (0 without a critic).
@@ -113,7 +116,8 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
             continue;
         }
         let logp_old = behaviour.unwrap_or_else(|| vec![f32::NAN; toks.len()]);
-        let ex = Example { tokens: toks, mask, adv, logp_old, values, returns: ret };
+        let logp_ref = vec![f32::NAN; toks.len()];
+        let ex = Example { tokens: toks, mask, adv, logp_old, logp_ref, values, returns: ret };
         if ex.trained() > 0 {
             out.push(ex);
         }
@@ -137,6 +141,8 @@ pub struct Padded {
     pub adv: Tensor,
     /// Old log-probs `[B, T−1]`.
     pub logp_old: Tensor,
+    /// Reference log-probs `[B, T−1]`.
+    pub logp_ref: Tensor,
     /// Rollout-time values `[B, T−1]`.
     pub values: Tensor,
     /// Value targets `[B, T−1]`.
@@ -152,6 +158,7 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
     let mut mask = vec![0f32; b * (t - 1)];
     let mut adv = vec![0f32; b * (t - 1)];
     let mut old = vec![0f32; b * (t - 1)];
+    let mut reference = vec![0f32; b * (t - 1)];
     let mut values = vec![0f32; b * (t - 1)];
     let mut returns = vec![0f32; b * (t - 1)];
     for (r, e) in examples.iter().enumerate() {
@@ -163,6 +170,7 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
                 mask[k] = e.mask[j];
                 adv[k] = e.adv[j];
                 old[k] = e.logp_old[j];
+                reference[k] = e.logp_ref[j];
                 values[k] = e.values[j];
                 returns[k] = e.returns[j];
             }
@@ -179,6 +187,7 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
         mask: f(&mask),
         adv: f(&adv),
         logp_old: f(&old),
+        logp_ref: f(&reference),
         values: f(&values),
         returns: f(&returns),
     }

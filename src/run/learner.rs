@@ -21,8 +21,8 @@ use crate::error::Result;
 use crate::model::llama::Decoder;
 use crate::synth::SplitMix;
 use crate::train::losses::{
-    clipped_is_pg_loss, dpo_loss, entropy_from_logits, masked_mean, nll_loss, ppo_policy_loss, sequence_logp_sum,
-    PpoClip, Reduction,
+    clipped_is_pg_loss, dpo_loss, entropy_from_logits, kl_loss, masked_mean, nll_loss, ppo_policy_loss,
+    sequence_logp_sum, KlEstimator, PpoClip, Reduction,
 };
 use crate::train::optim::{AdamW, Outcome};
 
@@ -35,6 +35,9 @@ pub enum Objective {
         clip: PpoClip,
         /// Reduction over tokens.
         reduction: Reduction,
+        /// A KL-to-reference penalty against the examples' `logp_ref` (veRL's `use_kl_loss`,
+        /// GRPO's β·KL), reduced like the surrogate.
+        kl: Option<KlPenalty>,
     },
     /// NLL of the trained tokens.
     Nll {
@@ -62,6 +65,15 @@ pub enum Objective {
         /// λ.
         imitation: f64,
     },
+}
+
+/// `coef · KL(π ‖ π_ref)` with a per-token estimator.
+#[derive(Debug, Clone, Copy)]
+pub struct KlPenalty {
+    /// β.
+    pub coef: f64,
+    /// k1, k2 or k3.
+    pub estimator: KlEstimator,
 }
 
 impl Objective {
@@ -118,6 +130,8 @@ pub struct Stats {
     pub value_loss: f64,
     /// DPO: fraction of pairs whose implicit reward ranks the chosen row first.
     pub preference_accuracy: f64,
+    /// PPO with a KL penalty: the penalty's KL estimate to the reference (before β).
+    pub kl_ref: f64,
 }
 
 /// Log-probs of the targets `[B, T−1]` (differentiable), the entropy of each predictive
@@ -177,6 +191,9 @@ pub fn fit(
     let mut stats = Stats { trained_tokens: examples.iter().map(|e| e.trained() as u64).sum(), ..Default::default() };
     let mut n = 0.0;
     let device = model.device();
+    let units = examples.len() / objective.unit();
+    let per_epoch = if s.minibatch == 0 { 1 } else { units.div_ceil(s.minibatch) };
+    let bar = crate::progress::Phase::new("learning (updates)", (s.epochs * per_epoch) as u64);
     'epochs: for epoch in 0..s.epochs {
         let unit = objective.unit();
         let order: Vec<usize> =
@@ -200,7 +217,7 @@ pub fn fit(
                 c.opt.cfg.grad_accum = micro.len() as u64;
             }
             let (mut loss_sum, mut clip, mut kl, mut ent, mut vloss) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            let mut accuracy = 0.0;
+            let (mut accuracy, mut kl_ref) = (0.0, 0.0);
             let mut grad_norm = None;
             for mb in &micro {
                 let weight = match reduction {
@@ -218,12 +235,19 @@ pub fn fit(
                 }
                 let mut micro_kl = 0.0;
                 let loss = match objective {
-                    Objective::Ppo { clip: c, reduction } => {
+                    Objective::Ppo { clip: c, reduction, kl: penalty } => {
                         let out = ppo_policy_loss(&logp, &p.logp_old, &p.adv, &p.mask, &c, reduction);
                         clip += weight * out.clip_frac.double_value(&[]);
                         micro_kl = out.approx_kl_k3.double_value(&[]);
                         kl += weight * micro_kl;
-                        out.loss
+                        match penalty {
+                            Some(KlPenalty { coef, estimator }) => {
+                                let to_ref = kl_loss(&logp, &p.logp_ref, &p.mask, estimator, reduction);
+                                kl_ref += weight * to_ref.double_value(&[]);
+                                out.loss + to_ref * coef
+                            }
+                            None => out.loss,
+                        }
                     }
                     Objective::Nll { reduction } => nll_loss(&logp, &p.mask, reduction),
                     Objective::ClippedIs { eps, reduction, imitation } if imitation > 0.0 => {
@@ -277,6 +301,7 @@ pub fn fit(
                     grad_norm = Some(g);
                 }
             }
+            bar.step(format!("epoch {}/{}, loss {loss_sum:.4}", epoch + 1, s.epochs));
             n += 1.0;
             epoch_n += 1.0;
             epoch_loss += loss_sum;
@@ -286,6 +311,7 @@ pub fn fit(
             stats.entropy += ent;
             stats.value_loss += vloss;
             stats.preference_accuracy += accuracy;
+            stats.kl_ref += kl_ref;
             if let Some(g) = grad_norm {
                 stats.grad_norm += g;
                 stats.updates += 1;
@@ -304,6 +330,7 @@ pub fn fit(
         stats.entropy /= n;
         stats.value_loss /= n;
         stats.preference_accuracy /= n;
+        stats.kl_ref /= n;
     }
     if stats.updates > 0 {
         stats.grad_norm /= stats.updates as f64;
@@ -311,12 +338,26 @@ pub fn fit(
     Ok(stats)
 }
 
+/// Every example's per-token log-probs under `model`.
+fn score(model: &Decoder, examples: &[Example], max_batch_tokens: usize) -> Result<Vec<Vec<f32>>> {
+    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
+    crate::model::score::token_logprobs(model, &seqs, max_batch_tokens)
+}
+
 /// Sets every example's `logp_old` to the log-probs under `model` now (LOOP's recompute step).
 pub fn recompute_logp_old(model: &Decoder, examples: &mut [Example], max_batch_tokens: usize) -> Result<()> {
-    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
-    let scored = crate::model::score::token_logprobs(model, &seqs, max_batch_tokens)?;
+    let scored = score(model, examples, max_batch_tokens)?;
     for (e, lp) in examples.iter_mut().zip(scored) {
         e.logp_old = lp;
+    }
+    Ok(())
+}
+
+/// Sets every example's `logp_ref` to the log-probs under the reference policy `reference`.
+pub fn score_reference(reference: &Decoder, examples: &mut [Example], max_batch_tokens: usize) -> Result<()> {
+    let scored = score(reference, examples, max_batch_tokens)?;
+    for (e, lp) in examples.iter_mut().zip(scored) {
+        e.logp_ref = lp;
     }
     Ok(())
 }
@@ -332,7 +373,16 @@ mod tests {
         let tokens: Vec<i64> = (0..n).map(|_| (rng.next_u64() % 30) as i64).collect();
         let mask = (0..n).map(|j| f32::from(u8::from(j >= n / 2))).collect();
         let adv = (0..n).map(|j| if j >= n / 2 { rng.unit() - 0.5 } else { 0.0 }).collect();
-        Example { tokens, mask, adv, logp_old: vec![f32::NAN; n], values: vec![0.0; n], returns: vec![0.0; n] }
+        let unknown = vec![f32::NAN; n];
+        Example {
+            tokens,
+            mask,
+            adv,
+            logp_old: unknown.clone(),
+            logp_ref: unknown,
+            values: vec![0.0; n],
+            returns: vec![0.0; n],
+        }
     }
 
     /// Splitting a minibatch into micro-batches reproduces the one-pass update, for token means,
@@ -355,6 +405,9 @@ mod tests {
             });
             let mut ex: Vec<Example> = (0..6).map(|i| example(i, 8 + i as usize * 3)).collect();
             recompute_logp_old(&m, &mut ex, 4096).unwrap();
+            for e in &mut ex {
+                e.logp_ref = e.logp_old.iter().enumerate().map(|(j, x)| x - 0.05 * (j % 3) as f32).collect();
+            }
             let mut opt =
                 AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 1e-2, ..Default::default() });
             let s = Schedule { epochs: 1, minibatch: 0, max_batch_tokens: budget, kl_stop: 0.0, kl_skip: 0.0, seed: 1 };
@@ -363,12 +416,14 @@ mod tests {
             let w: Vec<f32> = Vec::try_from(m.vs.variables()["model.norm.weight"].view([-1])).unwrap();
             (st.loss, w)
         };
-        let ppo = |reduction| Objective::Ppo { clip: PpoClip::loop_(0.1), reduction };
+        let ppo = |reduction| Objective::Ppo { clip: PpoClip::loop_(0.1), reduction, kl: None };
         let dpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.0, chosen_nll: 0.0 };
         let rpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.1, chosen_nll: 0.7 };
         let retroact = Objective::ClippedIs { eps: 0.3, reduction: Reduction::SeqMeanTokenMean, imitation: 1.5 };
         let pg = Objective::ClippedIs { eps: 0.3, reduction: Reduction::TokenMean, imitation: 0.0 };
-        for objective in [ppo(Reduction::TokenMean), ppo(Reduction::SeqMeanTokenMean), dpo, rpo, retroact, pg] {
+        let kl = Some(KlPenalty { coef: 0.5, estimator: KlEstimator::K3 });
+        let ppo_kl = Objective::Ppo { clip: PpoClip::symmetric(0.2), reduction: Reduction::TokenMean, kl };
+        for objective in [ppo(Reduction::TokenMean), ppo(Reduction::SeqMeanTokenMean), dpo, rpo, retroact, pg, ppo_kl] {
             let (l1, w1) = run(100_000, objective);
             // 30 tokens fit one example (or none of the longer pairs): every pair is its own micro-batch.
             let (l2, w2) = run(30, objective);
@@ -434,6 +489,40 @@ mod tests {
         let objective = Objective::ClippedIs { eps: 0.3, reduction: Reduction::SeqMeanTokenMean, imitation: lambda };
         let st = fit(&m, &mut opt, None, &ex, objective, &s).unwrap();
         assert!((st.loss - expected).abs() < 1e-5, "{} vs {expected}", st.loss);
+    }
+
+    /// With zero advantages, PPO with a KL penalty only pulls the policy toward the reference.
+    #[test]
+    fn kl_penalty_pulls_toward_the_reference() {
+        let m = Decoder::new(DecoderConfig::small(30), tch::Device::Cpu);
+        let reference = Decoder::new(DecoderConfig::small(30), tch::Device::Cpu);
+        let mut ex: Vec<Example> = (0..6).map(|i| example(30 + i, 12)).collect();
+        for e in &mut ex {
+            e.adv.iter_mut().for_each(|a| *a = 0.0);
+        }
+        score_reference(&reference, &mut ex, 4096).unwrap();
+        let kl_now = |ex: &mut Vec<Example>| -> f64 {
+            recompute_logp_old(&m, ex, 4096).unwrap();
+            let (mut sum, mut n) = (0.0, 0.0);
+            for e in ex.iter() {
+                for j in (1..e.tokens.len()).filter(|&j| e.mask[j] > 0.0) {
+                    let d = (e.logp_ref[j] - e.logp_old[j]) as f64;
+                    sum += d.exp() - d - 1.0;
+                    n += 1.0;
+                }
+            }
+            sum / n
+        };
+        let before = kl_now(&mut ex);
+        let mut opt =
+            AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 3e-3, ..Default::default() });
+        let s = Schedule { epochs: 10, minibatch: 0, max_batch_tokens: 4096, kl_stop: 0.0, kl_skip: 0.0, seed: 5 };
+        let kl = Some(KlPenalty { coef: 1.0, estimator: KlEstimator::K3 });
+        let objective = Objective::Ppo { clip: PpoClip::symmetric(0.2), reduction: Reduction::TokenMean, kl };
+        let st = fit(&m, &mut opt, None, &ex, objective, &s).unwrap();
+        let after = kl_now(&mut ex);
+        assert!(before > 0.01 && after < 0.5 * before, "KL to the reference {before} -> {after}");
+        assert!(st.kl_ref > 0.0, "{st:?}");
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct IterationMetrics {
     /// DPO: see `pairs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preference_accuracy: Option<f64>,
+    /// PPO with a KL penalty: the penalty's KL estimate to the reference policy (mean over updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_ref: Option<f64>,
     /// Inverse RL: the discriminator's BCE (last epoch) and its accuracy on the iteration's rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discriminator_loss: Option<f64>,

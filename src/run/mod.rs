@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use crate::dataflow::{iterate, Cluster, Driver};
 use crate::error::{Error, Result};
-use crate::pipeline::training::{apply_sets, TrainingSpec};
+use crate::pipeline::training::{apply_sets, LossKind, TrainingSpec};
 use crate::pipeline::{PipelineSpec, Plan};
 
 /// What to run.
@@ -83,7 +83,7 @@ fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
     let table = crate::schema::TableSchema::trajectory();
     let known = |c: &str| written.contains(&c) || table.fields.iter().any(|f| f.name == c);
     let mut needed = Vec::new();
-    if l.loss == crate::pipeline::training::LossKind::Ppo {
+    if matches!(l.loss, LossKind::Ppo | LossKind::ClippedIs) {
         needed.push(("[learner]", "advantages", l.advantages.as_str()));
     }
     if let Some(k) = &l.keep {
@@ -112,10 +112,11 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
     let leader = opts.cluster.is_leader();
     let (first, driver): (u64, Option<Box<dyn Driver>>) = if leader {
         let resume_from = if opts.resume {
-            Some(
-                trainer::last_checkpoint(dir)?
-                    .ok_or_else(|| Error::Usage(format!("--resume {}: no checkpoint to resume from", dir.display())))?,
-            )
+            let last = trainer::last_checkpoint(dir)?
+                .ok_or_else(|| Error::Usage(format!("--resume {}: no checkpoint to resume from", dir.display())))?;
+            // The config records the pipeline as run from now on (a resume may --set new values).
+            std::fs::write(dir.join("config.toml"), &text).map_err(|e| Error::io(dir, e))?;
+            Some(last)
         } else {
             if dir.join("config.toml").exists() {
                 return Err(Error::Usage(format!(
@@ -127,6 +128,9 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
             std::fs::write(dir.join("config.toml"), &text).map_err(|e| Error::io(dir, e))?;
             None
         };
+        if opts.verbose {
+            crate::progress::enable();
+        }
         let mut t = trainer::Trainer::new(spec.clone(), dir, resume_from, opts.verbose)?;
         match resume_from {
             Some(it) => {

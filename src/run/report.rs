@@ -48,27 +48,32 @@ pub fn report(runs: &[PathBuf], output: &Path) -> Result<String> {
         y_range,
         series: all.iter().map(|(n, ms)| Series { label: n.clone(), points: curve(ms, f) }).collect(),
     };
-    let panels = [
-        panel("eval success (greedy, dev tasks)", Some((0.0, 1.0)), &|m| m.eval_success_rate),
-        panel("rollout success (sampled)", Some((0.0, 1.0)), &|m| (m.iteration > 0).then_some(m.success_rate)),
-        panel("policy entropy (trained tokens)", None, &|m| (m.iteration > 0 && m.updates > 0).then_some(m.entropy)),
-    ];
+    let mut panels = vec![panel("eval success (greedy, dev tasks)", Some((0.0, 1.0)), &|m| m.eval_success_rate)];
+    if all.iter().any(|(_, ms)| ms.iter().any(|m| m.eval_final_success_rate.is_some())) {
+        panels.push(panel("eval success, all Reflexion trials", Some((0.0, 1.0)), &|m| m.eval_final_success_rate));
+    }
+    panels.push(panel("rollout success (sampled)", Some((0.0, 1.0)), &|m| (m.iteration > 0).then_some(m.success_rate)));
+    panels.push(panel("policy entropy (trained tokens)", None, &|m| {
+        (m.iteration > 0 && m.updates > 0).then_some(m.entropy)
+    }));
     save_png(&panels, output)?;
     let mut table = String::from(
-        "| run | iterations | eval success after warm start | final eval success | best eval | eval AUC | final rollout success |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| run | iterations | eval success after warm start | final eval success | best eval | eval AUC | final rollout success | \
+         final eval, all Reflexion trials |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for (n, ms) in &all {
         let rl: Vec<&IterationMetrics> = ms.iter().filter(|m| m.iteration > 0).collect();
         let last = ms.last().expect("non-empty");
         table.push_str(&format!(
-            "| {n} | {} | {} | {} | {} | {} | {} |\n",
+            "| {n} | {} | {} | {} | {} | {} | {} | {} |\n",
             rl.len(),
             cell(ms.iter().find(|m| m.iteration == 0).and_then(|m| m.eval_success_rate)),
             cell(last.eval_success_rate),
             cell(ms.iter().filter_map(|m| m.eval_success_rate).reduce(f64::max)),
             cell(mean(rl.iter().filter_map(|m| m.eval_success_rate))),
             cell((last.iteration > 0).then_some(last.success_rate)),
+            cell(last.eval_final_success_rate),
         ));
     }
     let seeds = seed_table(&all);
@@ -104,8 +109,9 @@ fn seed_table(all: &[(String, Vec<IterationMetrics>)]) -> String {
         return String::new();
     }
     let mut t = String::from(
-        "| pipeline | seeds | eval success after warm start | final eval success | eval AUC | final rollout success |\n\
-         |---|---|---|---|---|---|\n",
+        "| pipeline | seeds | eval success after warm start | final eval success | eval AUC | final rollout success | \
+         all Reflexion trials: after warm start | all trials: final |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for (g, runs) in groups {
         let col = |f: &dyn Fn(&Vec<IterationMetrics>) -> Option<f64>| -> String {
@@ -117,12 +123,14 @@ fn seed_table(all: &[(String, Vec<IterationMetrics>)]) -> String {
             }
         };
         t.push_str(&format!(
-            "| {g} | {} | {} | {} | {} | {} |\n",
+            "| {g} | {} | {} | {} | {} | {} | {} | {} |\n",
             runs.len(),
             col(&|ms| ms.iter().find(|m| m.iteration == 0).and_then(|m| m.eval_success_rate)),
             col(&|ms| ms.last().and_then(|m| m.eval_success_rate)),
             col(&|ms| mean(ms.iter().filter(|m| m.iteration > 0).filter_map(|m| m.eval_success_rate))),
             col(&|ms| ms.last().filter(|m| m.iteration > 0).map(|m| m.success_rate)),
+            col(&|ms| ms.iter().find(|m| m.iteration == 0).and_then(|m| m.eval_final_success_rate)),
+            col(&|ms| ms.last().and_then(|m| m.eval_final_success_rate)),
         ));
     }
     t
@@ -151,7 +159,7 @@ mod tests {
             ]
         };
         let t = seed_table(&[("a-s0".into(), run(0.2)), ("a-s1".into(), run(0.4)), ("b".into(), run(0.9))]);
-        assert!(t.contains("| a | 2 | 0.100 ± 0.000 | 0.300 ± 0.141 | 0.300 ± 0.141 | 0.500 ± 0.000 |"), "{t}");
+        assert!(t.contains("| a | 2 | 0.100 ± 0.000 | 0.300 ± 0.141 | 0.300 ± 0.141 | 0.500 ± 0.000 | - | - |"), "{t}");
         assert!(!t.contains("| b |"), "{t}");
     }
 }

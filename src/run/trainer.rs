@@ -20,7 +20,7 @@ use arrow::array::RecordBatch;
 use super::critic::Critic;
 use super::discriminator::Discriminator;
 use super::examples::{from_rows, Columns, Example};
-use super::learner::{fit, recompute_logp_old, Objective, Schedule, Stats};
+use super::learner::{fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
 use super::preferences::preference_pairs;
 use crate::dataflow::Driver;
@@ -31,18 +31,20 @@ use crate::model::llama::Decoder;
 use crate::model::tokenizer::Tok;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::{
-    ClipBound, ImitationTokens, LogpOld, LossKind, RolloutSource, TrainedRows, TrainingSpec, WarmStartSection,
+    ClipBound, ImitationTokens, KlEstimatorName, LogpOld, LossKind, RolloutSource, TrainedRows, TrainingSpec,
+    WarmStartSection,
 };
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::reflexion::{
-    push_reflection_text, reflection_prompt, reflector_prompt_row, reflexion, trial_success, ReflexionConfig,
+    push_reflection_text, reflection_prompt, reflector_prompt_row, reflexion, render_memory, trial_success,
+    ReflexionConfig,
 };
 use crate::rollout::with_expert::join_expert;
 use crate::rollout::{played as played_with_transcripts, rollout, RolloutConfig};
 use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
 use crate::store::Dataset;
 use crate::train::checkpoint::{self, TrainState};
-use crate::train::losses::{PpoClip, Reduction};
+use crate::train::losses::{KlEstimator, PpoClip, Reduction};
 use crate::train::optim::{AdamW, OptimConfig};
 
 /// Latest checkpoints kept in `RUN/checkpoints/` besides checkpoint 0 (older ones are deleted).
@@ -60,6 +62,8 @@ pub struct Trainer {
     discriminator: Option<Discriminator>,
     /// RetroAct's imitation examples (`learner.imitation` > 0), loaded from `RUN/imitation` once.
     imitation: Option<Vec<Example>>,
+    /// The KL penalty's reference policy (`learner.kl_coef` > 0): checkpoint 0, loaded once.
+    reference: Option<Decoder>,
     dir: PathBuf,
     trajectories: Dataset,
     metrics: MetricsFile,
@@ -133,6 +137,7 @@ impl Trainer {
             critic,
             discriminator,
             imitation: None,
+            reference: None,
             current: IterationMetrics::default(),
             rollout_done: None,
             verbose,
@@ -173,8 +178,9 @@ impl Trainer {
             if ws.reflection_tasks > 0 {
                 let reflections = self.reflection_demos(&ws)?;
                 self.say(&format!(
-                    "warm start: {} of {} trials failed; {} epochs on them with the expert's reflections, and the demonstrations",
-                    reflections.len(),
+                    "warm start: {} of {} trials failed; {} epochs on the demonstrations, the expert's reflections on \
+                     the failures and its trials following them",
+                    reflections.len() / 2,
                     ws.reflection_tasks,
                     ws.reflection_epochs
                 ));
@@ -260,9 +266,10 @@ impl Trainer {
         rollout(&self.model, &self.tok, &cfg)
     }
 
-    /// RetroAct's reflector imitation data: the policy plays `reflection_tasks` new train tasks
-    /// once (sampled as in the RL rollouts); each failed trial becomes a reflector row whose
-    /// reflection is the expert's (its minimal plan for the task).
+    /// RetroAct's imitation data for Reflexion: the policy plays `reflection_tasks` new train
+    /// tasks once (sampled as in the RL rollouts). Each failed trial gives a reflector row, whose
+    /// reflection is the expert's (its minimal plan for the task), and a planner row for the next
+    /// trial: that reflection in the first message, and the expert following it.
     fn reflection_demos(&self, ws: &WarmStartSection) -> Result<Vec<EpisodeRow>> {
         let r = &self.spec.rollout;
         let first = ws.demos + ws.dagger_rounds * ws.dagger_tasks;
@@ -273,24 +280,38 @@ impl Trainer {
         cfg.sampling.seed ^= 0x2EF1_EC70;
         let mut env =
             crate::env::by_name(&r.env).ok_or_else(|| Error::Usage(format!("unknown environment '{}'", r.env)))?;
+        let model = &self.spec.model.name;
         let mut rows = Vec::new();
         for (task, (trial, messages)) in cfg.tasks.iter().zip(played_with_transcripts(&self.model, &self.tok, &cfg)?) {
             if trial.success == Some(true) {
                 continue;
             }
+            let plan = demos::minimal_plan(env.as_mut(), *task, 0);
+            let reflection = demos::plan_reflection(&plan);
             let mut row = reflector_prompt_row(&self.tok, &reflection_prompt(&messages))?;
-            push_reflection_text(&self.tok, &mut row, &demos::expert_reflection(env.as_mut(), *task, 0))?;
-            row.episode_id = format!("{}-{task}-imitation-reflection", r.env);
-            row.task_id = format!("{}-{task}", r.env);
-            row.group_id = row.episode_id.clone();
-            row.policy_version = -1;
+            push_reflection_text(&self.tok, &mut row, &reflection)?;
+            let id = format!("{}-{task}-imitation", r.env);
+            let memory = render_memory(std::slice::from_ref(&reflection), r.memory);
+            let mut next = crate::import::to_row(
+                &self.tok,
+                &demos::plan_episode(env.as_mut(), *task, 0, &plan, &memory),
+                &r.env,
+                model,
+            )?;
+            next.episode_id = format!("{id}-trial1");
+            next.trial_index = Some(1);
+            row.episode_id = format!("{id}-reflection0");
+            row.task_id = next.task_id.clone();
+            row.group_id = next.group_id.clone();
+            row.trial_index = Some(0);
             row.prev_trial_reward = Some(trial.reward);
+            row.reward = next.reward;
             row.turn_rewards = vec![0.0];
             row.terminated = true;
             row.env = Some(r.env.clone());
             row.seed = Some(0);
-            row.model = Some(self.spec.model.name.clone());
-            rows.push(row);
+            row.model = Some(model.clone());
+            rows.extend([row, next]);
         }
         Ok(rows)
     }
@@ -446,6 +467,14 @@ impl Trainer {
                     ClipBound::None => PpoClip::unclipped(),
                 },
                 reduction,
+                kl: (l.kl_coef > 0.0).then_some(KlPenalty {
+                    coef: l.kl_coef,
+                    estimator: match l.kl_estimator {
+                        KlEstimatorName::K1 => KlEstimator::K1,
+                        KlEstimatorName::K2 => KlEstimator::K2,
+                        KlEstimatorName::K3 => KlEstimator::K3,
+                    },
+                }),
             },
         }
     }
@@ -603,7 +632,8 @@ impl Driver for Trainer {
             m.time_s.insert("stages".into(), t.elapsed().as_secs_f64());
         }
         let tag = crate::schema::TableSchema::trajectory().tag();
-        let commit = self.trajectories.write_uncommitted(&[rows.clone()], iteration, "run", &tag, Vec::new())?;
+        let commit =
+            self.trajectories.write_uncommitted(std::slice::from_ref(&rows), iteration, "run", &tag, Vec::new())?;
         self.trajectories.commit(&commit)?;
 
         let t = Instant::now();
@@ -625,6 +655,14 @@ impl Driver for Trainer {
         if (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo {
             recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
         }
+        if l.kl_coef > 0.0 {
+            if self.reference.is_none() {
+                let ckpt = checkpoint_dir(&self.dir, 0);
+                self.reference = Some(crate::model::load_decoder(&ckpt.to_string_lossy(), self.model.device())?);
+            }
+            let reference = self.reference.as_ref().expect("loaded above");
+            score_reference(reference, &mut examples, self.spec.model.max_batch_tokens)?;
+        }
         if l.loss == LossKind::ClippedIs && l.imitation > 0.0 {
             let seed = self.spec.run.seed.wrapping_mul(0x5851_F42D_4C95_7F2D) ^ iteration;
             examples = self.with_imitation(examples, seed)?;
@@ -642,6 +680,9 @@ impl Driver for Trainer {
         fill_learner(&mut m, &stats);
         if l.loss == LossKind::Dpo {
             m.preference_accuracy = Some(stats.preference_accuracy);
+        }
+        if l.kl_coef > 0.0 {
+            m.kl_ref = Some(stats.kl_ref);
         }
         m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
         self.evaluate(&mut m)?;
