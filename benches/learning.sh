@@ -49,9 +49,10 @@ for seed in $SEEDS; do
           rm -rf "$base"
           $BIN run pipelines/retroact.toml --out "$base" --quiet --set run.seed=$seed --set run.iterations=0
         fi
+        sets=$(retroact_sets "$p")   # an unknown variant stops the script here
         cp -r "$base" "$dir"
-        # shellcheck disable=SC2046
-        $BIN run --resume "$dir" --quiet --set run.iterations=$ITERATIONS $(retroact_sets "$p") ;;
+        # shellcheck disable=SC2086
+        $BIN run --resume "$dir" --quiet --set run.iterations=$ITERATIONS $sets ;;
       *)
         base="$OUT/loop-s$seed"
         if [ ! -f "$base/checkpoints/iter-0000/state.json" ]; then

@@ -1,5 +1,6 @@
-//! Progress bars for the long phases of a training run (imitation epochs, rollout turns, learner
-//! updates, evaluation), on stderr.
+//! Progress bars for the long phases of a training run, on stderr: the turns of every rollout
+//! (RL rollouts, DAgger and Reflexion trials, evaluation) and the updates of every learner pass
+//! (imitation epochs, RL updates).
 //!
 //! Invariant: progress is display only. A bar draws only after [`enable`] (a verbose `trajflow
 //! run`) and only when stderr is a terminal (indicatif hides it otherwise, so logs and tests see

@@ -1,8 +1,9 @@
 //! `trajflow run` end to end through the real binary: every training pipeline runs 2 iterations
 //! on a built-in environment with the small model and writes a well-formed run directory; a run
 //! resumed after iteration 1 equals the uninterrupted run bit for bit (CPU; LOOP, PPO with its
-//! critic, StepAgent-IRL with its discriminator); `-w 1` and `-w 2` give identical trajectories
-//! and weights.
+//! critic, StepAgent-IRL with its discriminator, RetroAct with its imitation draws, GRPO with a KL
+//! penalty to the warm start); `-w 1` and `-w 2` give identical trajectories and weights; a
+//! warm-start-only run forks into variants.
 #![cfg(feature = "torch")]
 
 mod common;
@@ -37,7 +38,9 @@ fn training_pipelines() -> Vec<PathBuf> {
 /// Per-pipeline additions to [`TINY`]: RetroAct's reflector warm start and trials.
 fn tiny_extra(pipeline: &Path) -> &'static [&'static str] {
     match pipeline.file_stem().and_then(|s| s.to_str()) {
-        Some("retroact") => &["warm_start.reflection_tasks=4", "warm_start.reflection_epochs=1", "rollout.trials=2"],
+        Some("retroact") => {
+            &["warm_start.reflection_tasks=4", "warm_start.reflection_epochs=1", "rollout.trials=2", "rollout.k=1"]
+        }
         _ => &[],
     }
 }
@@ -109,17 +112,24 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
 }
 
 /// LOOP (policy only), PPO (policy + critic with its own optimiser), StepAgent-IRL (with its
-/// discriminator) and RetroAct (Reflexion trials, imitation rows drawn per iteration) resume
-/// bit-exactly.
+/// discriminator), RetroAct (Reflexion trials, imitation rows drawn per iteration) and GRPO with a
+/// KL penalty (its reference reloaded from checkpoint 0) resume bit-exactly.
 #[test]
 fn resumed_run_equals_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in ["loop.toml", "ppo.toml", "stepagent_irl.toml", "retroact.toml"] {
+    let cases: [(&str, &[&str]); 5] = [
+        ("loop.toml", &[]),
+        ("ppo.toml", &[]),
+        ("stepagent_irl.toml", &[]),
+        ("retroact.toml", &[]),
+        ("grpo.toml", &["learner.kl_coef=0.5"]),
+    ];
+    for (name, sets) in cases {
         let p = pipeline(name);
         let full = tmp.path().join(format!("{name}-full"));
-        run(Path::new(&p), &full, &[]);
+        run(Path::new(&p), &full, sets);
         let part = tmp.path().join(format!("{name}-part"));
-        run(Path::new(&p), &part, &["run.iterations=1"]);
+        run(Path::new(&p), &part, &[sets, &["run.iterations=1"]].concat());
         assert!(!part.join("checkpoints/iter-0002").exists());
         ok(&["run", "--resume", s(&part), "--quiet", "--set", "run.iterations=2"]);
         assert_eq!(weights(&full, 2), weights(&part, 2), "{name}: weights after iteration 2 differ");

@@ -204,13 +204,14 @@ pub enum Command {
         /// Pipeline TOML file with [model], [rollout], [learner] sections (omit with --resume).
         pipeline: Option<PathBuf>,
         /// Override a pipeline key: `learner.lr=1e-4`, `rollout.k=8`, `model=smollm2-135m`,
-        /// `env=household` (repeatable).
+        /// `env=household`, `stage.ID.KEY=...` for the stage with that id (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Run directory (default: runs/<pipeline name>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Continue the run in this directory from its last checkpoint.
+        /// Continue the run in this directory from its last checkpoint (with --set: as changed;
+        /// the run's config.toml then records the change).
         #[arg(long, conflicts_with = "out")]
         resume: Option<PathBuf>,
         /// No per-iteration lines.

@@ -63,13 +63,20 @@ fn solves(env: &mut dyn Env, task_id: u64, seed: u64, plan: &[String]) -> bool {
 }
 
 /// The expert's plan for `task_id` knowing where everything is: its episode with the search
-/// removed. Actions are dropped, first to last, while the rest still solves the task (a minimal
-/// plan; each check replays the environment).
+/// removed. Actions are dropped, first to last and in repeated passes, while the rest still solves
+/// the task, until every remaining action is needed (each check replays the environment). A task
+/// the expert does not solve keeps the expert's actions.
 pub fn minimal_plan(env: &mut dyn Env, task_id: u64, seed: u64) -> Vec<String> {
     let conv = expert_episode(env, task_id, seed);
     let mut plan: Vec<String> =
         conv.messages.iter().filter(|m| m.role == "assistant").map(|m| m.content.clone()).collect();
-    if solves(env, task_id, seed, &plan) {
+    if !solves(env, task_id, seed, &plan) {
+        return plan;
+    }
+    // Passes until none removes an action: dropping a later action can make an earlier one
+    // unnecessary.
+    loop {
+        let before = plan.len();
         let mut i = 0;
         while i < plan.len() {
             let mut shorter = plan.clone();
@@ -80,8 +87,10 @@ pub fn minimal_plan(env: &mut dyn Env, task_id: u64, seed: u64) -> Vec<String> {
                 i += 1;
             }
         }
+        if plan.len() == before {
+            return plan;
+        }
     }
-    plan
 }
 
 /// The expert's reflection on a failed trial (RetroAct's imitation data for the reflector): its

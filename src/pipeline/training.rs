@@ -247,7 +247,8 @@ pub struct LearnerSection {
     /// Passes over each iteration's rows.
     #[serde(default = "d_epochs")]
     pub epochs: usize,
-    /// Episodes per minibatch (0 = all rows in one).
+    /// Rows per minibatch (0 = all rows in one); DPO's pairs and RetroAct's (row, imitation row)
+    /// pairs count as one.
     #[serde(default = "d_minibatch")]
     pub minibatch: usize,
     /// Learning rate (AdamW).
@@ -626,12 +627,45 @@ impl TrainingSpec {
                 );
             }
         }
-        if r.trials == 0 || r.reflection_tokens == 0 {
-            return bad("rollout", "trials", "trials and reflection_tokens must be at least 1".into());
+        for (key, v) in [("trials", r.trials), ("memory", r.memory), ("reflection_tokens", r.reflection_tokens)] {
+            if v == 0 {
+                return bad("rollout", key, "must be at least 1".into());
+            }
+        }
+        if r.source == RolloutSource::Reflexion {
+            if r.k != 1 {
+                return bad(
+                    "rollout",
+                    "k",
+                    format!("Reflexion plays one chain of trials per task: k must be 1, got {}", r.k),
+                );
+            }
+            if l.loss == LossKind::Dpo {
+                return bad(
+                    "learner",
+                    "loss",
+                    "DPO pairs rows of a group; Reflexion groups mix planner and reflector rows".into(),
+                );
+            }
         }
         let warm_rows = self.warm_start.as_ref().is_some_and(|w| w.demos > 0);
         if !(l.imitation.is_finite() && l.imitation >= 0.0) {
             return bad("learner", "imitation", format!("must be a finite number ≥ 0, got {}", l.imitation));
+        }
+        #[cfg(feature = "torch")]
+        if l.imitation > 0.0
+            && matches!(
+                self.reduction(),
+                crate::train::losses::Reduction::TokenMean | crate::train::losses::Reduction::AllPositionsMean
+            )
+        {
+            return bad(
+                "learner",
+                "reduction",
+                "with the imitation regulariser the reduction must be per row (seq_mean_token_mean, seq_mean_token_sum) \
+                 or sum, so that its two terms split into micro-batches exactly"
+                    .into(),
+            );
         }
         if l.imitation > 0.0 && (l.loss != LossKind::ClippedIs || !warm_rows) {
             return bad(
@@ -647,11 +681,11 @@ impl TrainingSpec {
             return bad("learner", "kl_coef", "the KL-to-reference penalty is a term of loss = \"ppo\"".into());
         }
         if let Some(w) = self.warm_start.as_ref().filter(|w| w.reflection_tasks > 0) {
-            if r.source != RolloutSource::Reflexion || w.reflection_epochs == 0 {
+            if r.source != RolloutSource::Reflexion || w.reflection_epochs == 0 || w.demos == 0 {
                 return bad(
                     "warm_start",
                     "reflection_tasks",
-                    "needs [rollout] source = \"reflexion\" and reflection_epochs ≥ 1".into(),
+                    "needs [rollout] source = \"reflexion\", demos > 0 and reflection_epochs ≥ 1".into(),
                 );
             }
         }

@@ -134,8 +134,8 @@ pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Ep
     Ok(played(model, tok, cfg)?.into_iter().map(|(row, _)| row).collect())
 }
 
-/// A played episode: its row, and its conversation as the environment saw it (the first user
-/// message without the memory, then the actions as the environment received them and the
+/// A played episode: its row, and its conversation (the first user message without the memory,
+/// then the actions as the model wrote them, which the environment received trimmed, and the
 /// observations).
 pub type Transcript = (EpisodeRow, Vec<Message>);
 

@@ -9,11 +9,13 @@
 //! - A reflector row exists only for a reflection that a later trial used. Its tokens are the
 //!   reflection prompt (`prompt`) and the reflection (`action`: the model's, with log-probs, or
 //!   the expert's in imitation data, without). Its `reward` is the next trial's outcome and its
-//!   `prev_trial_reward` the reflected trial's, which is what the `reflector_reward` stage scores;
-//!   its id is `ENV-TASK-itI-reflectionK`, K the reflected trial. Planner rows have no
-//!   `prev_trial_reward`.
-//! - Trial k samples with seed `sampling.seed + k·TRIAL_SEED_STRIDE` and the reflections after it
-//!   with that seed + 1: a run is a function of its config.
+//!   `prev_trial_reward` the reflected trial's, which is what the `reflector_reward` stage scores
+//!   (its one turn's reward is `reward` too); its id is `ENV-TASK-itI-reflectionK`, K the reflected
+//!   trial. Planner rows have no `prev_trial_reward`.
+//! - Trial k's turn t samples with seed `sampling.seed + k·TRIAL_SEED_STRIDE + 1000·iteration + t`
+//!   (the rollout engine adds the last two terms) and the reflections after it with
+//!   `… + 1000·iteration + 999`: a run is a function of its config, and no two iterations share
+//!   random draws.
 
 use std::collections::BTreeMap;
 
@@ -134,6 +136,7 @@ pub fn reflexion(model: &Decoder, tok: &Tok, cfg: &RolloutConfig, r: &ReflexionC
             row.trial_index = Some(trial as i32);
             if let Some(mut reflection) = waiting.remove(&task) {
                 reflection.reward = row.reward;
+                reflection.turn_rewards = vec![row.reward];
                 out.push(reflection);
             }
             if row.success != Some(true) && trial + 1 < r.trials {
@@ -142,8 +145,11 @@ pub fn reflexion(model: &Decoder, tok: &Tok, cfg: &RolloutConfig, r: &ReflexionC
             out.push(row);
         }
         let prompts: Vec<String> = failed.iter().map(|(_, _, p)| p.clone()).collect();
-        let sampling =
-            Sampling { seed: seed.wrapping_add(1), max_new_tokens: r.reflection_tokens, ..cfg.sampling.clone() };
+        let sampling = Sampling {
+            seed: seed.wrapping_add((cfg.iteration * 1000 + 999) as i64),
+            max_new_tokens: r.reflection_tokens,
+            ..cfg.sampling.clone()
+        };
         let written = if prompts.is_empty() { Vec::new() } else { reflect(model, tok, &prompts, &sampling)? };
         open.clear();
         for ((task, reward, _), (mut row, text)) in failed.into_iter().zip(written) {
@@ -153,8 +159,7 @@ pub fn reflexion(model: &Decoder, tok: &Tok, cfg: &RolloutConfig, r: &ReflexionC
             row.trial_index = Some(trial as i32);
             row.prev_trial_reward = Some(reward);
             row.policy_version = cfg.policy_version;
-            row.terminated = true;
-            row.turn_rewards = vec![0.0];
+            row.terminated = !row.truncated;
             row.env = Some(cfg.env.clone());
             row.seed = Some(cfg.seed as i64);
             row.model = Some(cfg.model_name.clone());

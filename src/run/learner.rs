@@ -250,22 +250,24 @@ pub fn fit(
                         }
                     }
                     Objective::Nll { reduction } => nll_loss(&logp, &p.mask, reduction),
-                    Objective::ClippedIs { eps, reduction, imitation } if imitation > 0.0 => {
-                        let trained = Tensor::arange_start_step(0, mb.len() as i64, 2, (tch::Kind::Int64, device));
-                        let imitated = &trained + 1;
+                    Objective::ClippedIs { eps, reduction, imitation } => {
+                        // Trained rows: all, or the even ones of (trained, imitation) pairs.
+                        let step = if imitation > 0.0 { 2 } else { 1 };
+                        let trained = Tensor::arange_start_step(0, mb.len() as i64, step, (tch::Kind::Int64, device));
                         let rows = |t: &Tensor, idx: &Tensor| t.index_select(0, idx);
-                        let pg = clipped_is_pg_loss(
-                            &rows(&logp, &trained),
-                            &rows(&p.logp_old, &trained),
-                            &rows(&p.adv, &trained),
-                            &rows(&p.mask, &trained),
-                            eps,
-                            reduction,
-                        );
-                        pg + nll_loss(&rows(&logp, &imitated), &rows(&p.mask, &imitated), reduction) * imitation
-                    }
-                    Objective::ClippedIs { eps, reduction, .. } => {
-                        clipped_is_pg_loss(&logp, &p.logp_old, &p.adv, &p.mask, eps, reduction)
+                        let (lp, old, mask) =
+                            (rows(&logp, &trained), rows(&p.logp_old, &trained), rows(&p.mask, &trained));
+                        let (c, k) = weight_stats(&lp, &old, &mask, eps);
+                        clip += weight * c;
+                        micro_kl = k;
+                        kl += weight * k;
+                        let pg = clipped_is_pg_loss(&lp, &old, &rows(&p.adv, &trained), &mask, eps, reduction);
+                        if imitation > 0.0 {
+                            let imitated = &trained + 1;
+                            pg + nll_loss(&rows(&logp, &imitated), &rows(&p.mask, &imitated), reduction) * imitation
+                        } else {
+                            pg
+                        }
                     }
                     Objective::Dpo { beta, label_smoothing, chosen_nll } => {
                         let policy = sequence_logp_sum(&logp, &p.mask);
@@ -336,6 +338,19 @@ pub fn fit(
         stats.grad_norm /= stats.updates as f64;
     }
     Ok(stats)
+}
+
+/// The fraction of trained tokens whose importance weight π/π_old lies outside [1 − ε, 1 + ε],
+/// and the k3 estimate `(ρ − 1) − log ρ` of KL(π_old ‖ π) on them: what PPO reports, for
+/// RetroAct's weights (so `kl_stop` and `kl_skip` apply to it too).
+fn weight_stats(logp: &Tensor, logp_old: &Tensor, mask: &Tensor, eps: f64) -> (f64, f64) {
+    tch::no_grad(|| {
+        let log_ratio = (logp.detach() - logp_old).masked_fill(&mask.eq(0.0), 0.0);
+        let ratio = log_ratio.exp();
+        let clipped = ratio.lt(1.0 - eps).logical_or(&ratio.gt(1.0 + eps)).to_kind(tch::Kind::Float);
+        let k3 = log_ratio.expm1() - &log_ratio;
+        (masked_mean(&clipped, mask).double_value(&[]), masked_mean(&k3, mask).double_value(&[]))
+    })
 }
 
 /// Every example's per-token log-probs under `model`.

@@ -112,11 +112,10 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
     let leader = opts.cluster.is_leader();
     let (first, driver): (u64, Option<Box<dyn Driver>>) = if leader {
         let resume_from = if opts.resume {
-            let last = trainer::last_checkpoint(dir)?
-                .ok_or_else(|| Error::Usage(format!("--resume {}: no checkpoint to resume from", dir.display())))?;
-            // The config records the pipeline as run from now on (a resume may --set new values).
-            std::fs::write(dir.join("config.toml"), &text).map_err(|e| Error::io(dir, e))?;
-            Some(last)
+            Some(
+                trainer::last_checkpoint(dir)?
+                    .ok_or_else(|| Error::Usage(format!("--resume {}: no checkpoint to resume from", dir.display())))?,
+            )
         } else {
             if dir.join("config.toml").exists() {
                 return Err(Error::Usage(format!(
@@ -132,6 +131,10 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
             crate::progress::enable();
         }
         let mut t = trainer::Trainer::new(spec.clone(), dir, resume_from, opts.verbose)?;
+        if opts.resume {
+            // The config records the pipeline as run from now on (a resume may --set new values).
+            std::fs::write(dir.join("config.toml"), &text).map_err(|e| Error::io(dir, e))?;
+        }
         match resume_from {
             Some(it) => {
                 metrics::MetricsFile::new(dir).truncate_after(it)?;

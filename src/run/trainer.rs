@@ -117,6 +117,14 @@ impl Trainer {
         let mut critic = spec.critic.as_ref().map(|c| Critic::new(&model, c));
         let mut discriminator = spec.discriminator.as_ref().map(|d| Discriminator::new(&model, d));
         if let Some(it) = resume_from {
+            if spec.learner.imitation > 0.0 && !Dataset::is_dataset(&dir.join("imitation")) {
+                return Err(Error::Spec {
+                    file: dir.join("config.toml"),
+                    stage: Some("[learner]".into()),
+                    key: Some("imitation".into()),
+                    message: "this run has no imitation set (its warm start did not use loss = \"clipped_is\")".into(),
+                });
+            }
             let ckpt = checkpoint_dir(dir, it);
             checkpoint::load(&ckpt, &[&model.vs], &mut opt)?;
             if let Some(c) = critic.as_mut() {
@@ -187,7 +195,7 @@ impl Trainer {
                 rows.extend(reflections);
                 stats = self.imitate(&rows, ws.reflection_epochs, &ws)?;
             }
-            if self.spec.learner.imitation > 0.0 {
+            if self.spec.learner.loss == LossKind::ClippedIs {
                 let mut b = TrajectoryBuilder::default();
                 rows.iter().for_each(|r| b.push(imitation_targets(r, ws.tokens)));
                 let tag = crate::schema::TableSchema::trajectory().tag();
@@ -287,6 +295,10 @@ impl Trainer {
                 continue;
             }
             let plan = demos::minimal_plan(env.as_mut(), *task, 0);
+            let next = demos::plan_episode(env.as_mut(), *task, 0, &plan, "");
+            if next.success != Some(true) {
+                continue; // the expert failed this task too: it has no plan to teach
+            }
             let reflection = demos::plan_reflection(&plan);
             let mut row = reflector_prompt_row(&self.tok, &reflection_prompt(&messages))?;
             push_reflection_text(&self.tok, &mut row, &reflection)?;
@@ -306,8 +318,8 @@ impl Trainer {
             row.trial_index = Some(0);
             row.prev_trial_reward = Some(trial.reward);
             row.reward = next.reward;
-            row.turn_rewards = vec![0.0];
-            row.terminated = true;
+            row.turn_rewards = vec![next.reward];
+            row.terminated = !row.truncated;
             row.env = Some(r.env.clone());
             row.seed = Some(0);
             row.model = Some(model.clone());
@@ -352,25 +364,27 @@ impl Trainer {
     fn checkpoint(&self, iteration: u64) -> Result<()> {
         let state = TrainState { step: self.opt.step, data_position: iteration, seed: self.spec.run.seed };
         let dir = checkpoint_dir(&self.dir, iteration);
-        checkpoint::save(&dir, &[&self.model.vs], &self.opt, &state)?;
-        // Each head's folder records its own optimiser's step (Adam's bias correction on resume).
-        if let Some(c) = &self.critic {
-            checkpoint::save(&dir.join("critic"), &[&c.head.vs], &c.opt, &TrainState { step: c.opt.step, ..state })?;
-        }
-        if let Some(d) = &self.discriminator {
-            let own = TrainState { step: d.opt.step, ..state };
-            checkpoint::save(&dir.join("discriminator"), &[&d.head.vs], &d.opt, &own)?;
-        }
-        let names: serde_json::Map<String, serde_json::Value> =
-            self.model.vs.variables().into_keys().map(|n| (n, "weights.safetensors".into())).collect();
-        let files = [
-            ("config.json", self.model.cfg.to_hf_json().to_string()),
-            ("model.safetensors.index.json", serde_json::json!({"weight_map": names}).to_string()),
-        ];
-        for (name, text) in files {
-            std::fs::write(dir.join(name), text).map_err(|e| Error::io(&dir, e))?;
-        }
-        self.tok.save_hf(&dir)?;
+        checkpoint::save_with(&dir, &[&self.model.vs], &self.opt, &state, |tmp| {
+            // Each head's folder records its own optimiser's step (Adam's bias correction on resume).
+            if let Some(c) = &self.critic {
+                let own = TrainState { step: c.opt.step, ..state };
+                checkpoint::save(&tmp.join("critic"), &[&c.head.vs], &c.opt, &own)?;
+            }
+            if let Some(d) = &self.discriminator {
+                let own = TrainState { step: d.opt.step, ..state };
+                checkpoint::save(&tmp.join("discriminator"), &[&d.head.vs], &d.opt, &own)?;
+            }
+            let names: serde_json::Map<String, serde_json::Value> =
+                self.model.vs.variables().into_keys().map(|n| (n, "weights.safetensors".into())).collect();
+            let files = [
+                ("config.json", self.model.cfg.to_hf_json().to_string()),
+                ("model.safetensors.index.json", serde_json::json!({"weight_map": names}).to_string()),
+            ];
+            for (name, text) in files {
+                std::fs::write(tmp.join(name), text).map_err(|e| Error::io(tmp, e))?;
+            }
+            self.tok.save_hf(tmp)
+        })?;
         // Checkpoint 0 (the policy before RL, e.g. after the warm start) is always kept.
         if iteration > KEEP_CHECKPOINTS as u64 {
             let old = checkpoint_dir(&self.dir, iteration - KEEP_CHECKPOINTS as u64);

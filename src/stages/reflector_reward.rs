@@ -60,7 +60,8 @@ pub struct ReflectorReward {
 }
 
 impl ReflectorReward {
-    /// Parses `formula` (`code` | `paper`) and `alpha` (> 0, code formula only).
+    /// Parses `formula` (`code` | `paper`), `alpha` (> 0, code formula only) and `train`
+    /// (`both` | `planner` | `reflector`).
     pub fn new(t: &toml::Table) -> Result<Self, ParamError> {
         let p: Params = params::parse(t)?;
         params::positive("alpha", p.alpha)?;

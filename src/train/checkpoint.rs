@@ -37,11 +37,24 @@ fn named(stores: &[&VarStore]) -> Vec<(String, Tensor)> {
 
 /// Writes a checkpoint of `stores`, `opt` and `state` into `dir` (replacing an older one).
 pub fn save(dir: &Path, stores: &[&VarStore], opt: &AdamW, state: &TrainState) -> Result<()> {
+    save_with(dir, stores, opt, state, |_| Ok(()))
+}
+
+/// [`save`], with `extra` writing more files into the folder before it is published, so that a
+/// checkpoint is complete (heads, model-folder files) or absent, never partial.
+pub fn save_with(
+    dir: &Path,
+    stores: &[&VarStore],
+    opt: &AdamW,
+    state: &TrainState,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     Tensor::write_safetensors(&named(stores), tmp.join("weights.safetensors"))?;
     Tensor::write_safetensors(&opt.state(), tmp.join("optimizer.safetensors"))?;
+    extra(&tmp)?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(tmp.join("state.json"), json).map_err(|e| Error::io(&tmp, e))?;
     let _ = std::fs::remove_dir_all(dir);
