@@ -11,14 +11,23 @@ use trajflow::model::llama::Decoder;
 use trajflow::model::score::token_logprobs;
 use trajflow::rollout::{rollout, RolloutConfig};
 
-#[test]
-fn rollouts_are_token_exact_with_behaviour_logprobs() {
+/// SmolLM2's tokenizer and a random small decoder seeded with `seed` (None, reported as skipped,
+/// when the tokenizer is not cached).
+fn random_small(seed: i64) -> Option<(trajflow::model::tokenizer::Tok, Decoder)> {
     let tok = match trajflow::model::load_tokenizer("smollm2-135m") {
         Ok(t) => t,
-        Err(e) => return eprintln!("SKIPPED: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            return None;
+        }
     };
-    tch::manual_seed(21);
-    let model = Decoder::new(DecoderConfig::small(49152), Device::Cpu);
+    tch::manual_seed(seed);
+    Some((tok, Decoder::new(DecoderConfig::small(49152), Device::Cpu)))
+}
+
+#[test]
+fn rollouts_are_token_exact_with_behaviour_logprobs() {
+    let Some((tok, model)) = random_small(21) else { return };
     let cfg = RolloutConfig {
         env: "household".into(),
         tasks: vec![3, 7],
@@ -180,12 +189,7 @@ fn expert_prefixes_pair_the_expert_and_the_policy_at_every_expert_action() {
 #[test]
 fn reflexion_trials_carry_their_reflections() {
     use trajflow::rollout::reflexion::{reflexion, ReflexionConfig};
-    let tok = match trajflow::model::load_tokenizer("smollm2-135m") {
-        Ok(t) => t,
-        Err(e) => return eprintln!("SKIPPED: {e}"),
-    };
-    tch::manual_seed(8);
-    let model = Decoder::new(DecoderConfig::small(49152), Device::Cpu);
+    let Some((tok, model)) = random_small(8) else { return };
     let cfg = RolloutConfig {
         env: "household".into(),
         tasks: vec![3, 7],

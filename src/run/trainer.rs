@@ -295,21 +295,17 @@ impl Trainer {
                 continue;
             }
             let plan = demos::minimal_plan(env.as_mut(), *task, 0);
-            let next = demos::plan_episode(env.as_mut(), *task, 0, &plan, "");
-            if next.success != Some(true) {
+            let reflection = demos::plan_reflection(&plan);
+            let memory = render_memory(std::slice::from_ref(&reflection), r.memory);
+            // The memory is prompt text only: the episode plays as it would without it.
+            let following = demos::plan_episode(env.as_mut(), *task, 0, &plan, &memory);
+            if following.success != Some(true) {
                 continue; // the expert failed this task too: it has no plan to teach
             }
-            let reflection = demos::plan_reflection(&plan);
             let mut row = reflector_prompt_row(&self.tok, &reflection_prompt(&messages))?;
             push_reflection_text(&self.tok, &mut row, &reflection)?;
             let id = format!("{}-{task}-imitation", r.env);
-            let memory = render_memory(std::slice::from_ref(&reflection), r.memory);
-            let mut next = crate::import::to_row(
-                &self.tok,
-                &demos::plan_episode(env.as_mut(), *task, 0, &plan, &memory),
-                &r.env,
-                model,
-            )?;
+            let mut next = crate::import::to_row(&self.tok, &following, &r.env, model)?;
             next.episode_id = format!("{id}-trial1");
             next.trial_index = Some(1);
             row.episode_id = format!("{id}-reflection0");
