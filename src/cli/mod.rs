@@ -60,6 +60,17 @@ pub enum Command {
         /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
+        /// Also train the pipeline's [model] with its [learner] on the rows, as [stream] says:
+        /// OUTPUT is then a run directory (trajectories/, checkpoints/, metrics.jsonl, curves.png),
+        /// and a restarted command continues from its last checkpoint.
+        #[arg(long)]
+        train: bool,
+        /// Override a pipeline key, as `trajflow run --set` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// No per-update lines (with --train).
+        #[arg(long)]
+        quiet: bool,
         /// Where the workers run.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -86,6 +97,17 @@ pub enum Command {
         /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
+        /// Also train the pipeline's [model] with its [learner] on the rows, as [stream] says:
+        /// OUTPUT is then a run directory (trajectories/, checkpoints/, metrics.jsonl, curves.png),
+        /// and a restarted command continues from its last checkpoint.
+        #[arg(long)]
+        train: bool,
+        /// Override a pipeline key, as `trajflow run --set` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// No per-update lines (with --train).
+        #[arg(long)]
+        quiet: bool,
         /// Where the workers run.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -350,6 +372,46 @@ fn plan_for(pipeline: &Path, input: Option<&Path>) -> Result<Plan> {
 }
 
 /// A progress bar over rows read (a spinner when the total is unknown, as under `watch`).
+/// The pipeline (with `sets`), what its outputs are gathered for, and the dataset they are
+/// written to: OUTPUT itself, or with `train` the run directory OUTPUT's `trajectories/`.
+fn training(
+    pipeline: &Path,
+    sets: &[String],
+    train: bool,
+    output: &Path,
+    columns: Columns,
+    cluster: &Cluster,
+    verbose: bool,
+) -> Result<(PipelineSpec, dataflow::Gather, PathBuf)> {
+    if !train {
+        let text = std::fs::read_to_string(pipeline).map_err(|e| Error::io(pipeline, e))?;
+        let text = crate::pipeline::training::apply_sets(pipeline, &text, sets)?;
+        return Ok((PipelineSpec::parse(pipeline, &text)?, dataflow::Gather::No, output.to_path_buf()));
+    }
+    if columns != Columns::All {
+        return Err(Error::Usage("--train needs every trajectory column (--columns all)".into()));
+    }
+    #[cfg(feature = "torch")]
+    {
+        let spec = crate::run::stream_spec(pipeline, sets, output)?;
+        let consumer: Option<Box<dyn dataflow::EpochConsumer>> = if cluster.is_leader() {
+            if verbose {
+                crate::progress::enable();
+            }
+            let t = spec.training.clone().expect("checked by stream_spec");
+            Some(Box::new(crate::run::stream::StreamLearner::open(t, output, verbose)?))
+        } else {
+            None
+        };
+        Ok((spec, dataflow::Gather::To(consumer), output.join("trajectories")))
+    }
+    #[cfg(not(feature = "torch"))]
+    {
+        let _ = (cluster, verbose);
+        Err(Error::Usage("--train needs a build with the torch feature".into()))
+    }
+}
+
 fn progress(total: Option<u64>, leader: bool) -> Arc<dyn Fn(u64) + Send + Sync> {
     let (bar, template) = match total {
         Some(n) => (indicatif::ProgressBar::new(n), "{spinner} {msg} [{bar:30}] {pos}/{len} rows read ({per_sec})"),
@@ -374,19 +436,21 @@ pub fn run(cli: Cli) -> Result<String> {
         }
         Command::Explain { pipeline, input } => Ok(explain(&plan_for(&pipeline, input.as_deref())?)),
         Command::Ops => Ok(crate::stages::OPERATORS.iter().map(|(n, d)| format!("{n:<22} {d}\n")).collect()),
-        Command::Reprocess { pipeline, input, output, columns, cluster } => {
+        Command::Reprocess { pipeline, input, output, columns, train, sets, quiet, cluster } => {
             let (cols, parts) = input_columns(&input)?;
-            let plan = Plan::with_input(PipelineSpec::from_file(&pipeline)?, &cols, input.display().to_string())?;
-            let total: u64 = parts.iter().map(|p| PartReader::open(p).map(|r| r.num_rows())).sum::<Result<u64>>()?;
             let cluster: Cluster = cluster.into();
+            let (spec, gather, dataset) = training(&pipeline, &sets, train, &output, columns, &cluster, !quiet)?;
+            let plan = Plan::with_input(spec, &cols, input.display().to_string())?;
+            let total: u64 = parts.iter().map(|p| PartReader::open(p).map(|r| r.num_rows())).sum::<Result<u64>>()?;
             let start = std::time::Instant::now();
             let report = dataflow::run(
                 plan,
                 Job::Reprocess { inputs: parts.clone() },
-                output.clone(),
+                dataset,
                 columns,
                 &cluster,
-                progress(Some(total), cluster.is_leader()),
+                progress(Some(total), cluster.is_leader() && !train),
+                gather,
             )?;
             Ok(format!(
                 "reprocess: {} input rows from {} file(s) -> {} rows in {} part(s) of {} ({} worker(s) in this process, {:.2}s)\n",
@@ -399,9 +463,10 @@ pub fn run(cli: Cli) -> Result<String> {
                 start.elapsed().as_secs_f64()
             ))
         }
-        Command::Watch { pipeline, input, output, poll_ms, idle_exit, max_files, columns, cluster } => {
-            let plan = Plan::from_spec(PipelineSpec::from_file(&pipeline)?)?;
+        Command::Watch { pipeline, input, output, poll_ms, idle_exit, max_files, columns, train, sets, quiet, cluster } => {
             let cluster: Cluster = cluster.into();
+            let (spec, gather, dataset) = training(&pipeline, &sets, train, &output, columns, &cluster, !quiet)?;
+            let plan = Plan::from_spec(spec)?;
             let job = Job::Watch {
                 dir: input.clone(),
                 poll: Duration::from_millis(poll_ms),
@@ -409,8 +474,15 @@ pub fn run(cli: Cli) -> Result<String> {
                 max_files,
             };
             eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), output.display());
-            let report =
-                dataflow::run(plan, job, output.clone(), columns, &cluster, progress(None, cluster.is_leader()))?;
+            let report = dataflow::run(
+                plan,
+                job,
+                dataset,
+                columns,
+                &cluster,
+                progress(None, cluster.is_leader() && !train),
+                gather,
+            )?;
             let mut s = format!(
                 "watch: {} file(s) ingested, {} rows written in {} part(s)\n",
                 report.epochs, report.rows_written, report.parts

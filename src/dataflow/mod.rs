@@ -23,14 +23,20 @@ pub use iterate::{iterate, Driver};
 pub use local::attach;
 pub use source::InputLayout;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::broadcast::Broadcast;
-use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Input, Probe};
 use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::error::{Error, Result};
@@ -93,6 +99,27 @@ pub enum Columns {
     Outputs,
 }
 
+/// What the leader does with each epoch's stage outputs when a pipeline trains on its input
+/// (`watch --train`, `reprocess --train`; [`crate::run::stream`]).
+pub trait EpochConsumer: Send {
+    /// An epoch is complete: `files` are the files it ingested, in order, and `rows` the stage
+    /// outputs it emitted, from every worker, in no particular order. Called before the epoch is
+    /// recorded in the ingest log.
+    fn consume(&mut self, files: &[PathBuf], rows: Vec<RecordBatch>) -> Result<()>;
+    /// The job has ingested everything it will.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// Whether stage outputs are gathered to the leader (worker 0 of process 0) for a consumer.
+/// Every process must agree (the dataflow's shape depends on it); only the leader's process
+/// holds the consumer.
+pub enum Gather {
+    /// No consumer: outputs are only written.
+    No,
+    /// Outputs are also sent to the leader, whose process holds the consumer (`None` elsewhere).
+    To(Option<Box<dyn EpochConsumer>>),
+}
+
 /// What a run did, summed over this process's workers.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -108,6 +135,8 @@ pub struct RunReport {
 
 /// Runs `plan` over `job`, writing to the dataset at `output`. `on_rows` is called from worker
 /// threads with the number of rows each input batch holds as it is read (for progress bars).
+/// With [`Gather::To`], each completed epoch's outputs also go to the consumer, on the leader,
+/// before the epoch is logged as ingested.
 pub fn run(
     plan: Plan,
     job: Job,
@@ -115,8 +144,17 @@ pub fn run(
     columns: Columns,
     cluster: &Cluster,
     on_rows: Arc<dyn Fn(u64) + Send + Sync>,
+    gather: Gather,
 ) -> Result<RunReport> {
     let config = cluster.to_timely()?;
+    let (gathering, consumer) = match gather {
+        Gather::No => (false, None),
+        Gather::To(c) => (true, c),
+    };
+    if cluster.is_leader() && gathering && consumer.is_none() {
+        return Err(Error::Usage("the leader process needs the consumer of the gathered outputs".into()));
+    }
+    let consumer = Arc::new(Mutex::new(consumer));
     let plan = Arc::new(plan);
     let layout = Arc::new(InputLayout::new(&plan, columns));
     let keep: Option<Vec<String>> = (columns == Columns::Outputs).then(|| {
@@ -142,10 +180,14 @@ pub fn run(
         let peers = worker.peers();
         let pending: sink::Pending = Default::default();
         let probe = ProbeHandle::new();
+        let gathered = Gathered::default();
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
             let out = render(rows, p.clone(), e.clone(), false);
+            if gathering {
+                gather_to_leader(out.clone(), gathered.clone());
+            }
             sink::write_parts(
                 out.probe_with(&probe),
                 dataset.clone(),
@@ -174,6 +216,14 @@ pub fn run(
             Ok(())
         };
         let leader = index == 0 && process == 0;
+        let mut consumer = if leader { consumer.lock().unwrap_or_else(|p| p.into_inner()).take() } else { None };
+        // Hands epoch `t`'s gathered outputs and `files` to the consumer (leader only).
+        let mut consume = |t: u64, files: &[PathBuf]| -> Result<()> {
+            match consumer.as_mut() {
+                Some(c) => c.consume(files, gathered.borrow_mut().remove(&t).unwrap_or_default()),
+                None => Ok(()),
+            }
+        };
         match &job {
             Job::Reprocess { inputs } => {
                 if leader {
@@ -187,6 +237,9 @@ pub fn run(
                     worker.step_or_park(None);
                 }
                 commit_done(&mut report)?;
+                if !e.is_set() {
+                    consume(0, inputs)?;
+                }
             }
             Job::Watch { dir, poll, idle_exit, max_files } => {
                 if !leader {
@@ -200,15 +253,24 @@ pub fn run(
                     let log = watch::IngestLog::new(&output);
                     let mut last_new = Instant::now();
                     let mut next = 0u64;
-                    if let Some(at) = replay_epoch {
-                        announce.advance_to(at);
-                        for (_, file) in &replay {
-                            announce.send(file.display().to_string());
-                            watcher.mark_seen(file.clone());
-                        }
-                        next = at + 1;
-                        announce.advance_to(next);
+                    // Each logged file is replayed as its own epoch again, so that the grouped
+                    // state (and a consumer) sees exactly what it saw the first time.
+                    if !replay.is_empty() {
                         eprintln!("watch: replaying {} file(s) ingested before a restart", replay.len());
+                    }
+                    for (t, file) in &replay {
+                        announce.advance_to(*t);
+                        announce.send(file.display().to_string());
+                        watcher.mark_seen(file.clone());
+                        next = t + 1;
+                        announce.advance_to(next);
+                        while probe.less_than(&next) && !e.is_set() {
+                            worker.step_or_park(Some(Duration::from_millis(1)));
+                        }
+                        if e.is_set() {
+                            break;
+                        }
+                        consume(*t, std::slice::from_ref(file))?;
                     }
                     let mut ingested = 0usize;
                     loop {
@@ -225,6 +287,7 @@ pub fn run(
                             if e.is_set() {
                                 break;
                             }
+                            consume(t, std::slice::from_ref(&file))?;
                             log.record(t, &file)?;
                             ingested += 1;
                             eprintln!(
@@ -252,6 +315,9 @@ pub fn run(
                 }
             }
         }
+        if let Some(c) = consumer.as_mut().filter(|_| !e.is_set()) {
+            c.finish()?;
+        }
         Ok::<RunReport, Error>(report)
     })
     .map_err(Error::Dataflow)?;
@@ -270,6 +336,20 @@ pub fn run(
 }
 
 mod watch;
+
+/// Stage outputs gathered on the leader, by epoch.
+type Gathered = Rc<RefCell<BTreeMap<u64, Vec<RecordBatch>>>>;
+
+/// Sends every output batch to worker 0 and keeps it there under its epoch.
+fn gather_to_leader(out: Stream<'_, u64, Vec<Batch>>, gathered: Gathered) {
+    out.map(|b| (0u64, b)).exchange(|(w, _)| *w).sink(Pipeline, "GatherToLeader", move |(input, _)| {
+        input.for_each_stamp(|cap, data| {
+            let t = *cap.least().expect("a u64 stamp has a least time");
+            let mut g = gathered.borrow_mut();
+            g.entry(t).or_default().extend(data.flat_map(|c| c.drain(..)).map(|(_, b)| b.rows).filter(|r| r.num_rows() > 0));
+        });
+    });
+}
 
 /// Every worker reads its shard of every announced file.
 fn read_files<'s>(

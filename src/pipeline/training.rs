@@ -358,6 +358,67 @@ pub struct RunSection {
     pub eval_tasks: usize,
 }
 
+/// What a stream learner does with rows older than `max_staleness` policy versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleRows {
+    /// They are not trained on (counted in the metrics).
+    Drop,
+    /// They are trained with each action token's advantage multiplied by the truncated
+    /// importance weight `min(1, π(a)/μ(a))` (π the learner's current policy, μ the behaviour
+    /// policy's `logp_behavior`), as V-trace/IMPALA do.
+    Truncate,
+}
+
+/// `[stream]`: how `watch --train` and `reprocess --train` train on trajectory files written by
+/// others (actors, a production agent, a log) instead of the pipeline's own rollouts.
+///
+/// The learner sees rows in a fixed order: file by file (in the order they were ingested), row by
+/// row. A group is *complete* when its `group_size`-th distinct episode arrives; complete groups
+/// queue in that order, and every `groups_per_update` of them make one update (the learner's
+/// epochs and minibatches over their rows) and one new policy version. Because the order is a
+/// function of the files alone, one file at a time and all files at once train identically.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSection {
+    /// Episodes per group (default: `rollout.k`).
+    #[serde(default)]
+    pub group_size: Option<usize>,
+    /// Complete groups per update (default: `rollout.tasks`).
+    #[serde(default)]
+    pub groups_per_update: Option<usize>,
+    /// A group still incomplete this many files after its first row is queued as it is, a
+    /// partial group, as LOOP does with late rollouts (0 = wait for ever). Counted in files, not
+    /// seconds, so that a restarted `watch` makes the same decisions.
+    #[serde(default)]
+    pub partial_after: u64,
+    /// Rows whose `policy_version` is more than this many versions behind the learner's are stale
+    /// (none: no bound). The learner's version starts at `initial_version` and counts updates.
+    #[serde(default)]
+    pub max_staleness: Option<u64>,
+    /// What happens to stale rows.
+    #[serde(default = "d_stale")]
+    pub stale: StaleRows,
+    /// The policy version of the model the stream starts from (the actors' version of it).
+    #[serde(default)]
+    pub initial_version: i64,
+    /// Checkpoint after every this many updates (a restart re-trains at most this many − 1).
+    #[serde(default = "d_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+impl StreamSection {
+    /// Episodes per group.
+    pub fn group_size(&self, rollout: &RolloutSection) -> usize {
+        self.group_size.unwrap_or(rollout.k)
+    }
+
+    /// Complete groups per update.
+    pub fn groups_per_update(&self, rollout: &RolloutSection) -> usize {
+        self.groups_per_update.unwrap_or(rollout.tasks)
+    }
+}
+
 /// All training-loop sections of a pipeline file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainingSpec {
@@ -375,6 +436,8 @@ pub struct TrainingSpec {
     pub discriminator: Option<DiscriminatorSection>,
     /// `[run]`.
     pub run: RunSection,
+    /// `[stream]`: training on files (`watch --train`, `reprocess --train`).
+    pub stream: StreamSection,
 }
 
 fn d_batch_tokens() -> usize {
@@ -488,6 +551,12 @@ fn d_critic_lr() -> f64 {
 fn d_returns() -> String {
     "returns".into()
 }
+fn d_stale() -> StaleRows {
+    StaleRows::Drop
+}
+fn d_checkpoint_every() -> u64 {
+    1
+}
 fn d_iterations() -> u64 {
     4
 }
@@ -499,7 +568,7 @@ impl TrainingSpec {
     /// The training sections of `file`'s top-level table, or `None` if it has no `[model]`
     /// (a data pipeline). Removes the sections it reads from `table`.
     pub fn take(file: &Path, table: &mut toml::Table) -> Result<Option<TrainingSpec>> {
-        let names = ["model", "rollout", "warm_start", "learner", "critic", "discriminator", "run"];
+        let names = ["model", "rollout", "warm_start", "learner", "critic", "discriminator", "run", "stream"];
         if !table.contains_key("model") {
             if let Some(n) = names.iter().find(|n| table.contains_key(**n)) {
                 return Err(spec_err(file, n, Some("model"), "a training pipeline needs a [model] section".into()));
@@ -529,6 +598,7 @@ impl TrainingSpec {
             critic: section(file, table, "critic")?,
             discriminator: section(file, table, "discriminator")?,
             run: section(file, table, "run")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
+            stream: section(file, table, "stream")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
         };
         spec.check(file)?;
         Ok(Some(spec))
@@ -679,6 +749,15 @@ impl TrainingSpec {
         }
         if l.kl_coef > 0.0 && l.loss != LossKind::Ppo {
             return bad("learner", "kl_coef", "the KL-to-reference penalty is a term of loss = \"ppo\"".into());
+        }
+        let st = &self.stream;
+        for (key, v) in [("group_size", st.group_size), ("groups_per_update", st.groups_per_update)] {
+            if v == Some(0) {
+                return bad("stream", key, "must be at least 1".into());
+            }
+        }
+        if st.checkpoint_every == 0 {
+            return bad("stream", "checkpoint_every", "must be at least 1".into());
         }
         if let Some(w) = self.warm_start.as_ref().filter(|w| w.reflection_tasks > 0) {
             if r.source != RolloutSource::Reflexion || w.reflection_epochs == 0 || w.demos == 0 {

@@ -66,12 +66,32 @@ pub struct IterationMetrics {
     /// Inverse RL: see `discriminator_loss`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discriminator_accuracy: Option<f64>,
+    /// Training on files (`watch --train`, `reprocess --train`): where this update's rows came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamCounts>,
     /// Tokens the policy generated.
     pub generated_tokens: u64,
     /// Generated tokens per second of rollout time.
     pub tokens_per_s: f64,
     /// Seconds per phase: `rollout`, `stages`, `learn`, `eval`.
     pub time_s: BTreeMap<String, f64>,
+}
+
+/// A stream update's bookkeeping (see [`crate::run::stream`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamCounts {
+    /// Files ingested so far.
+    pub files: u64,
+    /// Groups in this update, and how many of them were partial (timed out).
+    pub groups: u64,
+    /// See `groups`.
+    pub partial_groups: u64,
+    /// Rows of this update beyond the staleness bound (dropped or down-weighted).
+    pub stale_rows: u64,
+    /// Rows that arrived after their group was trained, so far (never trained).
+    pub late_rows: u64,
+    /// The oldest row's staleness in this update (learner version − row's policy_version).
+    pub max_staleness: i64,
 }
 
 /// The metrics file of a run directory.

@@ -16,11 +16,13 @@
 pub mod critic;
 pub mod discriminator;
 pub mod examples;
+pub mod group_tracker;
 pub mod learner;
 pub mod metrics;
 pub mod plot;
 pub mod preferences;
 pub mod report;
+pub mod stream;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -103,6 +105,39 @@ fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A training pipeline for `watch --train` / `reprocess --train`: the file with `sets` applied,
+/// parsed (a training pipeline is required), and recorded as `RUN/config.toml`. A run directory
+/// that already holds a config (a restarted `watch`) must have been made by the same text.
+pub fn stream_spec(pipeline: &std::path::Path, sets: &[String], dir: &std::path::Path) -> Result<PipelineSpec> {
+    let text = std::fs::read_to_string(pipeline).map_err(|e| Error::io(pipeline, e))?;
+    let text = apply_sets(pipeline, &text, sets)?;
+    let spec = PipelineSpec::parse(pipeline, &text)?;
+    if spec.training.is_none() {
+        return Err(Error::Spec {
+            file: pipeline.to_path_buf(),
+            stage: None,
+            key: Some("model".into()),
+            message: "--train needs a training pipeline ([model], [learner])".into(),
+        });
+    }
+    check_learner_columns(&spec, &Plan::from_spec(spec.clone())?)?;
+    let config = dir.join("config.toml");
+    match std::fs::read_to_string(&config) {
+        Ok(old) if old != text => {
+            return Err(Error::Usage(format!(
+                "{} holds a run of another config (a restart must use the same pipeline and --set values)",
+                dir.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::write(&config, &text).map_err(|e| Error::io(&config, e))?;
+        }
+    }
+    Ok(spec)
 }
 
 /// Runs (or resumes) a training pipeline; returns the run directory.

@@ -22,6 +22,7 @@ use super::discriminator::Discriminator;
 use super::examples::{from_rows, Columns, Example};
 use super::learner::{fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
+use super::stream::{truncate_advantages, Staleness};
 use super::preferences::preference_pairs;
 use crate::dataflow::Driver;
 use crate::env::{demos, task_ids, Split};
@@ -89,20 +90,25 @@ pub fn checkpoint_dir(run: &Path, iteration: u64) -> PathBuf {
     run.join("checkpoints").join(format!("iter-{iteration:04}"))
 }
 
-/// The last complete checkpoint of a run, if any.
-pub fn last_checkpoint(run: &Path) -> Result<Option<u64>> {
+/// The complete checkpoints of a run (those with a `state.json`), in no particular order.
+fn checkpoints(run: &Path) -> Result<Vec<u64>> {
     let dir = run.join("checkpoints");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(None) };
-    let mut last = None;
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
     for e in entries {
         let name = e.map_err(|e| Error::io(&dir, e))?.file_name().to_string_lossy().into_owned();
         if let Some(n) = name.strip_prefix("iter-").and_then(|n| n.parse::<u64>().ok()) {
             if dir.join(&name).join("state.json").is_file() {
-                last = last.max(Some(n));
+                out.push(n);
             }
         }
     }
-    Ok(last)
+    Ok(out)
+}
+
+/// The last complete checkpoint of a run, if any.
+pub fn last_checkpoint(run: &Path) -> Result<Option<u64>> {
+    Ok(checkpoints(run)?.into_iter().max())
 }
 
 impl Trainer {
@@ -152,7 +158,7 @@ impl Trainer {
         })
     }
 
-    fn say(&self, line: &str) {
+    pub(crate) fn say(&self, line: &str) {
         if self.verbose {
             eprintln!("{line}");
         }
@@ -324,7 +330,7 @@ impl Trainer {
         Ok(rows)
     }
 
-    fn evaluate(&self, m: &mut IterationMetrics) -> Result<()> {
+    pub(crate) fn evaluate(&self, m: &mut IterationMetrics) -> Result<()> {
         let n = self.spec.run.eval_tasks;
         if n == 0 {
             return Ok(());
@@ -357,7 +363,7 @@ impl Trainer {
 
     /// Saves checkpoint `iteration`; the folder is also a Hugging Face model folder (config,
     /// tokenizer, and an index naming the checkpoint's weight file), so `--model` accepts it.
-    fn checkpoint(&self, iteration: u64) -> Result<()> {
+    pub(crate) fn checkpoint(&self, iteration: u64) -> Result<()> {
         let state = TrainState { step: self.opt.step, data_position: iteration, seed: self.spec.run.seed };
         let dir = checkpoint_dir(&self.dir, iteration);
         checkpoint::save_with(&dir, &[&self.model.vs], &self.opt, &state, |tmp| {
@@ -382,11 +388,18 @@ impl Trainer {
             self.tok.save_hf(tmp)
         })?;
         // Checkpoint 0 (the policy before RL, e.g. after the warm start) is always kept.
-        if iteration > KEEP_CHECKPOINTS as u64 {
-            let old = checkpoint_dir(&self.dir, iteration - KEEP_CHECKPOINTS as u64);
-            let _ = std::fs::remove_dir_all(old);
+        let mut older: Vec<u64> = checkpoints(&self.dir)?.into_iter().filter(|&n| n > 0 && n < iteration).collect();
+        older.sort_unstable();
+        older.reverse();
+        for n in older.into_iter().skip(KEEP_CHECKPOINTS - 1) {
+            let _ = std::fs::remove_dir_all(checkpoint_dir(&self.dir, n));
         }
         Ok(())
+    }
+
+    /// Appends `m` to the run's metrics.
+    pub(crate) fn record(&self, m: &IterationMetrics) -> Result<()> {
+        self.metrics.append(m)
     }
 
     /// The expert's episodes of `tasks`, with this run's ids (one rollout per task).
@@ -459,6 +472,87 @@ impl Trainer {
         let il = self.imitation.as_deref().expect("loaded above");
         let mut rng = crate::synth::SplitMix::new(seed);
         Ok(examples.into_iter().flat_map(|e| [e, il[(rng.next_u64() % il.len() as u64) as usize].clone()]).collect())
+    }
+
+    /// One update of the policy (and critic) from stage outputs `rows`: builds the examples the
+    /// loss needs, recomputes old and reference log-probs as configured, and runs the learner's
+    /// epochs and minibatches; fills `m`'s learner fields. `stale` (stream training only) drops or
+    /// down-weights rows beyond the staleness bound.
+    pub(crate) fn update(
+        &mut self,
+        iteration: u64,
+        rows: &RecordBatch,
+        stale: Option<&Staleness>,
+        m: &mut IterationMetrics,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let l = &self.spec.learner.clone();
+        let (rows, stale_rows) = match stale {
+            Some(s) => s.split(rows)?,
+            None => (rows.clone(), None),
+        };
+        let cols = Columns {
+            advantages: matches!(l.loss, LossKind::Ppo | LossKind::ClippedIs).then_some(l.advantages.as_str()),
+            returns: self.spec.critic.as_ref().map(|c| c.returns.as_str()),
+            keep: l.keep.as_deref(),
+            policy_only: l.rows == TrainedRows::Policy,
+        };
+        let mut examples: Vec<Example> = if l.loss == LossKind::Dpo {
+            let (pairs, count) = preference_pairs(&rows)?;
+            m.pairs = Some(count.pairs);
+            pairs
+        } else {
+            from_rows(&rows, cols)?
+        };
+        // DPO's reference is the policy at the start of the iteration, whatever `logp_old` says.
+        if (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo {
+            recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
+        }
+        if let Some(stale_rows) = stale_rows {
+            // Beyond the staleness bound with `stale = "truncate"`: each action token's advantage
+            // is scaled by min(1, π/μ), π the current policy, μ the behaviour policy.
+            let mut old = from_rows(&stale_rows, cols)?;
+            let mut now = old.clone();
+            recompute_logp_old(&self.model, &mut now, self.spec.model.max_batch_tokens)?;
+            for (e, n) in old.iter_mut().zip(now) {
+                truncate_advantages(e, &n.logp_old);
+                if l.logp_old == LogpOld::Recompute {
+                    e.logp_old = n.logp_old;
+                }
+            }
+            examples.extend(old);
+        }
+        if l.kl_coef > 0.0 {
+            if self.reference.is_none() {
+                let ckpt = checkpoint_dir(&self.dir, 0);
+                self.reference = Some(crate::model::load_decoder(&ckpt.to_string_lossy(), self.model.device())?);
+            }
+            let reference = self.reference.as_ref().expect("loaded above");
+            score_reference(reference, &mut examples, self.spec.model.max_batch_tokens)?;
+        }
+        if l.loss == LossKind::ClippedIs && l.imitation > 0.0 {
+            let seed = self.spec.run.seed.wrapping_mul(0x5851_F42D_4C95_7F2D) ^ iteration;
+            examples = self.with_imitation(examples, seed)?;
+        }
+        let schedule = Schedule {
+            epochs: l.epochs,
+            minibatch: l.minibatch,
+            max_batch_tokens: self.spec.model.max_batch_tokens,
+            kl_stop: l.kl_stop,
+            kl_skip: l.kl_skip,
+            seed: self.spec.run.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ iteration,
+        };
+        let objective = self.objective();
+        let stats = fit(&self.model, &mut self.opt, self.critic.as_mut(), &examples, objective, &schedule)?;
+        fill_learner(m, &stats);
+        if l.loss == LossKind::Dpo {
+            m.preference_accuracy = Some(stats.preference_accuracy);
+        }
+        if l.kl_coef > 0.0 {
+            m.kl_ref = Some(stats.kl_ref);
+        }
+        m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn objective(&self) -> Objective {
@@ -646,55 +740,7 @@ impl Driver for Trainer {
             self.trajectories.write_uncommitted(std::slice::from_ref(&rows), iteration, "run", &tag, Vec::new())?;
         self.trajectories.commit(&commit)?;
 
-        let t = Instant::now();
-        let l = &self.spec.learner.clone();
-        let cols = Columns {
-            advantages: matches!(l.loss, LossKind::Ppo | LossKind::ClippedIs).then_some(l.advantages.as_str()),
-            returns: self.spec.critic.as_ref().map(|c| c.returns.as_str()),
-            keep: l.keep.as_deref(),
-            policy_only: l.rows == TrainedRows::Policy,
-        };
-        let mut examples: Vec<Example> = if l.loss == LossKind::Dpo {
-            let (pairs, count) = preference_pairs(&rows)?;
-            m.pairs = Some(count.pairs);
-            pairs
-        } else {
-            from_rows(&rows, cols)?
-        };
-        // DPO's reference is the policy at the start of the iteration, whatever `logp_old` says.
-        if (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo {
-            recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
-        }
-        if l.kl_coef > 0.0 {
-            if self.reference.is_none() {
-                let ckpt = checkpoint_dir(&self.dir, 0);
-                self.reference = Some(crate::model::load_decoder(&ckpt.to_string_lossy(), self.model.device())?);
-            }
-            let reference = self.reference.as_ref().expect("loaded above");
-            score_reference(reference, &mut examples, self.spec.model.max_batch_tokens)?;
-        }
-        if l.loss == LossKind::ClippedIs && l.imitation > 0.0 {
-            let seed = self.spec.run.seed.wrapping_mul(0x5851_F42D_4C95_7F2D) ^ iteration;
-            examples = self.with_imitation(examples, seed)?;
-        }
-        let schedule = Schedule {
-            epochs: l.epochs,
-            minibatch: l.minibatch,
-            max_batch_tokens: self.spec.model.max_batch_tokens,
-            kl_stop: l.kl_stop,
-            kl_skip: l.kl_skip,
-            seed: self.spec.run.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ iteration,
-        };
-        let objective = self.objective();
-        let stats = fit(&self.model, &mut self.opt, self.critic.as_mut(), &examples, objective, &schedule)?;
-        fill_learner(&mut m, &stats);
-        if l.loss == LossKind::Dpo {
-            m.preference_accuracy = Some(stats.preference_accuracy);
-        }
-        if l.kl_coef > 0.0 {
-            m.kl_ref = Some(stats.kl_ref);
-        }
-        m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
+        self.update(iteration, &rows, None, &mut m)?;
         self.evaluate(&mut m)?;
         let extra = match (m.pairs, m.preference_accuracy, m.discriminator_accuracy) {
             (Some(n), Some(a), _) => format!(" | {n} pairs, preference accuracy {a:.3}"),

@@ -1,0 +1,346 @@
+//! Training on trajectory files written by others: the learner of `watch --train` (a file per
+//! epoch, as files land) and `reprocess --train` (every file in one epoch).
+//!
+//! The dataflow hands the leader each epoch's stage outputs and the files the epoch ingested
+//! ([`crate::dataflow::EpochConsumer`]). The learner keeps the latest stage outputs of every open
+//! group, lets a [`GroupTracker`] close groups in file order, and makes one update (the
+//! `[learner]`'s epochs and minibatches) per `groups_per_update` closed groups; update `n` gives
+//! policy version `initial_version + n` and, every `checkpoint_every` updates, checkpoint `n`
+//! (`RUN/checkpoints/iter-n`, with `RUN/metrics.jsonl` line `n`).
+//!
+//! Invariants:
+//! - A closed group's rows are the stage outputs of the epoch that closed it (later re-emissions
+//!   of the group, caused by late rows, are ignored), restricted to the episodes that closed it.
+//! - Updates are numbered by their position in the tracker's queue, which depends on the files
+//!   alone. A learner started from checkpoint `c` replays the stream and skips updates `< c`
+//!   (their effect is in the checkpoint's weights and optimiser), so a `watch` killed at any point
+//!   and restarted ends with the weights of a run that was never interrupted.
+//! - Rows more than `max_staleness` versions behind the learner (by their `policy_version`) are
+//!   dropped or trained with truncated importance weights (`[stream] stale`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::Int64Type;
+
+use super::examples::Example;
+use super::group_tracker::{ClosedGroup, GroupTracker};
+use super::metrics::{IterationMetrics, StreamCounts};
+use super::trainer::Trainer;
+use crate::dataflow::EpochConsumer;
+use crate::error::{Error, Result};
+use crate::pipeline::training::{StaleRows, TrainingSpec};
+use crate::store::PartReader;
+
+/// The staleness bound of one update.
+pub struct Staleness {
+    /// The learner's policy version.
+    pub version: i64,
+    /// Largest staleness trained as fresh.
+    pub max: u64,
+    /// What happens to older rows.
+    pub mode: StaleRows,
+}
+
+impl Staleness {
+    /// Number of stale rows in `rows`.
+    fn count(&self, rows: &RecordBatch) -> Result<u64> {
+        Ok(self.is_stale(rows)?.iter().filter(|&&s| s).count() as u64)
+    }
+
+    fn is_stale(&self, rows: &RecordBatch) -> Result<Vec<bool>> {
+        let pv = versions(rows)?;
+        Ok(pv.iter().map(|&v| self.version.saturating_sub(v) > self.max as i64).collect())
+    }
+
+    /// Splits `rows` into the rows trained as they are and, with `stale = "truncate"`, the stale
+    /// rows to train with truncated importance weights (`stale = "drop"`: those are left out).
+    pub fn split(&self, rows: &RecordBatch) -> Result<(RecordBatch, Option<RecordBatch>)> {
+        let stale = self.is_stale(rows)?;
+        let pick = |want: bool| -> Result<RecordBatch> {
+            let idx: UInt32Array = (0..rows.num_rows() as u32).filter(|&i| stale[i as usize] == want).collect();
+            Ok(arrow::compute::take_record_batch(rows, &idx)?)
+        };
+        let fresh = pick(false)?;
+        let old = match self.mode {
+            StaleRows::Truncate if stale.contains(&true) => Some(pick(true)?),
+            _ => None,
+        };
+        Ok((fresh, old))
+    }
+}
+
+fn versions(rows: &RecordBatch) -> Result<Vec<i64>> {
+    let col = rows
+        .column_by_name("policy_version")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| Error::Usage("stream learner: rows have no int64 policy_version column".into()))?;
+    Ok((0..col.len()).map(|i| if col.is_null(i) { i64::MIN } else { col.value(i) }).collect())
+}
+
+/// Scales each trained token's advantage by the truncated importance weight `min(1, π/μ)`, where
+/// `logp_now` is π's log-prob and the example's `logp_old` is μ's (the behaviour log-prob as
+/// read from the row). Tokens without a behaviour log-prob keep their advantage.
+pub fn truncate_advantages(e: &mut Example, logp_now: &[f32]) {
+    for ((a, &mu), (&pi, &m)) in e.adv.iter_mut().zip(&e.logp_old).zip(logp_now.iter().zip(&e.mask)) {
+        if m > 0.0 && mu.is_finite() && pi.is_finite() {
+            *a *= (pi - mu).exp().min(1.0);
+        }
+    }
+}
+
+/// The learner of a stream of trajectory files.
+pub struct StreamLearner {
+    trainer: Trainer,
+    spec: TrainingSpec,
+    tracker: GroupTracker,
+    groups_per_update: usize,
+    /// The latest stage outputs of each open group, by episode id.
+    open_rows: HashMap<String, BTreeMap<String, RecordBatch>>,
+    /// The rows of closed groups not yet trained.
+    closed_rows: HashMap<String, RecordBatch>,
+    /// Updates made (or, below `resumed`, replayed).
+    updates: u64,
+    /// Updates already in the checkpoint the learner started from.
+    resumed: u64,
+    /// The update of the last checkpoint written.
+    checkpointed: u64,
+    dir: PathBuf,
+}
+
+impl StreamLearner {
+    /// A learner writing into the run directory `dir`: resumed from its last checkpoint if it has
+    /// one, else started from `[model]` (with the `[warm_start]`, if any: checkpoint 0).
+    pub fn open(spec: TrainingSpec, dir: &Path, verbose: bool) -> Result<StreamLearner> {
+        let last = super::trainer::last_checkpoint(dir)?;
+        let mut trainer = Trainer::new(spec.clone(), dir, last, verbose)?;
+        match last {
+            Some(c) => {
+                super::metrics::MetricsFile::new(dir).truncate_after(c)?;
+                if verbose {
+                    eprintln!("stream learner: resuming {} after update {c}", dir.display());
+                }
+            }
+            None => trainer.start()?,
+        }
+        let s = &spec.stream;
+        Ok(StreamLearner {
+            tracker: GroupTracker::new(s.group_size(&spec.rollout), s.partial_after),
+            groups_per_update: s.groups_per_update(&spec.rollout),
+            trainer,
+            spec,
+            open_rows: HashMap::new(),
+            closed_rows: HashMap::new(),
+            updates: 0,
+            resumed: last.unwrap_or(0),
+            checkpointed: last.unwrap_or(0),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Updates made so far (replayed ones included).
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// Stores the stage outputs of open groups, replacing older outputs of the same episodes.
+    fn store(&mut self, rows: &RecordBatch) -> Result<()> {
+        let (episodes, groups) = (strings(rows, "episode_id")?, strings(rows, "group_id")?);
+        let mut by_group: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            if !self.tracker.is_closed(g) {
+                by_group.entry(g).or_default().push(i as u32);
+            }
+        }
+        for (g, idx) in by_group {
+            let part = arrow::compute::take_record_batch(rows, &UInt32Array::from(idx.clone()))?;
+            let slot = self.open_rows.entry(g.to_string()).or_default();
+            for (j, &i) in idx.iter().enumerate() {
+                slot.insert(episodes[i as usize].to_string(), part.slice(j, 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a closed group's rows (its closing episodes only) out of the open set.
+    fn seal(&mut self, g: &ClosedGroup) -> Result<()> {
+        let mut slot = self.open_rows.remove(&g.group).unwrap_or_default();
+        let mut parts = Vec::with_capacity(g.episodes.len());
+        for e in &g.episodes {
+            parts.push(slot.remove(e).ok_or_else(|| {
+                Error::Usage(format!("stream learner: group '{}' episode '{e}' has no stage output", g.group))
+            })?);
+        }
+        let schema = parts[0].schema();
+        self.closed_rows.insert(g.group.clone(), arrow::compute::concat_batches(&schema, &parts)?);
+        Ok(())
+    }
+
+    /// One update from `groups` (rows sorted by `episode_id`), or its replay below `resumed`.
+    fn update(&mut self, groups: Vec<ClosedGroup>) -> Result<()> {
+        let parts: Vec<RecordBatch> = groups
+            .iter()
+            .map(|g| self.closed_rows.remove(&g.group).expect("sealed when it closed"))
+            .collect();
+        let n = self.updates + 1;
+        self.updates = n;
+        if n <= self.resumed {
+            return Ok(());
+        }
+        let rows = sorted_by_episode(&parts)?;
+        let s = &self.spec.stream;
+        let version = s.initial_version + (n - 1) as i64;
+        let bound = s.max_staleness.map(|max| Staleness { version, max, mode: s.stale });
+        let pv = versions(&rows)?;
+        let mut m = IterationMetrics {
+            iteration: n,
+            policy_version: version,
+            episodes: rows.num_rows(),
+            success_rate: mean_bool(&rows, "success"),
+            return_mean: mean_f32(&rows, "reward"),
+            stream: Some(StreamCounts {
+                files: self.tracker.files(),
+                groups: groups.len() as u64,
+                partial_groups: groups.iter().filter(|g| g.partial).count() as u64,
+                stale_rows: bound.as_ref().map(|b| b.count(&rows)).transpose()?.unwrap_or(0),
+                late_rows: self.tracker.late_rows(),
+                max_staleness: pv.iter().map(|&v| version.saturating_sub(v)).max().unwrap_or(0),
+            }),
+            ..Default::default()
+        };
+        self.trainer.update(n, &rows, bound.as_ref(), &mut m)?;
+        self.trainer.evaluate(&mut m)?;
+        self.trainer.say(&format!(
+            "update {n} (version {version} -> {}): {} groups, {} rows, success {:.3} | loss {:.4} kl {:.4} clip {:.3} | \
+             eval success {}",
+            version + 1,
+            groups.len(),
+            m.episodes,
+            m.success_rate,
+            m.loss,
+            m.kl,
+            m.clip_frac,
+            m.eval_success_rate.map_or("-".into(), |x| format!("{x:.3}"))
+        ));
+        self.trainer.record(&m)?;
+        if n % s.checkpoint_every == 0 {
+            self.trainer.checkpoint(n)?;
+            self.checkpointed = n;
+        }
+        Ok(())
+    }
+}
+
+impl EpochConsumer for StreamLearner {
+    fn consume(&mut self, files: &[PathBuf], rows: Vec<RecordBatch>) -> Result<()> {
+        for b in &rows {
+            self.store(b)?;
+        }
+        for f in files {
+            let keys = file_keys(f)?;
+            // Seal the groups this file closed, then train every full round of them.
+            for g in &self.tracker.file(keys.iter().map(|(e, g)| (e.as_str(), g.as_str()))) {
+                self.seal(g)?;
+            }
+            while let Some(groups) = self.tracker.take(self.groups_per_update) {
+                self.update(groups)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.updates > self.checkpointed {
+            self.trainer.checkpoint(self.updates)?;
+            self.checkpointed = self.updates;
+        }
+        super::report::report(std::slice::from_ref(&self.dir), &self.dir.join("curves.png")).map(|_| ())
+    }
+}
+
+/// `(episode_id, group_id)` of every row of a trajectory file, in row order.
+fn file_keys(path: &Path) -> Result<Vec<(String, String)>> {
+    let reader = PartReader::open(path)?;
+    let cols = ["episode_id".to_string(), "group_id".to_string()];
+    let mut out = Vec::new();
+    for b in reader.read(Some(&cols), None)? {
+        let (e, g) = (strings(&b, "episode_id")?, strings(&b, "group_id")?);
+        out.extend(e.into_iter().zip(g).map(|(e, g)| (e.to_string(), g.to_string())));
+    }
+    Ok(out)
+}
+
+fn strings<'a>(rows: &'a RecordBatch, name: &str) -> Result<Vec<&'a str>> {
+    let col = rows
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| Error::Usage(format!("stream learner: rows have no utf8 '{name}' column")))?;
+    Ok((0..col.len()).map(|i| if col.is_null(i) { "" } else { col.value(i) }).collect())
+}
+
+fn sorted_by_episode(parts: &[RecordBatch]) -> Result<RecordBatch> {
+    let all = arrow::compute::concat_batches(&parts[0].schema(), parts)?;
+    let ids = strings(&all, "episode_id")?;
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| ids[a as usize].cmp(ids[b as usize]));
+    Ok(arrow::compute::take_record_batch(&all, &UInt32Array::from(order))?)
+}
+
+fn mean_bool(rows: &RecordBatch, name: &str) -> f64 {
+    let Some(c) = rows.column_by_name(name).and_then(|c| c.as_boolean_opt()) else { return 0.0 };
+    let n = c.len().max(1) as f64;
+    (0..c.len()).filter(|&i| c.is_valid(i) && c.value(i)).count() as f64 / n
+}
+
+fn mean_f32(rows: &RecordBatch, name: &str) -> f64 {
+    let Some(c) = rows.column_by_name(name).and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float32Type>())
+    else {
+        return 0.0;
+    };
+    let n = c.len().max(1) as f64;
+    c.iter().flatten().map(f64::from).sum::<f64>() / n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
+
+    #[test]
+    fn truncated_importance_weights_only_shrink_trained_advantages() {
+        let mut e = Example {
+            tokens: vec![1, 2, 3, 4],
+            mask: vec![0.0, 1.0, 1.0, 1.0],
+            adv: vec![5.0, 2.0, 2.0, 2.0],
+            logp_old: vec![f32::NAN, -1.0, -1.0, f32::NAN],
+            logp_ref: vec![f32::NAN; 4],
+            values: vec![0.0; 4],
+            returns: vec![0.0; 4],
+        };
+        truncate_advantages(&mut e, &[-9.0, -2.0, -0.5, -3.0]);
+        // Untrained token 0 and token 3 (no behaviour log-prob) keep theirs; π < μ shrinks by
+        // e^(−1); π > μ is truncated at 1.
+        assert_eq!(e.adv[0], 5.0);
+        assert!((e.adv[1] - 2.0 * (-1.0f32).exp()).abs() < 1e-6);
+        assert_eq!(e.adv[2], 2.0);
+        assert_eq!(e.adv[3], 2.0);
+    }
+
+    #[test]
+    fn staleness_splits_by_policy_version() {
+        let mut b = TrajectoryBuilder::default();
+        for (i, v) in [5i64, 3, 2, 4].iter().enumerate() {
+            b.push(EpisodeRow { episode_id: format!("e{i}"), policy_version: *v, ..Default::default() });
+        }
+        let rows = b.finish();
+        let drop = Staleness { version: 5, max: 2, mode: StaleRows::Drop };
+        assert_eq!(drop.count(&rows).unwrap(), 1);
+        let (fresh, old) = drop.split(&rows).unwrap();
+        assert_eq!(strings(&fresh, "episode_id").unwrap(), vec!["e0", "e1", "e3"]);
+        assert!(old.is_none());
+        let (fresh, old) = Staleness { mode: StaleRows::Truncate, ..drop }.split(&rows).unwrap();
+        assert_eq!(fresh.num_rows(), 3);
+        assert_eq!(strings(&old.unwrap(), "episode_id").unwrap(), vec!["e2"]);
+    }
+}
