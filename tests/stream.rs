@@ -233,3 +233,39 @@ fn stale_rows_are_dropped_or_down_weighted_and_late_groups_close_as_partial() {
     assert_eq!(waiting[1..].iter().map(|m| stream(m, "groups")).sum::<u64>(), 15);
     assert_eq!(waiting[1..].iter().map(|m| stream(m, "partial_groups")).sum::<u64>(), 0);
 }
+
+#[test]
+fn two_processes_on_loopback_train_the_weights_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    actor_files(&input, &[]);
+    let sets = sets(&[]);
+    let one = dir.path().join("one");
+    ok(&args(&["reprocess", &pipeline("loop.toml"), "--input", s(&input), "--output", s(&one), "--train"], &sets));
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port())).unwrap();
+    let two = dir.path().join("two");
+    let mut children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(bin())
+                .args(["reprocess", &pipeline("loop.toml"), "--input", s(&input), "--output", s(&two), "--train"])
+                .args(["--processes", "2", "--process-id", &i.to_string(), "--hostfile", s(&hosts)])
+                .args(&sets)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    for c in &mut children {
+        while c.try_wait().unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(120), "processes did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(c.wait().unwrap().success());
+    }
+    assert_same_dataset(&one.join("trajectories"), &two.join("trajectories"));
+    assert_eq!(last_weights(&one), last_weights(&two));
+}

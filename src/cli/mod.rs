@@ -393,7 +393,7 @@ fn training(
     }
     #[cfg(feature = "torch")]
     {
-        let spec = crate::run::stream_spec(pipeline, sets, output)?;
+        let spec = crate::run::stream_spec(pipeline, sets, output, cluster.is_leader())?;
         let consumer: Option<Box<dyn dataflow::EpochConsumer>> = if cluster.is_leader() {
             if verbose {
                 crate::progress::enable();

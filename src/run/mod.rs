@@ -108,9 +108,15 @@ fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
 }
 
 /// A training pipeline for `watch --train` / `reprocess --train`: the file with `sets` applied,
-/// parsed (a training pipeline is required), and recorded as `RUN/config.toml`. A run directory
-/// that already holds a config (a restarted `watch`) must have been made by the same text.
-pub fn stream_spec(pipeline: &std::path::Path, sets: &[String], dir: &std::path::Path) -> Result<PipelineSpec> {
+/// parsed (a training pipeline is required), and recorded by the leader as `RUN/config.toml`. A
+/// run directory that already holds a config (a restarted `watch`) must have been made by the same
+/// text.
+pub fn stream_spec(
+    pipeline: &std::path::Path,
+    sets: &[String],
+    dir: &std::path::Path,
+    leader: bool,
+) -> Result<PipelineSpec> {
     let text = std::fs::read_to_string(pipeline).map_err(|e| Error::io(pipeline, e))?;
     let text = apply_sets(pipeline, &text, sets)?;
     let spec = PipelineSpec::parse(pipeline, &text)?;
@@ -123,6 +129,9 @@ pub fn stream_spec(pipeline: &std::path::Path, sets: &[String], dir: &std::path:
         });
     }
     check_learner_columns(&spec, &Plan::from_spec(spec.clone())?)?;
+    if !leader {
+        return Ok(spec);
+    }
     let config = dir.join("config.toml");
     match std::fs::read_to_string(&config) {
         Ok(old) if old != text => {
