@@ -159,3 +159,33 @@ fn expert_demos_of_the_household_env_are_stored_token_exact() {
         assert_eq!(tok.decode(&actions).unwrap(), expected);
     }
 }
+
+#[test]
+fn watch_ingests_json_lines_logs_as_they_land_like_import_then_reprocess() {
+    let (Some(_), Some(src)) = (tokenizer(), shared("fireact/hotpotqa_gpt4_expert.jsonl")) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&src).unwrap().lines().take(30).map(str::to_string).collect();
+    let wdir = dir.path().join("landing");
+    std::fs::create_dir_all(&wdir).unwrap();
+    for (name, chunk) in [("a.jsonl", &lines[..12]), ("b.jsonl", &lines[12..])] {
+        std::fs::write(wdir.join(name), chunk.join("\n") + "\n").unwrap();
+    }
+    std::fs::write(wdir.join("c.jsonl"), "not json\n").unwrap();
+    let watched = dir.path().join("watched");
+    let p = pipeline("grpo_advantages.toml");
+    let out = trajflow(&["watch", &p, "--input", s(&wdir), "--output", s(&watched), "--import", "fireact"]
+        .into_iter()
+        .chain(["--import-model", "smollm2-135m", "--idle-exit", "1", "--poll-ms", "20"])
+        .collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 file(s) ingested"), "{stdout}");
+    assert!(stdout.contains("rejected: ") && stdout.contains("c.jsonl"), "the bad log is named: {stdout}");
+    // The same logs imported into one dataset, then reprocessed at once.
+    let (imported, once) = (dir.path().join("imported"), dir.path().join("once"));
+    for name in ["a.jsonl", "b.jsonl"] {
+        ok(&["import", "--format", "fireact", "--input", s(&wdir.join(name)), "--output", s(&imported)]);
+    }
+    ok(&["reprocess", &p, "--input", s(&imported), "--output", s(&once)]);
+    assert_same_dataset(&once, &watched);
+}

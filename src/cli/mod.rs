@@ -94,6 +94,14 @@ pub enum Command {
         /// Exit after this many files.
         #[arg(long)]
         max_files: Option<usize>,
+        /// Also ingest `*.jsonl` chat logs of this format (converted through the tokenizer of
+        /// --import-model into OUTPUT's `_imported/` folder first).
+        #[arg(long, value_enum)]
+        import: Option<ImportFormat>,
+        /// Model whose tokenizer and chat template render imported logs (default: the pipeline's
+        /// [model], else smollm2-135m).
+        #[arg(long)]
+        import_model: Option<String>,
         /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
@@ -412,6 +420,31 @@ fn training(
     }
 }
 
+/// An import format, for `watch --import` (the same formats as `trajflow import`).
+#[cfg(feature = "torch")]
+type ImportFormat = crate::import::Format;
+/// Import needs the tokenizers of the torch build.
+#[cfg(not(feature = "torch"))]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ImportFormat {
+    /// OpenAI chat messages.
+    Openai,
+}
+
+/// Converts a landed JSON-lines log into `dir/<stem>.parquet` with `model`'s tokenizer.
+fn importer(format: ImportFormat, model: String, dir: PathBuf) -> Result<dataflow::Importer> {
+    #[cfg(feature = "torch")]
+    {
+        let tok = Arc::new(crate::model::load_tokenizer(&model)?);
+        Ok(dataflow::Importer(Arc::new(move |path: &Path| model::import_file(format, path, &tok, &model, &dir))))
+    }
+    #[cfg(not(feature = "torch"))]
+    {
+        let _ = (format, model, dir);
+        Err(Error::Usage("--import needs a build with the torch feature (tokenizers)".into()))
+    }
+}
+
 fn progress(total: Option<u64>, leader: bool) -> Arc<dyn Fn(u64) + Send + Sync> {
     let (bar, template) = match total {
         Some(n) => (indicatif::ProgressBar::new(n), "{spinner} {msg} [{bar:30}] {pos}/{len} rows read ({per_sec})"),
@@ -463,15 +496,37 @@ pub fn run(cli: Cli) -> Result<String> {
                 start.elapsed().as_secs_f64()
             ))
         }
-        Command::Watch { pipeline, input, output, poll_ms, idle_exit, max_files, columns, train, sets, quiet, cluster } => {
+        Command::Watch {
+            pipeline,
+            input,
+            output,
+            poll_ms,
+            idle_exit,
+            max_files,
+            import,
+            import_model,
+            columns,
+            train,
+            sets,
+            quiet,
+            cluster,
+        } => {
             let cluster: Cluster = cluster.into();
             let (spec, gather, dataset) = training(&pipeline, &sets, train, &output, columns, &cluster, !quiet)?;
+            let import = match import {
+                Some(format) => {
+                    let default = spec.training.as_ref().map_or("smollm2-135m".to_string(), |t| t.model.name.clone());
+                    Some(importer(format, import_model.unwrap_or(default), dataset.join("_imported"))?)
+                }
+                None => None,
+            };
             let plan = Plan::from_spec(spec)?;
             let job = Job::Watch {
                 dir: input.clone(),
                 poll: Duration::from_millis(poll_ms),
                 idle_exit: idle_exit.map(Duration::from_secs_f64),
                 max_files,
+                import,
             };
             eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), output.display());
             let report = dataflow::run(

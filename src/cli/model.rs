@@ -127,6 +127,31 @@ pub fn run_demos(
     Ok(format!("demos: {n_rows} expert episodes of {env} ({solved} solved, {turns} turns) -> {}\n", output.display()))
 }
 
+/// Converts one JSON-lines log to `dir/<stem>.parquet` (atomically), the rows rendered with
+/// `tok`; returns the Parquet file's path. An empty log is an error (nothing to ingest).
+pub fn import_file(
+    format: crate::import::Format,
+    input: &std::path::Path,
+    tok: &crate::model::tokenizer::Tok,
+    model: &str,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    let convs = crate::import::formats::read(format, input)?;
+    let env = format!("{format:?}").to_lowercase();
+    let mut b = crate::schema::builder::TrajectoryBuilder::default();
+    for c in &convs {
+        b.push(crate::import::to_row(tok, c, &env, model)?);
+    }
+    if b.len() == 0 {
+        return Err(crate::error::Error::file(input, "no conversations"));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
+    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "log".into());
+    let name = format!("{stem}.parquet");
+    crate::store::write_part(dir, &name, &[b.finish()], &crate::schema::TableSchema::trajectory().tag())?;
+    Ok(dir.join(name))
+}
+
 /// Imports `input` (in `format`) into the dataset `output`, tokenised with `spec`'s tokenizer.
 pub fn run_import(
     format: crate::import::Format,

@@ -22,6 +22,7 @@ pub use cluster::Cluster;
 pub use iterate::{iterate, Driver};
 pub use local::attach;
 pub use source::InputLayout;
+pub use watch::Importer;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -86,6 +87,8 @@ pub enum Job {
         idle_exit: Option<Duration>,
         /// Stop after this many files.
         max_files: Option<usize>,
+        /// Also ingest `*.jsonl` chat logs, converted by this.
+        import: Option<Importer>,
     },
 }
 
@@ -170,7 +173,7 @@ pub fn run(
         Job::Watch { .. } => watch::IngestLog::new(&output).entries()?,
         Job::Reprocess { .. } => Vec::new(),
     };
-    let replay_epoch = replay.last().map(|(e, _)| *e);
+    let replay_epoch = replay.last().map(|(e, _, _)| *e);
     let (e, p) = (errors.clone(), plan.clone());
     let process = cluster.process_id;
     let output_dir = output.clone();
@@ -241,7 +244,7 @@ pub fn run(
                     consume(0, inputs)?;
                 }
             }
-            Job::Watch { dir, poll, idle_exit, max_files } => {
+            Job::Watch { dir, poll, idle_exit, max_files, import } => {
                 if !leader {
                     announce.close();
                     while !probe.done() {
@@ -249,7 +252,7 @@ pub fn run(
                         commit_done(&mut report)?;
                     }
                 } else {
-                    let mut watcher = watch::Watcher::new(dir.clone(), layout.clone());
+                    let mut watcher = watch::Watcher::new(dir.clone(), layout.clone(), import.clone());
                     let log = watch::IngestLog::new(&output);
                     let mut last_new = Instant::now();
                     let mut next = 0u64;
@@ -258,10 +261,10 @@ pub fn run(
                     if !replay.is_empty() {
                         eprintln!("watch: replaying {} file(s) ingested before a restart", replay.len());
                     }
-                    for (t, file) in &replay {
+                    for (t, file, landed) in &replay {
                         announce.advance_to(*t);
                         announce.send(file.display().to_string());
-                        watcher.mark_seen(file.clone());
+                        watcher.mark_seen(landed.clone());
                         next = t + 1;
                         announce.advance_to(next);
                         while probe.less_than(&next) && !e.is_set() {
@@ -274,7 +277,8 @@ pub fn run(
                     }
                     let mut ingested = 0usize;
                     loop {
-                        for file in watcher.poll(&mut report.rejected)? {
+                        for ready in watcher.poll(&mut report.rejected)? {
+                            let file = &ready.file;
                             let started = Instant::now();
                             let t = next;
                             announce.send(file.display().to_string());
@@ -287,8 +291,8 @@ pub fn run(
                             if e.is_set() {
                                 break;
                             }
-                            consume(t, std::slice::from_ref(&file))?;
-                            log.record(t, &file)?;
+                            consume(t, std::slice::from_ref(file))?;
+                            log.record(t, &ready)?;
                             ingested += 1;
                             eprintln!(
                                 "watch: epoch {t} ({}) done in {:.1} ms",

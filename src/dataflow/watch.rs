@@ -1,28 +1,66 @@
-//! Discovering new input files for `watch`: `*.parquet` files in the directory (hidden and
-//! temporary names ignored), taken in name order, once their size has been stable for one poll
-//! (a writer still copying a file is not read half-way). A file that fails its checks is
-//! rejected with the reason and never retried; the run goes on.
+//! Discovering new input files for `watch`: `*.parquet` files in the directory (and, with an
+//! [`Importer`], `*.jsonl` chat logs, converted to Parquet first), hidden and temporary names
+//! ignored, taken in name order, once their size has been stable for one poll (a writer still
+//! copying a file is not read half-way). A file that fails its checks is rejected with the reason
+//! and never retried; the run goes on.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::source::InputLayout;
 use crate::error::Result;
 use crate::store::input_parts;
 
+/// Converts a JSON-lines chat log into a trajectory Parquet file and returns its path (written
+/// atomically, outside the watched directory).
+#[derive(Clone)]
+pub struct Importer(pub Arc<dyn Fn(&Path) -> Result<PathBuf> + Send + Sync>);
+
+impl std::fmt::Debug for Importer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Importer")
+    }
+}
+
+/// A file ready to ingest.
+pub struct Ready {
+    /// The Parquet file the dataflow reads.
+    pub file: PathBuf,
+    /// The file that landed in the watched directory, when it was converted (a JSON-lines log).
+    pub source: Option<PathBuf>,
+}
+
 /// Polls a directory for new files.
 pub struct Watcher {
     dir: PathBuf,
     layout: Arc<InputLayout>,
+    importer: Option<Importer>,
     seen: HashSet<PathBuf>,
     sizes: HashMap<PathBuf, u64>,
 }
 
 impl Watcher {
-    /// Watches `dir`.
-    pub fn new(dir: PathBuf, layout: Arc<InputLayout>) -> Self {
-        Watcher { dir, layout, seen: HashSet::new(), sizes: HashMap::new() }
+    /// Watches `dir`; `importer` admits `*.jsonl` files too.
+    pub fn new(dir: PathBuf, layout: Arc<InputLayout>, importer: Option<Importer>) -> Self {
+        Watcher { dir, layout, importer, seen: HashSet::new(), sizes: HashMap::new() }
+    }
+
+    /// The candidate files in the directory, in name order.
+    fn candidates(&self) -> Result<Vec<PathBuf>> {
+        let mut files = input_parts(&self.dir)?;
+        if self.importer.is_some() {
+            let read = std::fs::read_dir(&self.dir).map_err(|e| crate::error::Error::io(&self.dir, e))?;
+            for entry in read.flatten() {
+                let p = entry.path();
+                let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if p.is_file() && !hidden && p.extension().is_some_and(|x| x == "jsonl") {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        Ok(files)
     }
 
     /// Treats `path` as already ingested.
@@ -32,9 +70,9 @@ impl Watcher {
 
     /// New, stable, valid files since the last poll, in name order. Invalid ones are appended to
     /// `rejected` as "file: reason".
-    pub fn poll(&mut self, rejected: &mut Vec<String>) -> Result<Vec<PathBuf>> {
+    pub fn poll(&mut self, rejected: &mut Vec<String>) -> Result<Vec<Ready>> {
         let mut ready = Vec::new();
-        for path in input_parts(&self.dir)? {
+        for path in self.candidates()? {
             if self.seen.contains(&path) {
                 continue;
             }
@@ -43,10 +81,16 @@ impl Watcher {
                 continue;
             }
             self.seen.insert(path.clone());
-            match self.layout.read_shard(&path, 0, 1) {
-                Ok(_) => ready.push(path),
+            let converted = match &self.importer {
+                Some(import) if path.extension().is_some_and(|x| x == "jsonl") => {
+                    (import.0)(&path).map(|file| Ready { file, source: Some(path.clone()) })
+                }
+                _ => Ok(Ready { file: path.clone(), source: None }),
+            };
+            match converted.and_then(|r| self.layout.read_shard(&r.file, 0, 1).map(|_| r)) {
+                Ok(r) => ready.push(r),
                 Err(e) => {
-                    tracing::error!("rejected {}: {e}", path.display());
+                    tracing::error!("rejected {e}");
                     rejected.push(e.to_string());
                 }
             }
@@ -69,6 +113,9 @@ pub struct IngestLog {
 struct Ingested {
     epoch: u64,
     file: PathBuf,
+    /// The file that landed, when `file` is its conversion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<PathBuf>,
 }
 
 impl IngestLog {
@@ -77,8 +124,8 @@ impl IngestLog {
         IngestLog { dir: output.join("_ingested") }
     }
 
-    /// Every logged (epoch, file), in epoch order.
-    pub fn entries(&self) -> Result<Vec<(u64, PathBuf)>> {
+    /// Every logged (epoch, file read, file that landed), in epoch order.
+    pub fn entries(&self) -> Result<Vec<(u64, PathBuf, PathBuf)>> {
         let mut out = Vec::new();
         let Ok(read) = std::fs::read_dir(&self.dir) else { return Ok(out) };
         for entry in read {
@@ -89,17 +136,19 @@ impl IngestLog {
                 let text = std::fs::read_to_string(&path).map_err(|e| crate::error::Error::io(&path, e))?;
                 let r: Ingested = serde_json::from_str(&text)
                     .map_err(|e| crate::error::Error::file(&path, format!("bad ingest record: {e}")))?;
-                out.push((r.epoch, r.file));
+                let landed = r.source.unwrap_or_else(|| r.file.clone());
+                out.push((r.epoch, r.file, landed));
             }
         }
         out.sort();
         Ok(out)
     }
 
-    /// Records that `epoch` ingested `file`.
-    pub fn record(&self, epoch: u64, file: &std::path::Path) -> Result<()> {
+    /// Records that `epoch` ingested `r`.
+    pub fn record(&self, epoch: u64, r: &Ready) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| crate::error::Error::io(&self.dir, e))?;
-        let json = serde_json::to_vec(&Ingested { epoch, file: file.to_path_buf() }).expect("a record serialises");
+        let json = serde_json::to_vec(&Ingested { epoch, file: r.file.clone(), source: r.source.clone() })
+            .expect("a record serialises");
         crate::store::write_atomically(&self.dir, &format!("{epoch:012}.json"), &json)
     }
 }
