@@ -60,17 +60,9 @@ pub enum Command {
         /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
-        /// Also train the pipeline's [model] with its [learner] on the rows, as [stream] says:
-        /// OUTPUT is then a run directory (trajectories/, checkpoints/, metrics.jsonl, curves.png),
-        /// and a restarted command continues from its last checkpoint.
-        #[arg(long)]
-        train: bool,
-        /// Override a pipeline key, as `trajflow run --set` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-        /// No per-update lines (with --train).
-        #[arg(long)]
-        quiet: bool,
+        /// Training on the rows.
+        #[command(flatten)]
+        learn: TrainArgs,
         /// Where the workers run.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -105,17 +97,9 @@ pub enum Command {
         /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
-        /// Also train the pipeline's [model] with its [learner] on the rows, as [stream] says:
-        /// OUTPUT is then a run directory (trajectories/, checkpoints/, metrics.jsonl, curves.png),
-        /// and a restarted command continues from its last checkpoint.
-        #[arg(long)]
-        train: bool,
-        /// Override a pipeline key, as `trajflow run --set` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-        /// No per-update lines (with --train).
-        #[arg(long)]
-        quiet: bool,
+        /// Training on the rows.
+        #[command(flatten)]
+        learn: TrainArgs,
         /// Where the workers run.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -380,17 +364,33 @@ fn plan_for(pipeline: &Path, input: Option<&Path>) -> Result<Plan> {
 }
 
 /// A progress bar over rows read (a spinner when the total is unknown, as under `watch`).
+/// `--train` and its options (reprocess, watch).
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Also train the pipeline's [model] with its [learner] on the rows, as [stream] says:
+    /// OUTPUT is then a run directory (trajectories/, checkpoints/, metrics.jsonl, curves.png),
+    /// and a restarted command continues from its last checkpoint.
+    #[arg(long)]
+    train: bool,
+    /// Override a pipeline key, as `trajflow run --set` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// No per-update lines (with --train).
+    #[arg(long)]
+    quiet: bool,
+}
+
 /// The pipeline (with `sets`), what its outputs are gathered for, and the dataset they are
 /// written to: OUTPUT itself, or with `train` the run directory OUTPUT's `trajectories/`.
 fn training(
     pipeline: &Path,
-    sets: &[String],
-    train: bool,
+    learn: &TrainArgs,
     output: &Path,
     columns: Columns,
     cluster: &Cluster,
-    verbose: bool,
 ) -> Result<(PipelineSpec, dataflow::Gather, PathBuf)> {
+    let TrainArgs { train, sets, quiet } = learn;
+    let (train, verbose) = (*train, !*quiet);
     if !train {
         let text = std::fs::read_to_string(pipeline).map_err(|e| Error::io(pipeline, e))?;
         let text = crate::pipeline::training::apply_sets(pipeline, &text, sets)?;
@@ -469,10 +469,10 @@ pub fn run(cli: Cli) -> Result<String> {
         }
         Command::Explain { pipeline, input } => Ok(explain(&plan_for(&pipeline, input.as_deref())?)),
         Command::Ops => Ok(crate::stages::OPERATORS.iter().map(|(n, d)| format!("{n:<22} {d}\n")).collect()),
-        Command::Reprocess { pipeline, input, output, columns, train, sets, quiet, cluster } => {
+        Command::Reprocess { pipeline, input, output, columns, learn, cluster } => {
             let (cols, parts) = input_columns(&input)?;
             let cluster: Cluster = cluster.into();
-            let (spec, gather, dataset) = training(&pipeline, &sets, train, &output, columns, &cluster, !quiet)?;
+            let (spec, gather, dataset) = training(&pipeline, &learn, &output, columns, &cluster)?;
             let plan = Plan::with_input(spec, &cols, input.display().to_string())?;
             let total: u64 = parts.iter().map(|p| PartReader::open(p).map(|r| r.num_rows())).sum::<Result<u64>>()?;
             let start = std::time::Instant::now();
@@ -482,7 +482,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 dataset,
                 columns,
                 &cluster,
-                progress(Some(total), cluster.is_leader() && !train),
+                progress(Some(total), cluster.is_leader() && !learn.train),
                 gather,
             )?;
             Ok(format!(
@@ -506,13 +506,11 @@ pub fn run(cli: Cli) -> Result<String> {
             import,
             import_model,
             columns,
-            train,
-            sets,
-            quiet,
+            learn,
             cluster,
         } => {
             let cluster: Cluster = cluster.into();
-            let (spec, gather, dataset) = training(&pipeline, &sets, train, &output, columns, &cluster, !quiet)?;
+            let (spec, gather, dataset) = training(&pipeline, &learn, &output, columns, &cluster)?;
             let import = match import {
                 Some(format) => {
                     let default = spec.training.as_ref().map_or("smollm2-135m".to_string(), |t| t.model.name.clone());
@@ -535,7 +533,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 dataset,
                 columns,
                 &cluster,
-                progress(None, cluster.is_leader() && !train),
+                progress(None, cluster.is_leader() && !learn.train),
                 gather,
             )?;
             let mut s = format!(
