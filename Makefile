@@ -83,7 +83,7 @@ test: setup model
 _test:
 	TRAJFLOW_PYTHON=$(PY) cargo test -- --test-threads 2
 
-bench: setup
+bench: setup model
 	@$(MAKE) --no-print-directory _bench
 _bench:
 	cargo build --release
@@ -93,6 +93,8 @@ _bench:
 	$(PY) benches/incremental.py --bin target/release/trajflow
 	cargo bench --bench model --no-run 2>&1 | tail -1
 	$(PY) benches/model.py --threads 2
+	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/scaling.py
+	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/stream_latency.py
 
 fmt:
 	cargo fmt --all
