@@ -479,7 +479,7 @@ pub fn run(cli: Cli) -> Result<String> {
             let report = dataflow::run(
                 plan,
                 Job::Reprocess { inputs: parts.clone() },
-                dataset,
+                dataset.clone(),
                 columns,
                 &cluster,
                 progress(Some(total), cluster.is_leader() && !learn.train),
@@ -491,7 +491,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 parts.len(),
                 report.rows_written,
                 report.parts,
-                output.display(),
+                dataset.display(),
                 cluster.threads,
                 start.elapsed().as_secs_f64()
             ))
@@ -526,7 +526,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 max_files,
                 import,
             };
-            eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), output.display());
+            eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), dataset.display());
             let report = dataflow::run(
                 plan,
                 job,

@@ -20,6 +20,9 @@
 //! advantages = "advantages"   # per-token column written by the stages
 //! [run]
 //! iterations = 8
+//! [stream]                    # optional: training on files instead (`watch --train`, `reprocess --train`)
+//! groups_per_update = 8
+//! max_staleness = 2           # versions; stale = "drop" | "truncate"
 //! ```
 //!
 //! Invariants: every key has a default except `model.name`; unknown keys and out-of-range values
@@ -387,9 +390,10 @@ pub struct StreamSection {
     /// Complete groups per update (default: `rollout.tasks`).
     #[serde(default)]
     pub groups_per_update: Option<usize>,
-    /// A group still incomplete this many files after its first row is queued as it is, a
-    /// partial group, as LOOP does with late rollouts (0 = wait for ever). Counted in files, not
-    /// seconds, so that a restarted `watch` makes the same decisions.
+    /// A group still incomplete once this many more files have been ingested after the file of
+    /// its first episode is queued as it is, a partial group, as LOOP does with late rollouts
+    /// (0 = wait for ever). Counted in files, not seconds, so that a restarted `watch` (and
+    /// `reprocess`) makes exactly the same decisions.
     #[serde(default)]
     pub partial_after: u64,
     /// Rows whose `policy_version` is more than this many versions behind the learner's are stale
@@ -759,6 +763,13 @@ impl TrainingSpec {
         if st.checkpoint_every == 0 {
             return bad("stream", "checkpoint_every", "must be at least 1".into());
         }
+        if st.stale == StaleRows::Truncate && !matches!(l.loss, LossKind::Ppo | LossKind::ClippedIs) {
+            return bad(
+                "stream",
+                "stale",
+                "\"truncate\" weights per-token advantages: it needs loss = \"ppo\" or \"clipped_is\"".into(),
+            );
+        }
         if let Some(w) = self.warm_start.as_ref().filter(|w| w.reflection_tasks > 0) {
             if r.source != RolloutSource::Reflexion || w.reflection_epochs == 0 || w.demos == 0 {
                 return bad(
@@ -865,6 +876,22 @@ mod tests {
         assert!(e.contains("[model]") || e.contains("model"), "{e}");
         let e = parse("[model]\nname = \"m\"\n[learner]\nreduction = \"median\"\n").unwrap_err().to_string();
         assert!(e.contains("reduction"), "{e}");
+    }
+
+    #[test]
+    fn stream_section_defaults_and_checks() {
+        let s = parse("[model]\nname = \"m\"\n[rollout]\nk = 6\ntasks = 3\n").unwrap().unwrap();
+        assert_eq!((s.stream.group_size(&s.rollout), s.stream.groups_per_update(&s.rollout)), (6, 3));
+        assert_eq!((s.stream.stale, s.stream.checkpoint_every, s.stream.max_staleness), (StaleRows::Drop, 1, None));
+        for (text, key) in [
+            ("[stream]\ngroups_per_update = 0\n", "groups_per_update"),
+            ("[stream]\ncheckpoint_every = 0\n", "checkpoint_every"),
+            ("[stream]\nstale = \"truncate\"\n[learner]\nloss = \"dpo\"\n", "stale"),
+            ("[stream]\nstale = \"later\"\n", "stale"),
+        ] {
+            let e = parse(&format!("[model]\nname = \"m\"\n{text}")).unwrap_err().to_string();
+            assert!(e.contains("[stream]") && e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]
