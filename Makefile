@@ -20,7 +20,7 @@ ALFWORLD_LOG ?= ../shared/data/knowagent/alfworld_llama2-13b_rollouts.jsonl
 
 setup: $(STAMP)
 
-$(STAMP):
+$(STAMP): requirements-test.txt
 	@mkdir -p $(CACHE)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.11.0 numpy pyarrow -r requirements-test.txt

@@ -173,10 +173,12 @@ fn watch_ingests_json_lines_logs_as_they_land_like_import_then_reprocess() {
     std::fs::write(wdir.join("c.jsonl"), "not json\n").unwrap();
     let watched = dir.path().join("watched");
     let p = pipeline("grpo_advantages.toml");
-    let out = trajflow(&["watch", &p, "--input", s(&wdir), "--output", s(&watched), "--import", "fireact"]
-        .into_iter()
-        .chain(["--import-model", "smollm2-135m", "--idle-exit", "1", "--poll-ms", "20"])
-        .collect::<Vec<_>>());
+    let out = trajflow(
+        &["watch", &p, "--input", s(&wdir), "--output", s(&watched), "--import", "fireact"]
+            .into_iter()
+            .chain(["--import-model", "smollm2-135m", "--idle-exit", "1", "--poll-ms", "20"])
+            .collect::<Vec<_>>(),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("2 file(s) ingested"), "{stdout}");

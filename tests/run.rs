@@ -224,3 +224,51 @@ fn a_warm_start_only_run_forks_into_variants() {
         }
     }
 }
+
+/// TensorBoard's own reader (the `tensorboard` package of the test venv) sees every numeric metric
+/// of every iteration exactly once, also after a run died between a metrics line and its
+/// checkpoint and was resumed (the abandoned line is dropped from both files).
+#[test]
+fn tensorboard_scalars_mirror_the_metrics_across_a_resume() {
+    let Ok(python) = std::env::var("TRAJFLOW_PYTHON") else {
+        eprintln!("SKIPPED: TRAJFLOW_PYTHON is not set (run through `make test`)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("loop");
+    run(Path::new(&pipeline("loop.toml")), &dir, &[]);
+    // Iteration 2 wrote its metrics line, then "crashed" before its checkpoint.
+    std::fs::remove_dir_all(dir.join("checkpoints/iter-0002")).unwrap();
+    ok(&["run", "--resume", s(&dir), "--quiet"]);
+    let script = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1] + "/tensorboard", size_guidance={"scalars": 0})
+acc.Reload()
+out = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(&python).args(["-c", script, s(&dir)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scalars: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for tag in ["eval_success_rate", "loss", "kl", "time_s/learn", "updates"] {
+        let series = scalars[tag].as_array().unwrap_or_else(|| panic!("no scalar {tag}: {scalars}"));
+        let steps: Vec<u64> = series.iter().map(|p| p[0].as_u64().unwrap()).collect();
+        let expected: Vec<u64> = lines
+            .iter()
+            .filter(|l| l.pointer(&format!("/{tag}")).is_some_and(|v| v.is_number()))
+            .map(|l| l["iteration"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, expected, "{tag}: one point per iteration");
+        for (p, l) in series.iter().zip(lines.iter().filter(|l| l.pointer(&format!("/{tag}")).is_some())) {
+            let want = l.pointer(&format!("/{tag}")).unwrap().as_f64().unwrap() as f32;
+            assert_eq!(p[1].as_f64().unwrap() as f32, want, "{tag} at step {}", p[0]);
+        }
+    }
+}

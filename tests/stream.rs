@@ -63,17 +63,12 @@ fn actor_files(dir: &Path, drop_rows: &[usize]) -> Vec<PathBuf> {
 /// The `--set`s of a stream run from the pipeline's model, untrained: no warm start, no
 /// evaluation, groups of K, 3 groups per update.
 fn sets(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "warm_start.demos=0",
-        "run.eval_tasks=0",
-        "rollout.k=4",
-        "stream.groups_per_update=3",
-        "learner.minibatch=4",
-    ]
-    .iter()
-    .chain(extra)
-    .flat_map(|s| ["--set".to_string(), s.to_string()])
-    .collect();
+    let mut v: Vec<String> =
+        ["warm_start.demos=0", "run.eval_tasks=0", "rollout.k=4", "stream.groups_per_update=3", "learner.minibatch=4"]
+            .iter()
+            .chain(extra)
+            .flat_map(|s| ["--set".to_string(), s.to_string()])
+            .collect();
     v.push("--quiet".into());
     v
 }

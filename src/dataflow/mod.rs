@@ -350,7 +350,9 @@ fn gather_to_leader(out: Stream<'_, u64, Vec<Batch>>, gathered: Gathered) {
         input.for_each_stamp(|cap, data| {
             let t = *cap.least().expect("a u64 stamp has a least time");
             let mut g = gathered.borrow_mut();
-            g.entry(t).or_default().extend(data.flat_map(|c| c.drain(..)).map(|(_, b)| b.rows).filter(|r| r.num_rows() > 0));
+            g.entry(t)
+                .or_default()
+                .extend(data.flat_map(|c| c.drain(..)).map(|(_, b)| b.rows).filter(|r| r.num_rows() > 0));
         });
     });
 }

@@ -3,6 +3,7 @@
 //!
 //! Invariant: the file holds at most one line per iteration, in order; a resumed run first drops
 //! lines of iterations after its checkpoint, so the file always describes the weights on disk.
+//! The run's TensorBoard event file ([`super::tensorboard`]) mirrors it line for line.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -121,18 +122,26 @@ impl MetricsFile {
     pub fn truncate_after(&self, last: u64) -> Result<()> {
         let keep: Vec<IterationMetrics> = self.read()?.into_iter().filter(|m| m.iteration <= last).collect();
         let mut text = String::new();
-        for m in keep {
-            text.push_str(&serde_json::to_string(&m).expect("metrics serialise"));
+        for m in &keep {
+            text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
             text.push('\n');
         }
-        std::fs::write(&self.0, text).map_err(|e| Error::io(&self.0, e))
+        std::fs::write(&self.0, text).map_err(|e| Error::io(&self.0, e))?;
+        let lines: Vec<serde_json::Value> =
+            keep.iter().map(|m| serde_json::to_value(m).expect("metrics serialise")).collect();
+        super::tensorboard::rewrite(self.run_dir(), &lines)
+    }
+
+    fn run_dir(&self) -> &Path {
+        self.0.parent().expect("metrics.jsonl is in the run directory")
     }
 
     /// Appends one line.
     pub fn append(&self, m: &IterationMetrics) -> Result<()> {
         let mut f =
             std::fs::OpenOptions::new().create(true).append(true).open(&self.0).map_err(|e| Error::io(&self.0, e))?;
-        writeln!(f, "{}", serde_json::to_string(m).expect("metrics serialise")).map_err(|e| Error::io(&self.0, e))
+        writeln!(f, "{}", serde_json::to_string(m).expect("metrics serialise")).map_err(|e| Error::io(&self.0, e))?;
+        super::tensorboard::append(self.run_dir(), &serde_json::to_value(m).expect("metrics serialise"))
     }
 }
 

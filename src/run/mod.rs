@@ -10,6 +10,7 @@
 //! RUN/metrics.jsonl        one JSON line per iteration (0 = after the warm start)
 //! RUN/checkpoints/iter-N/  weights, optimiser state and position (the last two are kept)
 //! RUN/curves.png           learning curves (`trajflow report` redraws them)
+//! RUN/tensorboard/         the metrics as TensorBoard scalars (`tensorboard --logdir RUN`)
 //! ```
 //! Invariant: a run resumed from its last checkpoint continues exactly as if it had never stopped.
 
@@ -23,6 +24,7 @@ pub mod plot;
 pub mod preferences;
 pub mod report;
 pub mod stream;
+pub mod tensorboard;
 pub mod trainer;
 
 use std::path::PathBuf;

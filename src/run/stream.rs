@@ -179,10 +179,8 @@ impl StreamLearner {
 
     /// One update from `groups` (rows sorted by `episode_id`), or its replay below `resumed`.
     fn update(&mut self, groups: Vec<ClosedGroup>) -> Result<()> {
-        let parts: Vec<RecordBatch> = groups
-            .iter()
-            .map(|g| self.closed_rows.remove(&g.group).expect("sealed when it closed"))
-            .collect();
+        let parts: Vec<RecordBatch> =
+            groups.iter().map(|g| self.closed_rows.remove(&g.group).expect("sealed when it closed")).collect();
         let n = self.updates + 1;
         self.updates = n;
         if n <= self.resumed {
@@ -294,8 +292,7 @@ fn mean_bool(rows: &RecordBatch, name: &str) -> f64 {
 }
 
 fn mean_f32(rows: &RecordBatch, name: &str) -> f64 {
-    let Some(c) = rows.column_by_name(name).and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float32Type>())
-    else {
+    let Some(c) = rows.column_by_name(name).and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float32Type>()) else {
         return 0.0;
     };
     let n = c.len().max(1) as f64;
