@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The learning benchmark (issue 5; ALGORITHMS.md §8): compared pipelines over seeds, on the
 # built-in household-pick environment with the small model. Writes runs under $OUT and the table +
-# curves to benches/results/learning.{md,png}.
+# curves to benches/results/$RESULT.{md,png} (RESULT defaults to "learning").
 #
 # Warm starts are shared so that a comparison isolates the RL algorithm:
 # - every pipeline but RetroAct starts from LOOP's warm start of the same seed (checkpoint 0 of
@@ -20,6 +20,7 @@ OUT=${OUT:-runs/bench-learning}
 SEEDS=${1:-0 1 2}
 PIPELINES=${2:-loop ppo rloo grpo}
 ITERATIONS=${ITERATIONS:-10}
+RESULT=${RESULT:-learning}
 mkdir -p "$OUT" benches/results
 
 # The --set arguments of a RetroAct variant.
@@ -69,9 +70,9 @@ for p in $PIPELINES; do for seed in $SEEDS; do runs+=("$OUT/$p-s$seed"); done; d
 {
   echo "# Learning benchmark"
   echo
-  echo "Command: \`ITERATIONS=$ITERATIONS benches/learning.sh \"$SEEDS\" \"$PIPELINES\"\`, $(nproc) CPU cores, $(uname -m), no GPU,"
+  echo "Command: \`RESULT=$RESULT ITERATIONS=$ITERATIONS benches/learning.sh \"$SEEDS\" \"$PIPELINES\"\`, $(nproc) CPU cores, $(uname -m), no GPU,"
   echo "$(date -u +%Y-%m-%d). Environment and model: see the pipelines' [rollout] and [model] sections."
   echo
-  $BIN report "${runs[@]}" --output benches/results/learning.png
-} > benches/results/learning.md
-cat benches/results/learning.md
+  $BIN report "${runs[@]}" --output "benches/results/$RESULT.png"
+} > "benches/results/$RESULT.md"
+cat "benches/results/$RESULT.md"
