@@ -163,6 +163,20 @@ impl Decoder {
         Ok(model)
     }
 
+    /// The variables an optimiser trains: the adapter's when one is attached (the base is then
+    /// frozen), else every weight.
+    pub fn trainable_variables(&self) -> Vec<(String, Tensor)> {
+        match &self.adapter {
+            Some(a) => a.vs.variables().into_iter().collect(),
+            None => self.vs.variables().into_iter().collect(),
+        }
+    }
+
+    /// Every variable store of the model (the base, then the adapter's), for checkpoints.
+    pub fn stores(&self) -> Vec<&nn::VarStore> {
+        std::iter::once(&self.vs).chain(self.adapter.as_ref().map(|a| &a.vs)).collect()
+    }
+
     /// The attached LoRA adapter, if any.
     pub fn adapter(&self) -> Option<&super::lora::Adapter> {
         self.adapter.as_ref()

@@ -102,7 +102,13 @@ pub fn load_decoder(spec: &str, device: tch::Device) -> Result<llama::Decoder> {
     let path = resolve(spec)?;
     if path.is_dir() {
         let cfg = config::DecoderConfig::from_hf_json(&path.join("config.json"))?;
-        llama::Decoder::from_weights(cfg, &weights::from_hf_folder(&path)?, device)
+        let mut model = llama::Decoder::from_weights(cfg, &weights::from_hf_folder(&path)?, device)?;
+        // A LoRA run's checkpoint: the base plus its adapter, merged.
+        if path.join("adapter_config.json").is_file() {
+            lora::load(&mut model, &path)?;
+            lora::merge(&mut model)?;
+        }
+        Ok(model)
     } else {
         let g = gguf::Gguf::open(&path)?;
         let cfg = config::DecoderConfig::from_gguf(&g)?;

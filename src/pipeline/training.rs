@@ -43,6 +43,28 @@ pub struct ModelSection {
     /// Padded tokens per forward pass when scoring and training.
     #[serde(default = "d_batch_tokens")]
     pub max_batch_tokens: usize,
+    /// Train a LoRA adapter instead of every weight (the base is frozen; checkpoints also hold the
+    /// adapter in PEFT's layout and load as base + merged adapter).
+    #[serde(default)]
+    pub lora: Option<LoraSection>,
+}
+
+/// `[model.lora]`: a LoRA adapter on the decoder's projections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    /// Rank r.
+    #[serde(default = "d_lora_r")]
+    pub r: i64,
+    /// α (the update is scaled by α / r).
+    #[serde(default = "d_lora_alpha")]
+    pub alpha: f64,
+    /// Dropout on the adapter's input (only 0 is accepted in runs: resumes must be exact).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Projections to adapt.
+    #[serde(default = "d_lora_targets")]
+    pub targets: Vec<String>,
 }
 
 /// Who plays the rollouts.
@@ -444,6 +466,15 @@ pub struct TrainingSpec {
     pub stream: StreamSection,
 }
 
+fn d_lora_r() -> i64 {
+    8
+}
+fn d_lora_alpha() -> f64 {
+    16.0
+}
+fn d_lora_targets() -> Vec<String> {
+    ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec()
+}
 fn d_batch_tokens() -> usize {
     16384
 }
@@ -618,6 +649,22 @@ impl TrainingSpec {
         let bad = |section: &str, key: &str, message: String| Err(spec_err(file, section, Some(key), message));
         if self.model.name.is_empty() {
             return bad("model", "name", "must name a model".into());
+        }
+        if let Some(lo) = &self.model.lora {
+            let known = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+            if let Some(t) = lo.targets.iter().find(|t| !known.contains(&t.as_str())) {
+                return bad("model", "lora", format!("target '{t}' is not a projection (known: {})", known.join(", ")));
+            }
+            if lo.r < 1 || lo.targets.is_empty() || !(lo.alpha.is_finite() && lo.alpha > 0.0) {
+                return bad("model", "lora", "r must be ≥ 1, alpha > 0 and targets non-empty".into());
+            }
+            if lo.dropout != 0.0 {
+                return bad(
+                    "model",
+                    "lora",
+                    "dropout must be 0 in runs (unseeded dropout would break bit-exact resume)".into(),
+                );
+            }
         }
         if crate::env::by_name(&self.rollout.env).is_none() {
             let known = crate::env::ENV_NAMES.join(", ");

@@ -29,6 +29,7 @@ use crate::env::{demos, task_ids, Split};
 use crate::error::{Error, Result};
 use crate::model::generate::Sampling;
 use crate::model::llama::Decoder;
+use crate::model::lora::{self, LoraConfig};
 use crate::model::tokenizer::Tok;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::{
@@ -82,7 +83,7 @@ fn rl_optimizer(model: &Decoder, spec: &TrainingSpec) -> AdamW {
         max_grad_norm: (l.max_grad_norm > 0.0).then_some(l.max_grad_norm),
         ..Default::default()
     };
-    AdamW::new(model.vs.variables().into_iter().collect(), cfg)
+    AdamW::new(model.trainable_variables(), cfg)
 }
 
 /// `RUN/checkpoints/iter-NNNN`.
@@ -118,7 +119,11 @@ impl Trainer {
         let device = tch::Device::cuda_if_available();
         let tok = crate::model::load_tokenizer(&spec.model.name)?;
         tch::manual_seed(spec.run.seed as i64);
-        let model = crate::model::load_decoder(&spec.model.name, device)?;
+        let mut model = crate::model::load_decoder(&spec.model.name, device)?;
+        if let Some(l) = &spec.model.lora {
+            let cfg = LoraConfig { r: l.r, alpha: l.alpha, dropout: l.dropout, targets: l.targets.clone() };
+            lora::attach(&mut model, cfg)?;
+        }
         let mut opt = rl_optimizer(&model, &spec);
         let mut critic = spec.critic.as_ref().map(|c| Critic::new(&model, c));
         let mut discriminator = spec.discriminator.as_ref().map(|d| Discriminator::new(&model, d));
@@ -132,7 +137,7 @@ impl Trainer {
                 });
             }
             let ckpt = checkpoint_dir(dir, it);
-            checkpoint::load(&ckpt, &[&model.vs], &mut opt)?;
+            checkpoint::load(&ckpt, &model.stores(), &mut opt)?;
             if let Some(c) = critic.as_mut() {
                 checkpoint::load(&ckpt.join("critic"), &[&c.head.vs], &mut c.opt)?;
             }
@@ -243,7 +248,7 @@ impl Trainer {
             total_steps: updates,
             ..Default::default()
         };
-        let mut opt = AdamW::new(self.model.vs.variables().into_iter().collect(), cfg);
+        let mut opt = AdamW::new(self.model.trainable_variables(), cfg);
         let schedule = Schedule {
             epochs,
             minibatch: ws.minibatch,
@@ -366,7 +371,12 @@ impl Trainer {
     pub(crate) fn checkpoint(&self, iteration: u64) -> Result<()> {
         let state = TrainState { step: self.opt.step, data_position: iteration, seed: self.spec.run.seed };
         let dir = checkpoint_dir(&self.dir, iteration);
-        checkpoint::save_with(&dir, &[&self.model.vs], &self.opt, &state, |tmp| {
+        checkpoint::save_with(&dir, &self.model.stores(), &self.opt, &state, |tmp| {
+            // A LoRA run's checkpoint also holds the adapter in PEFT's layout: loading the folder
+            // as a model gives base + merged adapter.
+            if self.model.adapter().is_some() {
+                lora::save(&self.model, tmp)?;
+            }
             // Each head's folder records its own optimiser's step (Adam's bias correction on resume).
             if let Some(c) = &self.critic {
                 let own = TrainState { step: c.opt.step, ..state };
