@@ -40,6 +40,7 @@ fn rollouts_are_token_exact_with_behaviour_logprobs() {
         iteration: 0,
         correction: None,
         memory: Default::default(),
+        admissible: false,
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     assert_eq!(rows.len(), 4);
@@ -111,6 +112,7 @@ fn expert_correction_trains_only_on_expert_actions_in_visited_states() {
             iteration: 0,
             correction: Some(keep),
             memory: Default::default(),
+            admissible: false,
         };
         let rows = rollout(&model, &tok, &cfg).unwrap();
         let mut kept = 0;
@@ -202,6 +204,7 @@ fn reflexion_trials_carry_their_reflections() {
         iteration: 1,
         correction: None,
         memory: Default::default(),
+        admissible: false,
     };
     let r = ReflexionConfig { trials: 3, memory: 1, reflection_tokens: 8 };
     let rows = reflexion(&model, &tok, &cfg, &r).unwrap();
@@ -256,4 +259,52 @@ fn reflexion_trials_carry_their_reflections() {
         }
         assert!(!all(planner(task, 0)).contains("Your reflections"));
     }
+}
+
+/// Admissible-action mode: a random policy that, playing freely, mostly writes actions the
+/// environment rejects ("Nothing happens."), only ever plays admissible actions when its decoding
+/// is constrained to them; the stored tokens still decode to the action played, and the behaviour
+/// log-probs (of the constrained distribution) are finite on action tokens and at most 0.
+#[test]
+fn admissible_mode_only_plays_admissible_actions() {
+    let spec = "small:household-pick";
+    let tok = trajflow::model::load_tokenizer(spec).unwrap();
+    tch::manual_seed(3);
+    let model = trajflow::model::load_decoder(spec, Device::Cpu).unwrap();
+    let cfg = |admissible: bool| RolloutConfig {
+        env: "household-pick".into(),
+        tasks: vec![0, 1, 2, 3],
+        k: 2,
+        seed: 0,
+        sampling: Sampling { temperature: 1.0, max_new_tokens: 16, seed: 5, ..Default::default() },
+        max_turns: 6,
+        policy_version: 0,
+        model_name: spec.into(),
+        iteration: 0,
+        correction: None,
+        memory: Default::default(),
+        admissible,
+    };
+    let rejected = |admissible: bool| -> (usize, usize) {
+        let played = trajflow::rollout::played(&model, &tok, &cfg(admissible)).unwrap();
+        let mut n = (0, 0);
+        for (row, messages) in &played {
+            let lp = row.logp_behavior.as_ref().unwrap();
+            for (j, &s) in row.segments.iter().enumerate() {
+                if s == 1 {
+                    assert!(lp[j].is_finite() && lp[j] <= 0.0);
+                }
+            }
+            for m in messages.iter().skip(1).filter(|m| m.role == "user") {
+                n.0 += usize::from(m.content == "Nothing happens.");
+                n.1 += 1;
+            }
+        }
+        n
+    };
+    let (free_rejected, free_total) = rejected(false);
+    assert!(free_total > 0 && free_rejected * 2 > free_total, "free play: {free_rejected} of {free_total} rejected");
+    let (rejected, total) = rejected(true);
+    assert!(total > 0);
+    assert_eq!(rejected, 0, "an action outside the admissible set was played");
 }

@@ -40,6 +40,7 @@ fn actor_files(dir: &Path, drop_rows: &[usize]) -> Vec<PathBuf> {
         iteration: 0,
         correction: None,
         memory: Default::default(),
+        admissible: false,
     };
     let mut rows = rollout(&model, &tok, &cfg).unwrap();
     for (i, r) in rows.iter_mut().enumerate() {

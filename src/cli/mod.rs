@@ -278,6 +278,9 @@ pub enum Command {
         /// reflection the model writes, carried into the next trial's prompt (`--k` is ignored).
         #[arg(long, default_value_t = 1)]
         trials: usize,
+        /// Choose among the environment's admissible actions (constrained decoding).
+        #[arg(long)]
+        admissible: bool,
         /// Output dataset.
         #[arg(long)]
         output: PathBuf,
@@ -642,6 +645,7 @@ pub fn run(cli: Cli) -> Result<String> {
             temperature,
             seed,
             trials,
+            admissible,
             output,
         } => {
             let cfg = crate::rollout::RolloutConfig {
@@ -661,6 +665,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 iteration: 0,
                 correction: None,
                 memory: Default::default(),
+                admissible,
             };
             let reflexion = (trials > 1).then_some(crate::rollout::reflexion::ReflexionConfig {
                 trials,

@@ -109,6 +109,33 @@ fn sample_rows(probs: &Tensor, rng: &mut SplitMix) -> Result<Vec<i64>> {
 
 /// Generates a continuation of every prompt.
 pub fn generate(model: &Decoder, tok: &Tok, prompts: &[Vec<i64>], s: &Sampling) -> Result<Vec<Generation>> {
+    generate_constrained(model, tok, prompts, s, None)
+}
+
+/// The tokens that may follow `prefix` so that it stays a prefix of one of `candidates`.
+fn allowed_next(candidates: &[Vec<i64>], prefix: &[i64]) -> Vec<i64> {
+    let mut next: Vec<i64> = candidates
+        .iter()
+        .filter(|c| c.len() > prefix.len() && c.starts_with(prefix))
+        .map(|c| c[prefix.len()])
+        .collect();
+    next.sort_unstable();
+    next.dedup();
+    next
+}
+
+/// [`generate`], where row r may only produce one of `allowed[r]` (token sequences, each ending
+/// with a stop token): at every step the logits of tokens that would leave every candidate are
+/// masked, so sampling (and greedy) choose among the candidates, and the recorded log-probs are
+/// those of the masked distribution — the behaviour policy that was actually sampled. Top-k and
+/// top-p apply after the mask. A row whose prefix fits no candidate (none given) is unconstrained.
+pub fn generate_constrained(
+    model: &Decoder,
+    tok: &Tok,
+    prompts: &[Vec<i64>],
+    s: &Sampling,
+    allowed: Option<&[Vec<Vec<i64>>]>,
+) -> Result<Vec<Generation>> {
     let dev = model.device();
     let b = prompts.len() as i64;
     let t = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
@@ -136,7 +163,24 @@ pub fn generate(model: &Decoder, tok: &Tok, prompts: &[Vec<i64>], s: &Sampling) 
     let mut positions = Tensor::from_slice(&pos).view([b, t]).to(dev);
     for _ in 0..s.max_new_tokens {
         let hidden = model.hidden(&input, &positions, &key_valid, Some(&mut cache));
-        let last = model.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1)).squeeze_dim(1).to_kind(Kind::Float);
+        let mut last = model.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1)).squeeze_dim(1).to_kind(Kind::Float);
+        if let Some(allowed) = allowed {
+            let v = last.size()[1];
+            let mut mask = vec![true; (b * v) as usize];
+            for r in 0..b as usize {
+                let next = allowed_next(&allowed[r], &out[r].tokens);
+                if next.is_empty() {
+                    continue;
+                }
+                let row = &mut mask[r * v as usize..(r + 1) * v as usize];
+                row.iter_mut().for_each(|m| *m = false);
+                for &t in &next {
+                    row[t as usize] = true;
+                }
+            }
+            let keep = Tensor::from_slice(&mask).view([b, v]).to(dev);
+            last = last.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
+        }
         let (next, logp) = if s.temperature <= 0.0 {
             let next = last.argmax(-1, false);
             (

@@ -129,6 +129,10 @@ pub struct RolloutSection {
     /// `reflexion`: tokens per reflection at most.
     #[serde(default = "d_reflection_tokens")]
     pub reflection_tokens: usize,
+    /// Choose among the environment's admissible actions (constrained decoding; TWOSOME's and
+    /// the ALFWorld agents' setting) instead of free text; evaluation does the same.
+    #[serde(default)]
+    pub admissible: bool,
 }
 
 /// `[warm_start]`: SFT on expert demonstrations before the first iteration.

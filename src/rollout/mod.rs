@@ -16,10 +16,13 @@
 //!   (its tokens then are the `action` segment, with no behaviour log-probs) or kept as `prompt`
 //!   context (with its behaviour log-probs, which tell it from the opening prompt), so SFT on the
 //!   rows trains only on expert actions, taken in states the policy reached.
+//! - With `admissible`, the model chooses among the environment's admissible actions (TWOSOME's
+//!   and the ALFWorld agents' setting): decoding is constrained to their token sequences, so every
+//!   action is valid, and the behaviour log-probs are those of the constrained distribution.
 
 use crate::env::{by_name, Env};
 use crate::error::{Error, Result};
-use crate::model::generate::{generate, Finish, Generation, Sampling};
+use crate::model::generate::{generate_constrained, Finish, Generation, Sampling};
 use crate::model::llama::Decoder;
 use crate::model::tokenizer::{Message, Tok};
 use crate::ops::segment::Segment;
@@ -60,6 +63,8 @@ pub struct RolloutConfig {
     /// Reflexion memory: text appended to a task's first message (RetroAct's reflections from
     /// earlier trials of that task); tasks not in the map get none.
     pub memory: std::collections::BTreeMap<u64, String>,
+    /// Constrain every action to the environment's admissible actions.
+    pub admissible: bool,
 }
 
 /// A uniform number in [0, 1) from `(seed, episode, turn)`, so that corrections do not
@@ -190,7 +195,22 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
         let prompts: Vec<Vec<i64>> =
             active.iter().map(|&i| episodes[i].row.tokens.iter().map(|&t| t as i64).collect()).collect();
         sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + turn as u64) as i64);
-        let gens = generate(model, tok, &prompts, &sampling)?;
+        let allowed = if cfg.admissible {
+            let mut per_row = Vec::with_capacity(active.len());
+            for &i in &active {
+                let mut cands = Vec::new();
+                for a in episodes[i].env.admissible_actions() {
+                    let mut ids = tok.encode(&a)?;
+                    ids.push(eos);
+                    cands.push(ids);
+                }
+                per_row.push(cands);
+            }
+            Some(per_row)
+        } else {
+            None
+        };
+        let gens = generate_constrained(model, tok, &prompts, &sampling, allowed.as_deref())?;
         for (&i, g) in active.iter().zip(gens) {
             let ep = &mut episodes[i];
             let t = turn as i32;

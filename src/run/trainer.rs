@@ -281,6 +281,7 @@ impl Trainer {
             iteration: round as u64,
             correction: Some(ws.dagger_keep),
             memory: Default::default(),
+            admissible: self.spec.rollout.admissible,
         };
         rollout(&self.model, &self.tok, &cfg)
     }
@@ -354,6 +355,7 @@ impl Trainer {
             iteration: m.iteration,
             correction: None,
             memory: Default::default(),
+            admissible: self.spec.rollout.admissible,
         };
         if r.source == RolloutSource::Reflexion {
             let (first, last) = trial_success(&reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?);
@@ -451,6 +453,7 @@ impl Trainer {
             iteration,
             correction: None,
             memory: Default::default(),
+            admissible: self.spec.rollout.admissible,
         }
     }
 
