@@ -13,6 +13,10 @@
 #
 #   usage: benches/learning.sh [SEEDS] [PIPELINES]    (defaults: "0 1 2", the LOOP comparison)
 #   e.g.   benches/learning.sh "0 1 2" "retroact retroact-planner retroact-l0 retroact-l2"
+#
+# A pipeline name may carry overrides after a colon, applied to that pipeline's runs (not to the
+# shared warm start): "grpo:learner.lr=5e-5" runs grpo.toml with --set learner.lr=5e-5, in
+# runs named grpo-learner.lr=5e-5-sSEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/trajflow
@@ -36,9 +40,15 @@ retroact_sets() {
 
 done_run() { [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -gt "$ITERATIONS" ]; }
 
+# "NAME:KEY=VALUE,KEY=VALUE" -> the pipeline NAME and its --set arguments.
+pipeline_of() { echo "${1%%:*}"; }
+sets_of() { case $1 in *:*) echo "${1#*:}" | tr ',' '\n' | sed 's/^/--set /' | tr '\n' ' ' ;; esac; }
+label_of() { echo "$1" | tr ':,' '--'; }
+
 for seed in $SEEDS; do
-  for p in $PIPELINES; do
-    dir="$OUT/$p-s$seed"
+  for spec in $PIPELINES; do
+    p=$(pipeline_of "$spec")
+    dir="$OUT/$(label_of "$spec")-s$seed"
     done_run "$dir" && continue
     rm -rf "$dir"
     case $p in
@@ -60,13 +70,14 @@ for seed in $SEEDS; do
           rm -rf "$base"
           $BIN run pipelines/loop.toml --out "$base" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS
         fi
+        # shellcheck disable=SC2046
         $BIN run "pipelines/$p.toml" --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS \
-          --set "model=$base/checkpoints/iter-0000" --set warm_start.demos=0 ;;
+          --set "model=$base/checkpoints/iter-0000" --set warm_start.demos=0 $(sets_of "$spec") ;;
     esac
   done
 done
 runs=()
-for p in $PIPELINES; do for seed in $SEEDS; do runs+=("$OUT/$p-s$seed"); done; done
+for spec in $PIPELINES; do for seed in $SEEDS; do runs+=("$OUT/$(label_of "$spec")-s$seed"); done; done
 {
   echo "# Learning benchmark"
   echo
