@@ -25,6 +25,31 @@ fn random_small(seed: i64) -> Option<(trajflow::model::tokenizer::Tok, Decoder)>
     Some((tok, Decoder::new(DecoderConfig::small(49152), Device::Cpu)))
 }
 
+/// The env-vocabulary small model of `household-pick`, random weights seeded with `seed`.
+fn small_pick(seed: i64) -> (trajflow::model::tokenizer::Tok, Decoder) {
+    let tok = trajflow::model::load_tokenizer("small:household-pick").unwrap();
+    tch::manual_seed(seed);
+    (tok, trajflow::model::load_decoder("small:household-pick", Device::Cpu).unwrap())
+}
+
+/// Two rollouts of each of `tasks` in `household-pick`, free text, no correction.
+fn pick_config(tasks: Vec<u64>, sampling: Sampling, max_turns: usize) -> RolloutConfig {
+    RolloutConfig {
+        env: "household-pick".into(),
+        tasks,
+        k: 2,
+        seed: 0,
+        sampling,
+        max_turns,
+        policy_version: 0,
+        model_name: "random-small".into(),
+        iteration: 0,
+        correction: None,
+        memory: Default::default(),
+        admissible: false,
+    }
+}
+
 #[test]
 fn rollouts_are_token_exact_with_behaviour_logprobs() {
     let Some((tok, model)) = random_small(21) else { return };
@@ -96,24 +121,10 @@ fn executed_actions(
 #[test]
 fn expert_correction_trains_only_on_expert_actions_in_visited_states() {
     use trajflow::env::{by_name, Env};
-    let tok = trajflow::model::load_tokenizer("small:household-pick").unwrap();
-    tch::manual_seed(3);
-    let model = trajflow::model::load_decoder("small:household-pick", Device::Cpu).unwrap();
+    let (tok, model) = small_pick(3);
     for keep in [0.0, 0.6] {
-        let cfg = RolloutConfig {
-            env: "household-pick".into(),
-            tasks: vec![1, 2, 3, 4],
-            k: 2,
-            seed: 0,
-            sampling: Sampling { temperature: 1.0, max_new_tokens: 8, seed: 9, ..Default::default() },
-            max_turns: 30,
-            policy_version: 0,
-            model_name: "random-small".into(),
-            iteration: 0,
-            correction: Some(keep),
-            memory: Default::default(),
-            admissible: false,
-        };
+        let sampling = Sampling { temperature: 1.0, max_new_tokens: 8, seed: 9, ..Default::default() };
+        let cfg = RolloutConfig { correction: Some(keep), ..pick_config(vec![1, 2, 3, 4], sampling, 30) };
         let rows = rollout(&model, &tok, &cfg).unwrap();
         let mut kept = 0;
         for (row, task) in rows.iter().zip([1u64, 1, 2, 2, 3, 3, 4, 4]) {
@@ -141,9 +152,7 @@ fn expert_correction_trains_only_on_expert_actions_in_visited_states() {
 #[test]
 fn expert_prefixes_pair_the_expert_and_the_policy_at_every_expert_action() {
     use trajflow::rollout::prefixes::expert_prefix_rows;
-    let tok = trajflow::model::load_tokenizer("small:household-pick").unwrap();
-    tch::manual_seed(5);
-    let model = trajflow::model::load_decoder("small:household-pick", Device::Cpu).unwrap();
+    let (tok, model) = small_pick(5);
     let expert = trajflow::env::demos::expert_rows_of("household-pick", &[4, 9], 0, &tok, "small").unwrap();
     let sampling = Sampling { temperature: 1.0, max_new_tokens: 6, seed: 2, ..Default::default() };
     let rows = expert_prefix_rows(&model, &tok, &expert, &sampling, 3).unwrap();
@@ -267,23 +276,10 @@ fn reflexion_trials_carry_their_reflections() {
 /// log-probs (of the constrained distribution) are finite on action tokens and at most 0.
 #[test]
 fn admissible_mode_only_plays_admissible_actions() {
-    let spec = "small:household-pick";
-    let tok = trajflow::model::load_tokenizer(spec).unwrap();
-    tch::manual_seed(3);
-    let model = trajflow::model::load_decoder(spec, Device::Cpu).unwrap();
-    let cfg = |admissible: bool| RolloutConfig {
-        env: "household-pick".into(),
-        tasks: vec![0, 1, 2, 3],
-        k: 2,
-        seed: 0,
-        sampling: Sampling { temperature: 1.0, max_new_tokens: 16, seed: 5, ..Default::default() },
-        max_turns: 6,
-        policy_version: 0,
-        model_name: spec.into(),
-        iteration: 0,
-        correction: None,
-        memory: Default::default(),
-        admissible,
+    let (tok, model) = small_pick(3);
+    let cfg = |admissible: bool| {
+        let sampling = Sampling { temperature: 1.0, max_new_tokens: 16, seed: 5, ..Default::default() };
+        RolloutConfig { admissible, ..pick_config(vec![0, 1, 2, 3], sampling, 6) }
     };
     let rejected = |admissible: bool| -> (usize, usize) {
         let played = trajflow::rollout::played(&model, &tok, &cfg(admissible)).unwrap();
