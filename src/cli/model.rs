@@ -142,7 +142,7 @@ pub fn import_file(
     for c in &convs {
         b.push(crate::import::to_row(tok, c, &env, model)?);
     }
-    if b.len() == 0 {
+    if b.is_empty() {
         return Err(crate::error::Error::file(input, "no conversations"));
     }
     std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;

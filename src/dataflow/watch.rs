@@ -15,7 +15,10 @@ use crate::store::input_parts;
 /// Converts a JSON-lines chat log into a trajectory Parquet file and returns its path (written
 /// atomically, outside the watched directory).
 #[derive(Clone)]
-pub struct Importer(pub Arc<dyn Fn(&Path) -> Result<PathBuf> + Send + Sync>);
+pub struct Importer(pub Arc<ImportFn>);
+
+/// What an [`Importer`] calls: the landed log's path -> the Parquet file made from it.
+pub type ImportFn = dyn Fn(&Path) -> Result<PathBuf> + Send + Sync;
 
 impl std::fmt::Debug for Importer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

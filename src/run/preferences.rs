@@ -44,7 +44,7 @@ pub fn preference_pairs(rows: &RecordBatch) -> Result<(Vec<Example>, PairCount)>
     let mut by_group: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
     for i in 0..rows.num_rows() {
         let acts = segments.value(i);
-        let has_action = acts.as_primitive::<UInt8Type>().values().iter().any(|&s| s == Segment::Action as u8);
+        let has_action = acts.as_primitive::<UInt8Type>().values().contains(&(Segment::Action as u8));
         let usable = groups.is_valid(i) && rewards.is_valid(i) && rewards.value(i).is_finite() && has_action;
         if usable {
             by_group.entry(groups.value(i)).or_insert_with(|| (i, Vec::new())).1.push(i);

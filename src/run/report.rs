@@ -37,7 +37,7 @@ pub fn report(runs: &[PathBuf], output: &Path) -> Result<String> {
         let ms = MetricsFile::new(r).read()?;
         if ms.is_empty() {
             return Err(Error::file(
-                &r.join("metrics.jsonl"),
+                r.join("metrics.jsonl"),
                 "no metrics: not a run directory, or the run has not started",
             ));
         }

@@ -222,7 +222,7 @@ impl StreamLearner {
             m.eval_success_rate.map_or("-".into(), |x| format!("{x:.3}"))
         ));
         self.trainer.record(&m)?;
-        if n % s.checkpoint_every == 0 {
+        if n.is_multiple_of(s.checkpoint_every) {
             self.trainer.checkpoint(n)?;
             self.checkpointed = n;
         }
