@@ -395,9 +395,8 @@ fn training(
     let TrainArgs { train, sets, quiet } = learn;
     let (train, verbose) = (*train, !*quiet);
     if !train {
-        let text = std::fs::read_to_string(pipeline).map_err(|e| Error::io(pipeline, e))?;
-        let text = crate::pipeline::training::apply_sets(pipeline, &text, sets)?;
-        return Ok((PipelineSpec::parse(pipeline, &text)?, dataflow::Gather::No, output.to_path_buf()));
+        let (_, spec) = PipelineSpec::from_file_with_sets(pipeline, sets)?;
+        return Ok((spec, dataflow::Gather::No, output.to_path_buf()));
     }
     if columns != Columns::All {
         return Err(Error::Usage("--train needs every trajectory column (--columns all)".into()));

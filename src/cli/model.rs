@@ -136,12 +136,8 @@ pub fn import_file(
     model: &str,
     dir: &std::path::Path,
 ) -> Result<std::path::PathBuf> {
-    let convs = crate::import::formats::read(format, input)?;
-    let env = format!("{format:?}").to_lowercase();
     let mut b = crate::schema::builder::TrajectoryBuilder::default();
-    for c in &convs {
-        b.push(crate::import::to_row(tok, c, &env, model)?);
-    }
+    crate::import::rows_of(format, input, tok, model)?.into_iter().for_each(|r| b.push(r));
     if b.is_empty() {
         return Err(crate::error::Error::file(input, "no conversations"));
     }
@@ -160,14 +156,13 @@ pub fn run_import(
     spec: &str,
 ) -> Result<String> {
     let tok = crate::model::load_tokenizer(spec)?;
-    let convs = crate::import::formats::read(format, input)?;
-    let env = format!("{format:?}").to_lowercase();
+    let mut all = crate::import::rows_of(format, input, &tok, spec)?.into_iter().peekable();
     let out = Dataset::create(output)?;
     let (mut rows, mut tokens, mut successes) = (0usize, 0usize, 0usize);
-    for (part, chunk) in convs.chunks(4096).enumerate() {
+    let mut part = 0usize;
+    while all.peek().is_some() {
         let mut b = crate::schema::builder::TrajectoryBuilder::default();
-        for c in chunk {
-            let row = crate::import::to_row(&tok, c, &env, spec)?;
+        for row in all.by_ref().take(4096) {
             tokens += row.tokens.len();
             successes += usize::from(row.success == Some(true));
             b.push(row);
@@ -180,6 +175,7 @@ pub fn run_import(
             &crate::schema::TableSchema::trajectory().tag(),
             vec![input.display().to_string()],
         )?;
+        part += 1;
     }
     Ok(format!(
         "import: {rows} episodes ({successes} successful, {tokens} tokens) from {} -> {}\n",

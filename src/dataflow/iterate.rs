@@ -15,21 +15,17 @@
 //! - The learner receives an iteration's rows sorted by `episode_id`, so what it does cannot
 //!   depend on the number of workers or processes, or on arrival order.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::array::RecordBatch;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Exchange, Input, Probe};
+use timely::dataflow::operators::{Exchange, Input};
 use timely::dataflow::ProbeHandle;
 
 use super::batch::episode_ids;
-use super::{render, Batch, Cluster, ErrorSlot};
+use super::{gather_to_leader, render, sorted_by_episode, Batch, Cluster, ErrorSlot, Gathered};
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
 
@@ -47,17 +43,6 @@ fn spread(rows: &RecordBatch, peers: usize) -> Result<Vec<(u64, Batch)>> {
         return Err(Error::Usage("rollouts have no episode_id".into()));
     }
     Batch { rows: rows.clone(), source: "rollout".into() }.split_by_keys(&episode_ids(rows), peers)
-}
-
-/// Concatenates `batches` and sorts the rows by `episode_id`.
-fn sorted(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
-    let schema =
-        batches.first().map(|b| b.schema()).ok_or_else(|| Error::Usage("an iteration produced no rows".into()))?;
-    let all = arrow::compute::concat_batches(&schema, &batches)?;
-    let ids = all.column_by_name("episode_id").expect("checked at spread").as_string::<i32>();
-    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
-    order.sort_by(|&a, &b| ids.value(a as usize).cmp(ids.value(b as usize)));
-    Ok(arrow::compute::take_record_batch(&all, &UInt32Array::from(order))?)
 }
 
 /// Runs iterations `iterations` of `plan` on `cluster`; `driver` is required in the process that
@@ -79,8 +64,7 @@ pub fn iterate(
     let guards = timely::execute(config, move |worker| {
         let peers = worker.peers();
         let probe = ProbeHandle::new();
-        let gathered: Rc<RefCell<BTreeMap<u64, Vec<RecordBatch>>>> = Default::default();
-        let g = gathered.clone();
+        let gathered = Gathered::default();
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, rows) = scope.new_input::<Vec<(u64, Batch)>>();
             let rows = rows.exchange(|(w, _)| *w).unary(Pipeline, "Unwrap", |_, _| {
@@ -90,18 +74,11 @@ pub fn iterate(
                     })
                 }
             });
-            render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), true)
-                .map(|b| (0u64, b))
-                .exchange(|(w, _)| *w)
-                .probe_with(&probe)
-                .sink(Pipeline, "Gather", move |(input, _)| {
-                    input.for_each_stamp(|cap, data| {
-                        let t = *cap.least().expect("a u64 stamp has a least time");
-                        let mut g = g.borrow_mut();
-                        let entry = g.entry(t).or_default();
-                        entry.extend(data.flat_map(|c| c.drain(..)).map(|(_, b)| b.rows).filter(|r| r.num_rows() > 0));
-                    });
-                });
+            gather_to_leader(
+                render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), true),
+                &probe,
+                gathered.clone(),
+            );
             handle
         });
         let mut mine = if worker.index() == 0 { driver.lock().unwrap_or_else(|p| p.into_inner()).take() } else { None };
@@ -141,7 +118,7 @@ pub fn iterate(
                 break;
             }
             let batches = gathered.borrow_mut().remove(&it).unwrap_or_default();
-            if let Err(err) = sorted(batches).and_then(|rows| driver.learn(it, rows)) {
+            if let Err(err) = sorted_by_episode(&batches).and_then(|rows| driver.learn(it, rows)) {
                 outcome = Err(err);
                 break;
             }

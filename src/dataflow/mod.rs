@@ -189,7 +189,7 @@ pub fn run(
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
             let out = render(rows, p.clone(), e.clone(), false);
             if gathering {
-                gather_to_leader(out.clone(), gathered.clone());
+                gather_to_leader(out.clone(), &probe, gathered.clone());
             }
             sink::write_parts(
                 out.probe_with(&probe),
@@ -344,9 +344,25 @@ mod watch;
 /// Stage outputs gathered on the leader, by epoch.
 type Gathered = Rc<RefCell<BTreeMap<u64, Vec<RecordBatch>>>>;
 
-/// Sends every output batch to worker 0 and keeps it there under its epoch.
-fn gather_to_leader(out: Stream<'_, u64, Vec<Batch>>, gathered: Gathered) {
-    out.map(|b| (0u64, b)).exchange(|(w, _)| *w).sink(Pipeline, "GatherToLeader", move |(input, _)| {
+/// Concatenates `batches` and sorts the rows by `episode_id`, so that what a learner does with
+/// them depends neither on the number of workers nor on arrival order.
+pub(crate) fn sorted_by_episode(batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema = batches.first().map(|b| b.schema()).ok_or_else(|| Error::Usage("no rows to sort".into()))?;
+    let all = arrow::compute::concat_batches(&schema, batches)?;
+    let ids = all
+        .column_by_name("episode_id")
+        .and_then(|c| arrow::array::AsArray::as_string_opt::<i32>(c))
+        .ok_or_else(|| Error::Usage("rows have no utf8 episode_id".into()))?;
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| ids.value(a as usize).cmp(ids.value(b as usize)));
+    Ok(arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(order))?)
+}
+
+/// Sends every output batch to worker 0 and keeps it there under its epoch. `probe` is attached
+/// after the exchange, so once it passes an epoch every batch of that epoch has arrived.
+fn gather_to_leader(out: Stream<'_, u64, Vec<Batch>>, probe: &ProbeHandle<u64>, gathered: Gathered) {
+    let arrived = out.map(|b| (0u64, b)).exchange(|(w, _)| *w).probe_with(probe);
+    arrived.sink(Pipeline, "GatherToLeader", move |(input, _)| {
         input.for_each_stamp(|cap, data| {
             let t = *cap.least().expect("a u64 stamp has a least time");
             let mut g = gathered.borrow_mut();

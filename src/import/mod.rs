@@ -21,6 +21,12 @@ use crate::schema::builder::EpisodeRow;
 
 pub use formats::{Conversation, Format, Msg};
 
+/// Reads `file` in `format` and converts every conversation (environment name: the format's).
+pub fn rows_of(format: Format, file: &std::path::Path, tok: &Tok, model: &str) -> Result<Vec<EpisodeRow>> {
+    let env = format!("{format:?}").to_lowercase();
+    formats::read(format, file)?.iter().map(|c| to_row(tok, c, &env, model)).collect()
+}
+
 /// Converts one conversation to a trajectory row.
 pub fn to_row(tok: &Tok, conv: &Conversation, env: &str, model: &str) -> Result<EpisodeRow> {
     let err = |m: String| Error::Model(format!("conversation '{}': {m}", conv.id));

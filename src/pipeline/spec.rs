@@ -82,6 +82,15 @@ impl PipelineSpec {
         Self::parse(path, &text)
     }
 
+    /// Reads a pipeline file, applies `--set KEY=VALUE` overrides and parses the result; returns
+    /// the resolved text too (what a run records as its config).
+    pub fn from_file_with_sets(path: &Path, sets: &[String]) -> Result<(String, PipelineSpec)> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::pipeline::training::apply_sets(path, &text, sets)?;
+        let spec = Self::parse(path, &text)?;
+        Ok((text, spec))
+    }
+
     /// Parses pipeline text; `file` is used in error messages.
     pub fn parse(file: &Path, text: &str) -> Result<PipelineSpec> {
         let err = |stage: Option<&str>, key: Option<&str>, message: String| Error::Spec {

@@ -119,9 +119,7 @@ pub fn stream_spec(
     dir: &std::path::Path,
     leader: bool,
 ) -> Result<PipelineSpec> {
-    let text = std::fs::read_to_string(pipeline).map_err(|e| Error::io(pipeline, e))?;
-    let text = apply_sets(pipeline, &text, sets)?;
-    let spec = PipelineSpec::parse(pipeline, &text)?;
+    let (text, spec) = PipelineSpec::from_file_with_sets(pipeline, sets)?;
     if spec.training.is_none() {
         return Err(Error::Spec {
             file: pipeline.to_path_buf(),

@@ -186,7 +186,7 @@ impl StreamLearner {
         if n <= self.resumed {
             return Ok(());
         }
-        let rows = sorted_by_episode(&parts)?;
+        let rows = crate::dataflow::sorted_by_episode(&parts)?;
         let s = &self.spec.stream;
         let version = s.initial_version + (n - 1) as i64;
         let bound = s.max_staleness.map(|max| Staleness { version, max, mode: s.stale });
@@ -275,14 +275,6 @@ fn strings<'a>(rows: &'a RecordBatch, name: &str) -> Result<Vec<&'a str>> {
         .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| Error::Usage(format!("stream learner: rows have no utf8 '{name}' column")))?;
     Ok((0..col.len()).map(|i| if col.is_null(i) { "" } else { col.value(i) }).collect())
-}
-
-fn sorted_by_episode(parts: &[RecordBatch]) -> Result<RecordBatch> {
-    let all = arrow::compute::concat_batches(&parts[0].schema(), parts)?;
-    let ids = strings(&all, "episode_id")?;
-    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
-    order.sort_by(|&a, &b| ids[a as usize].cmp(ids[b as usize]));
-    Ok(arrow::compute::take_record_batch(&all, &UInt32Array::from(order))?)
 }
 
 fn mean_bool(rows: &RecordBatch, name: &str) -> f64 {

@@ -401,8 +401,7 @@ impl Trainer {
         })?;
         // Checkpoint 0 (the policy before RL, e.g. after the warm start) is always kept.
         let mut older: Vec<u64> = checkpoints(&self.dir)?.into_iter().filter(|&n| n > 0 && n < iteration).collect();
-        older.sort_unstable();
-        older.reverse();
+        older.sort_unstable_by(|a, b| b.cmp(a));
         for n in older.into_iter().skip(KEEP_CHECKPOINTS - 1) {
             let _ = std::fs::remove_dir_all(checkpoint_dir(&self.dir, n));
         }
