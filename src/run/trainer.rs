@@ -298,8 +298,7 @@ impl Trainer {
         cfg.k = 1;
         cfg.policy_version = -1;
         cfg.sampling.seed ^= 0x2EF1_EC70;
-        let mut env =
-            crate::env::by_name(&r.env).ok_or_else(|| Error::Usage(format!("unknown environment '{}'", r.env)))?;
+        let mut env = crate::env::by_name(&r.env)?;
         let model = &self.spec.model.name;
         let mut rows = Vec::new();
         for (task, (trial, messages)) in cfg.tasks.iter().zip(played_with_transcripts(&self.model, &self.tok, &cfg)?) {
@@ -689,7 +688,7 @@ impl Driver for Trainer {
         let tasks: Vec<u64> =
             task_ids(Split::Train, iteration as usize * r.tasks).split_off((iteration as usize - 1) * r.tasks);
         let env_seed = seed.wrapping_mul(1_000_003).wrapping_add(iteration);
-        let mut rows = match r.source {
+        let rows = match r.source {
             RolloutSource::Expert => self.expert_rows(&tasks, env_seed, iteration)?,
             RolloutSource::Policy => self.policy_rows(tasks, env_seed, iteration)?,
             RolloutSource::ExpertPrefixes => {
@@ -707,6 +706,20 @@ impl Driver for Trainer {
                 reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?
             }
         };
+        // Episodes whose environment broke are not the policy's doing: they are stored, said, and
+        // kept out of the stages and the update.
+        let (failed, mut rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.env_error.is_some());
+        for f in &failed {
+            self.say(&format!("environment failed in episode {}: {}", f.episode_id, f.env_error.as_deref().unwrap_or("")));
+        }
+        if !failed.is_empty() {
+            let mut b = TrajectoryBuilder::default();
+            failed.iter().cloned().for_each(|r| b.push(r));
+            let tag = crate::schema::TableSchema::trajectory().tag();
+            let failures = Dataset::create(self.dir.join("env-failures"))?;
+            let commit = failures.write_uncommitted(&[b.finish()], iteration, "run", &tag, Vec::new())?;
+            failures.commit(&commit)?;
+        }
         let disc = match self.discriminator.as_mut() {
             Some(d) => {
                 Some(d.train_and_reward(&self.model, &mut rows, self.spec.model.max_batch_tokens, seed ^ iteration)?)
@@ -729,6 +742,7 @@ impl Driver for Trainer {
             episodes: rows.len(),
             success_rate: success_rate(&rows),
             return_mean: return_mean(&rows),
+            env_failures: failed.len(),
             generated_tokens: generated,
             tokens_per_s: generated as f64 / secs.max(1e-9),
             time_s: BTreeMap::from([("rollout".to_string(), secs)]),

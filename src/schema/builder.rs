@@ -55,6 +55,8 @@ pub struct EpisodeRow {
     pub seed: Option<i64>,
     /// Provenance: model.
     pub model: Option<String>,
+    /// Why the environment broke during the episode (null when it worked).
+    pub env_error: Option<String>,
 }
 
 /// Accumulates rows and builds one batch.
@@ -135,6 +137,7 @@ impl TrajectoryBuilder {
                     "env" => strings(|e| e.env.as_deref()),
                     "seed" => Arc::new(r.iter().map(|e| e.seed).collect::<Int64Array>()),
                     "model" => strings(|e| e.model.as_deref()),
+                    "env_error" => strings(|e| e.env_error.as_deref()),
                     _ => arrow::array::new_null_array(field.data_type(), n),
                 }
             })
