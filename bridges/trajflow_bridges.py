@@ -1,5 +1,5 @@
 """trajflow's bridges to environments from PyPI, speaking the JSON-lines protocol of
-docs/env-protocol.md on stdin/stdout.
+bridges/PROTOCOL.md on stdin/stdout.
 
     python trajflow_bridges.py scienceworld [TASK]   # scienceworld==1.2.3 (needs Java 17)
     python trajflow_bridges.py twx [GAME]            # textworld-express==1.1.0
@@ -63,7 +63,8 @@ class TextWorldExpress:
     """TextWorldExpress's games with their default parameters; the seed within a game's fold is
     the variation."""
 
-    max_steps = 50
+    # Cookingworld's gold paths take up to 98 steps with the default parameters.
+    max_steps = 100
 
     def __init__(self, game=None):
         from textworld_express import TextWorldExpressEnv

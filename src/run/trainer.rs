@@ -710,7 +710,11 @@ impl Driver for Trainer {
         // kept out of the stages and the update.
         let (failed, mut rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.env_error.is_some());
         for f in &failed {
-            self.say(&format!("environment failed in episode {}: {}", f.episode_id, f.env_error.as_deref().unwrap_or("")));
+            self.say(&format!(
+                "environment failed in episode {}: {}",
+                f.episode_id,
+                f.env_error.as_deref().unwrap_or("")
+            ));
         }
         if !failed.is_empty() {
             let mut b = TrajectoryBuilder::default();

@@ -1,4 +1,4 @@
-//! Environments in another process, spoken to in JSON lines (the protocol is `docs/env-protocol.md`).
+//! Environments in another process, spoken to in JSON lines (the protocol is `bridges/PROTOCOL.md`).
 //!
 //! A [`Bridge`] is an [`Env`] whose state lives in a child process: ScienceWorld and
 //! TextWorldExpress through `bridges/trajflow_bridges.py` (run with the cache venv's Python), or
@@ -46,9 +46,9 @@ pub fn python() -> String {
     if let Ok(p) = std::env::var("TRAJFLOW_PYTHON") {
         return p;
     }
-    let cache = std::env::var("TRAJFLOW_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/trajflow"));
+    let cache = std::env::var("TRAJFLOW_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/trajflow")
+    });
     let venv = cache.join("venv/bin/python");
     if venv.exists() {
         venv.to_string_lossy().into_owned()
@@ -122,9 +122,13 @@ impl Bridge {
                     let mut p = LineProcess::spawn(&self.argv[0], &self.argv[1..])?;
                     let hello = p.read(self.timeout * 4)?;
                     if hello.get("protocol").and_then(Value::as_u64) != Some(1) {
-                        return Err(format!("environment process '{}' did not say {{\"protocol\": 1}} first: {hello}", self.name));
+                        return Err(format!(
+                            "environment process '{}' did not say {{\"protocol\": 1}} first: {hello}",
+                            self.name
+                        ));
                     }
-                    let max_steps = hello.get("max_steps").and_then(Value::as_u64).map_or(DEFAULT_MAX_STEPS, |m| m as usize);
+                    let max_steps =
+                        hello.get("max_steps").and_then(Value::as_u64).map_or(DEFAULT_MAX_STEPS, |m| m as usize);
                     (p, max_steps)
                 }
             };

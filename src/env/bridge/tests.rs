@@ -104,7 +104,8 @@ fn an_error_answer_fails_the_episode_but_keeps_the_process() {
 
 #[test]
 fn a_program_without_the_hello_line_is_refused() {
-    let mut env = Bridge::new("cat", vec!["sh".into(), "-c".into(), "echo '{\"hi\": 1}'; cat".into()], Duration::from_secs(5));
+    let mut env =
+        Bridge::new("cat", vec!["sh".into(), "-c".into(), "echo '{\"hi\": 1}'; cat".into()], Duration::from_secs(5));
     env.reset(0, 0);
     let err = env.failure().unwrap();
     assert!(err.contains("did not say {\"protocol\": 1} first"), "{err}");
