@@ -35,15 +35,18 @@ class ScienceWorld:
         if task is not None and task not in names:
             raise ValueError(f"unknown ScienceWorld task {task!r} (known: {', '.join(names)})")
         self.tasks = [task] if task else names
+        self.variations = {}
 
     def reset(self, task_id, seed, split):
         name = self.tasks[task_id % len(self.tasks)]
-        self.env.load(name, 0, "", generateGoldPath=True)
-        variations = {
-            "train": self.env.get_variations_train,
-            "dev": self.env.get_variations_dev,
-            "test": self.env.get_variations_test,
-        }[split]()
+        if (name, split) not in self.variations:
+            self.env.load(name, 0, "")
+            self.variations[(name, split)] = {
+                "train": self.env.get_variations_train,
+                "dev": self.env.get_variations_dev,
+                "test": self.env.get_variations_test,
+            }[split]()
+        variations = self.variations[(name, split)]
         variation = variations[(task_id // len(self.tasks)) % len(variations)]
         self.env.load(name, variation, "", generateGoldPath=True)
         observation, info = self.env.reset()

@@ -195,7 +195,7 @@ pub enum Command {
     /// Write expert demonstrations of a built-in environment as a trajectory dataset.
     #[cfg(feature = "torch")]
     Demos {
-        /// Environment name (`household`).
+        /// Environment name: `household`, `household-pick`, or a bridged one (`twx[:GAME]`, `scienceworld[:TASK]`, `bridge:PROGRAM ARGS...`; see bridges/PROTOCOL.md).
         #[arg(long, default_value = "household")]
         env: String,
         /// Number of tasks.
@@ -247,7 +247,7 @@ pub enum Command {
     /// Let a model play a built-in environment (K rollouts per task) and store the episodes.
     #[cfg(feature = "torch")]
     Rollout {
-        /// Environment name (`household`).
+        /// Environment name: `household`, `household-pick`, or a bridged one (`twx[:GAME]`, `scienceworld[:TASK]`, `bridge:PROGRAM ARGS...`; see bridges/PROTOCOL.md).
         #[arg(long, default_value = "household")]
         env: String,
         /// Model SPEC.
