@@ -3,8 +3,9 @@
 //! An [`Env`] is a deterministic state machine over plain text: [`Env::reset`] with the same
 //! `(task_id, seed)` always yields the same episode, and the same action sequence afterwards always yields the
 //! same observations. An action that is not valid in the current state never changes the world: it answers
-//! `"Nothing happens."` with reward 0 (it still counts toward [`Env::max_steps`]). Rewards are sparse: 1.0 on the
-//! step that completes the task, 0 otherwise. Every environment carries an expert ([`Env::expert_action`]) that
+//! `"Nothing happens."` with reward 0, or the environment's step penalty (it still counts toward [`Env::max_steps`]).
+//! Rewards are sparse in the household (1.0 on the step that completes the task, 0 otherwise) and shaped in the
+//! kitchen (sub-tasks, deliveries, a step penalty) and in bridged environments (score increments). Every environment carries an expert ([`Env::expert_action`]) that
 //! plans from the current state, so it can take over after any prefix of agent actions. Task ids are split into
 //! train/dev/test by a fixed hash ([`split_of`]), independent of the environment, so held-out ids stay held out.
 
@@ -12,6 +13,7 @@ pub mod bridge;
 #[cfg(feature = "torch")]
 pub mod demos;
 pub mod household;
+pub mod kitchen;
 
 /// What an environment shows the agent at the start of an episode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +29,7 @@ pub struct Reset {
 pub struct Step {
     /// Text feedback for the action (`"Nothing happens."` when the action was invalid).
     pub observation: String,
-    /// 1.0 on the step that completes the task, 0.0 otherwise.
+    /// This step's reward (household: 1.0 on the step that completes the task, 0.0 otherwise).
     pub reward: f32,
     /// True once the task is completed or the step budget is spent.
     pub done: bool,
@@ -59,15 +61,16 @@ pub trait Env: Send {
 }
 
 /// Names of the built-in environments accepted by [`by_name`].
-pub const ENV_NAMES: &[&str] = &[household::NAME, household::PICK_NAME];
+pub const ENV_NAMES: &[&str] = &[household::NAME, household::PICK_NAME, kitchen::NAME];
 
 /// Builds an environment by registry name, with default settings: a built-in one (`"household"`,
-/// `"household-pick"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
+/// `"household-pick"`, `"kitchen"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
 /// `"bridge:PROGRAM ARGS..."`; see [`bridge`]). A bridge starts its process on the first reset.
 pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
     match name {
         household::NAME => Ok(Box::new(household::Household::new())),
         household::PICK_NAME => Ok(Box::new(household::Household::pick_and_place())),
+        kitchen::NAME => Ok(Box::new(kitchen::Kitchen::new())),
         _ => match bridge::Bridge::by_name(name) {
             Some(b) => Ok(Box::new(b)),
             None => Err(crate::error::Error::Usage(format!(
