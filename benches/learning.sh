@@ -5,7 +5,7 @@
 #
 # Warm starts are shared so that a comparison isolates the RL algorithm:
 # - every pipeline but RetroAct starts from LOOP's warm start of the same seed (checkpoint 0 of
-#   `loop-sSEED`, with warm_start.demos = 0);
+#   `loop-sSEED`, with warm_start.demos = 0; with SETS, of `warm-sSEED`, a warm-start-only run);
 # - RetroAct's variants fork one warm-start-only run per seed (`retroact-base-sSEED`: planner SFT,
 #   reflector SFT, the imitation set) with `trajflow run --resume --set ...`:
 #   retroact (planner + reflector), retroact-planner (planner-only RL: the paper's SFT+RL),
@@ -17,6 +17,9 @@
 # A pipeline name may carry overrides after a colon, applied to that pipeline's runs (not to the
 # shared warm start): "grpo:learner.lr=5e-5" runs grpo.toml with --set learner.lr=5e-5, in
 # runs named grpo-learner.lr=5e-5-sSEED.
+#
+# SETS="KEY=VALUE ..." applies to every run, warm starts included: another environment or model,
+#   e.g. OUT=runs/bench-kitchen SETS="rollout.env=kitchen model.name=small:kitchen" (use its own OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/trajflow
@@ -25,6 +28,8 @@ SEEDS=${1:-0 1 2}
 PIPELINES=${2:-loop ppo rloo grpo}
 ITERATIONS=${ITERATIONS:-10}
 RESULT=${RESULT:-learning}
+SETS=${SETS:-}
+GLOBAL=$(for s in $SETS; do printf -- '--set %s ' "$s"; done)
 mkdir -p "$OUT" benches/results
 
 # The --set arguments of a RetroAct variant.
@@ -53,7 +58,8 @@ for seed in $SEEDS; do
     rm -rf "$dir"
     case $p in
       loop)
-        $BIN run pipelines/loop.toml --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS ;;
+        # shellcheck disable=SC2086
+        $BIN run pipelines/loop.toml --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS $GLOBAL ;;
       retroact*)
         base="$OUT/retroact-base-s$seed"
         if [ ! -f "$base/checkpoints/iter-0000/state.json" ]; then
@@ -65,14 +71,18 @@ for seed in $SEEDS; do
         # shellcheck disable=SC2086
         $BIN run --resume "$dir" --quiet --set run.iterations=$ITERATIONS $sets ;;
       *)
-        base="$OUT/loop-s$seed"
+        # The shared warm start: LOOP's run (its RL iterations are the loop result), or with SETS
+        # a warm-start-only run.
+        if [ -z "$SETS" ]; then base="$OUT/loop-s$seed" base_iterations=$ITERATIONS
+        else base="$OUT/warm-s$seed" base_iterations=0; fi
         if [ ! -f "$base/checkpoints/iter-0000/state.json" ]; then
           rm -rf "$base"
-          $BIN run pipelines/loop.toml --out "$base" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS
+          # shellcheck disable=SC2086
+          $BIN run pipelines/loop.toml --out "$base" --quiet --set run.seed=$seed --set run.iterations=$base_iterations $GLOBAL
         fi
-        # shellcheck disable=SC2046
+        # shellcheck disable=SC2046,SC2086
         $BIN run "pipelines/$p.toml" --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS \
-          --set "model=$base/checkpoints/iter-0000" --set warm_start.demos=0 $(sets_of "$spec") ;;
+          $GLOBAL --set "model=$base/checkpoints/iter-0000" --set warm_start.demos=0 $(sets_of "$spec") ;;
     esac
   done
 done
@@ -81,7 +91,7 @@ for spec in $PIPELINES; do for seed in $SEEDS; do runs+=("$OUT/$(label_of "$spec
 {
   echo "# Learning benchmark"
   echo
-  echo "Command: \`RESULT=$RESULT ITERATIONS=$ITERATIONS benches/learning.sh \"$SEEDS\" \"$PIPELINES\"\`, $(nproc) CPU cores, $(uname -m), no GPU,"
+  echo "Command: \`RESULT=$RESULT ITERATIONS=$ITERATIONS${SETS:+ SETS=\"$SETS\"} benches/learning.sh \"$SEEDS\" \"$PIPELINES\"\`, $(nproc) CPU cores, $(uname -m), no GPU,"
   echo "$(date -u +%Y-%m-%d). Environment and model: see the pipelines' [rollout] and [model] sections."
   echo
   $BIN report "${runs[@]}" --output "benches/results/$RESULT.png"

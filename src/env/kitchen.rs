@@ -15,7 +15,7 @@
 //! expert replans from any state: it clears whatever is in the way (throwing away, emptying a wrong
 //! plate) and then makes the salad: 5 steps per ingredient and 2 to deliver, from a clean start.
 
-use super::{mix64, Env, Reset, Step};
+use super::{mix64, with_article as a, Env, Reset, Step};
 
 /// Registry name of this environment.
 pub const NAME: &str = "kitchen";
@@ -96,12 +96,6 @@ impl Default for Kitchen {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// `name` with its indefinite article.
-fn a(name: &str) -> String {
-    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-    format!("{article} {name}")
 }
 
 fn list(names: &[String]) -> String {

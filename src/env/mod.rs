@@ -14,6 +14,7 @@ pub mod bridge;
 pub mod demos;
 pub mod household;
 pub mod kitchen;
+pub mod qa;
 
 /// What an environment shows the agent at the start of an episode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,16 +62,18 @@ pub trait Env: Send {
 }
 
 /// Names of the built-in environments accepted by [`by_name`].
-pub const ENV_NAMES: &[&str] = &[household::NAME, household::PICK_NAME, kitchen::NAME];
+pub const ENV_NAMES: &[&str] = &[household::NAME, household::PICK_NAME, kitchen::NAME, qa::NAME, qa::F1_NAME];
 
 /// Builds an environment by registry name, with default settings: a built-in one (`"household"`,
-/// `"household-pick"`, `"kitchen"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
+/// `"household-pick"`, `"kitchen"`, `"qa"`, `"qa-f1"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
 /// `"bridge:PROGRAM ARGS..."`; see [`bridge`]). A bridge starts its process on the first reset.
 pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
     match name {
         household::NAME => Ok(Box::new(household::Household::new())),
         household::PICK_NAME => Ok(Box::new(household::Household::pick_and_place())),
         kitchen::NAME => Ok(Box::new(kitchen::Kitchen::new())),
+        qa::NAME => Ok(Box::new(qa::Qa::exact_match())),
+        qa::F1_NAME => Ok(Box::new(qa::Qa::token_f1())),
         _ => match bridge::Bridge::by_name(name) {
             Some(b) => Ok(Box::new(b)),
             None => Err(crate::error::Error::Usage(format!(
@@ -106,6 +109,12 @@ pub fn split_of(task_id: u64) -> Split {
 /// The first `n` task ids (ascending from 0) that belong to `split`.
 pub fn task_ids(split: Split, n: usize) -> Vec<u64> {
     (0u64..).filter(|&id| split_of(id) == split).take(n).collect()
+}
+
+/// `name` with its indefinite article (`an onion`, `a tomato`).
+fn with_article(name: &str) -> String {
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {name}")
 }
 
 /// SplitMix64's output function: a bijective 64-bit mixer.
