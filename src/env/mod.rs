@@ -15,6 +15,7 @@ pub mod demos;
 pub mod household;
 pub mod kitchen;
 pub mod qa;
+pub mod tools;
 
 /// What an environment shows the agent at the start of an episode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,10 +63,11 @@ pub trait Env: Send {
 }
 
 /// Names of the built-in environments accepted by [`by_name`].
-pub const ENV_NAMES: &[&str] = &[household::NAME, household::PICK_NAME, kitchen::NAME, qa::NAME, qa::F1_NAME];
+pub const ENV_NAMES: &[&str] =
+    &[household::NAME, household::PICK_NAME, kitchen::NAME, qa::NAME, qa::F1_NAME, tools::NAME];
 
 /// Builds an environment by registry name, with default settings: a built-in one (`"household"`,
-/// `"household-pick"`, `"kitchen"`, `"qa"`, `"qa-f1"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
+/// `"household-pick"`, `"kitchen"`, `"qa"`, `"qa-f1"`, `"tools"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
 /// `"bridge:PROGRAM ARGS..."`; see [`bridge`]). A bridge starts its process on the first reset.
 pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
     match name {
@@ -74,6 +76,7 @@ pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
         kitchen::NAME => Ok(Box::new(kitchen::Kitchen::new())),
         qa::NAME => Ok(Box::new(qa::Qa::exact_match())),
         qa::F1_NAME => Ok(Box::new(qa::Qa::token_f1())),
+        tools::NAME => Ok(Box::new(tools::Tools::new())),
         _ => match bridge::Bridge::by_name(name) {
             Some(b) => Ok(Box::new(b)),
             None => Err(crate::error::Error::Usage(format!(
