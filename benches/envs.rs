@@ -79,6 +79,7 @@ fn main() {
             correction: None,
             memory: Default::default(),
             admissible: true,
+            slots: None,
         };
         let start = Instant::now();
         let rows = rollout(&model, &tok, &cfg).expect("the rollout runs");

@@ -43,6 +43,12 @@ impl Phase {
         self.bar.set_message(msg);
         self.bar.inc(1);
     }
+
+    /// Moves to position `pos`, with `msg` beside the bar.
+    pub fn set(&self, pos: u64, msg: impl Into<std::borrow::Cow<'static, str>>) {
+        self.bar.set_message(msg);
+        self.bar.set_position(pos);
+    }
 }
 
 impl Drop for Phase {

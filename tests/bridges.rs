@@ -156,6 +156,7 @@ fn config(env: &str, tasks: Vec<u64>) -> trajflow::rollout::RolloutConfig {
         correction: None,
         memory: Default::default(),
         admissible: true,
+        slots: None,
     }
 }
 

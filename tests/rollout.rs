@@ -47,6 +47,7 @@ fn pick_config(tasks: Vec<u64>, sampling: Sampling, max_turns: usize) -> Rollout
         correction: None,
         memory: Default::default(),
         admissible: false,
+        slots: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn rollouts_are_token_exact_with_behaviour_logprobs() {
         correction: None,
         memory: Default::default(),
         admissible: false,
+        slots: None,
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     assert_eq!(rows.len(), 4);
@@ -214,6 +216,7 @@ fn reflexion_trials_carry_their_reflections() {
         correction: None,
         memory: Default::default(),
         admissible: false,
+        slots: None,
     };
     let r = ReflexionConfig { trials: 3, memory: 1, reflection_tokens: 8 };
     let rows = reflexion(&model, &tok, &cfg, &r).unwrap();
@@ -303,4 +306,53 @@ fn admissible_mode_only_plays_admissible_actions() {
     let (rejected, total) = rejected(true);
     assert!(total > 0);
     assert_eq!(rejected, 0, "an action outside the admissible set was played");
+}
+
+/// Slot refilling: with 3 slots for 8 kitchen episodes under full expert correction, episodes end
+/// at different turns (recipes differ in length) and waiting episodes take the freed slots. Every
+/// episode still plays exactly the expert's episode from its own start, turn by turn, and rows
+/// come back in task order.
+#[test]
+fn refilled_slots_play_every_episode_from_its_own_start() {
+    use trajflow::env::{by_name, Env};
+    let tok = trajflow::model::load_tokenizer("small:kitchen").unwrap();
+    tch::manual_seed(2);
+    let model = trajflow::model::load_decoder("small:kitchen", Device::Cpu).unwrap();
+    let tasks = vec![0, 1, 2, 5];
+    let cfg = RolloutConfig {
+        env: "kitchen".into(),
+        tasks: tasks.clone(),
+        k: 2,
+        seed: 3,
+        sampling: Sampling { temperature: 1.0, max_new_tokens: 12, seed: 1, ..Default::default() },
+        max_turns: 30,
+        policy_version: 0,
+        model_name: "random-small".into(),
+        iteration: 0,
+        correction: Some(0.0),
+        memory: Default::default(),
+        admissible: true,
+        slots: Some(3),
+    };
+    let rows = rollout(&model, &tok, &cfg).unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r.episode_id.as_str()).collect();
+    let want: Vec<String> = tasks.iter().flat_map(|t| (0..2).map(move |r| format!("kitchen-{t}-it0-r{r}"))).collect();
+    assert_eq!(ids, want);
+    let mut lengths = std::collections::BTreeSet::new();
+    for (row, &task) in rows.iter().zip(tasks.iter().flat_map(|t| [t, t])) {
+        let mut env = by_name("kitchen").unwrap();
+        env.reset(task, 3);
+        let mut expert_steps = 0;
+        while let Some(a) = env.expert_action() {
+            expert_steps += 1;
+            if env.step(&a).done {
+                break;
+            }
+        }
+        assert_eq!(row.success, Some(true), "{}", row.episode_id);
+        assert_eq!(row.turn_rewards.len(), expert_steps, "{}: one turn per expert step", row.episode_id);
+        assert_eq!(row.turns.iter().copied().max(), Some(expert_steps as i32 - 1));
+        lengths.insert(expert_steps);
+    }
+    assert!(lengths.len() > 1, "episodes of different lengths, so slots were refilled mid-batch: {lengths:?}");
 }

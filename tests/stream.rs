@@ -41,6 +41,7 @@ fn actor_files(dir: &Path, drop_rows: &[usize]) -> Vec<PathBuf> {
         correction: None,
         memory: Default::default(),
         admissible: false,
+        slots: None,
     };
     let mut rows = rollout(&model, &tok, &cfg).unwrap();
     for (i, r) in rows.iter_mut().enumerate() {

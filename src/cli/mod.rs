@@ -281,6 +281,9 @@ pub enum Command {
         /// Choose among the environment's admissible actions (constrained decoding).
         #[arg(long)]
         admissible: bool,
+        /// Episodes played at once; a finished episode's slot goes to the next one (default: all).
+        #[arg(long)]
+        slots: Option<usize>,
         /// Output dataset.
         #[arg(long)]
         output: PathBuf,
@@ -645,6 +648,7 @@ pub fn run(cli: Cli) -> Result<String> {
             seed,
             trials,
             admissible,
+            slots,
             output,
         } => {
             let cfg = crate::rollout::RolloutConfig {
@@ -665,6 +669,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 correction: None,
                 memory: Default::default(),
                 admissible,
+                slots,
             };
             let reflexion = (trials > 1).then_some(crate::rollout::reflexion::ReflexionConfig {
                 trials,

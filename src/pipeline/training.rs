@@ -133,6 +133,10 @@ pub struct RolloutSection {
     /// the ALFWorld agents' setting) instead of free text; evaluation does the same.
     #[serde(default)]
     pub admissible: bool,
+    /// Episodes played at once (the generation batch); a finished episode's slot goes to the next
+    /// episode at once. Unset: all of an iteration's episodes at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<usize>,
 }
 
 /// `[warm_start]`: SFT on expert demonstrations before the first iteration.

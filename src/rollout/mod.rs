@@ -7,8 +7,11 @@
 //!   the text the template adds after the action, tokenised once, and appended (the template must
 //!   be prefix-stable, which is checked). Decoding an action's tokens gives exactly the text the
 //!   environment received (plus the end-of-turn token).
-//! - Episodes of a batch advance in lock-step, one turn per generation call; finished episodes
-//!   leave the batch. K rollouts of a task share its group id (LOOP/GRPO groups).
+//! - Playing episodes advance together, one turn per generation call. At most `slots` play at
+//!   once: a finished episode leaves the batch and the next episode (in task order) takes its
+//!   slot before the next call, so the batch stays full. With unlimited slots (the default) all
+//!   episodes start together and the result does not depend on `slots` being set. K rollouts of a
+//!   task share its group id (LOOP/GRPO groups).
 //! - An action cut by the token budget is marked by `truncated` at the episode level, and the
 //!   end-of-turn token is appended as template (the model did not emit it).
 //! - With expert correction (DAgger), the stored sequence is still exactly what the environment
@@ -67,6 +70,9 @@ pub struct RolloutConfig {
     pub memory: std::collections::BTreeMap<u64, String>,
     /// Constrain every action to the environment's admissible actions.
     pub admissible: bool,
+    /// Episodes played at once (the generation batch); `None`: all. With fewer slots than
+    /// episodes, a finished episode's slot goes to the next episode in task order at once.
+    pub slots: Option<usize>,
 }
 
 /// A uniform number in [0, 1) from `(seed, episode, turn)`, so that corrections do not
@@ -83,6 +89,8 @@ struct Episode {
     messages: Vec<Message>,
     text: String,
     row: EpisodeRow,
+    /// Turns played so far.
+    turn: usize,
     done: bool,
 }
 
@@ -157,51 +165,61 @@ pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Ep
 /// observations).
 pub type Transcript = (EpisodeRow, Vec<Message>);
 
-/// Runs the rollouts; returns each episode's row with its conversation.
+/// Starts episode `i` (rollout `i % k` of task `task`): resets its environment and renders the
+/// first message.
+fn start_episode(tok: &Tok, cfg: &RolloutConfig, task: u64, i: usize) -> Result<Episode> {
+    let mut env = by_name(&cfg.env)?;
+    let seed = cfg.seed;
+    let reset = env.reset(task, seed);
+    let plain = format!("{}\n{}", reset.observation, reset.task);
+    let first = match cfg.memory.get(&task) {
+        Some(memory) => format!("{plain}\n\n{memory}"),
+        None => plain.clone(),
+    };
+    let r = i % cfg.k;
+    let mut ep = Episode {
+        plain,
+        messages: vec![Message::new("user", &first)],
+        text: String::new(),
+        row: EpisodeRow {
+            episode_id: format!("{}-{task}-it{}-r{r}", cfg.env, cfg.iteration),
+            task_id: format!("{}-{task}", cfg.env),
+            group_id: format!("{}-{task}@{}", cfg.env, cfg.iteration),
+            policy_version: cfg.policy_version,
+            logp_behavior: Some(Vec::new()),
+            terminated: false,
+            env: Some(cfg.env.clone()),
+            seed: Some(seed as i64),
+            model: Some(cfg.model_name.clone()),
+            ..Default::default()
+        },
+        env,
+        turn: 0,
+        done: false,
+    };
+    append_rendered(tok, &mut ep, &first, Segment::Prompt, 0)?;
+    if let Some(error) = ep.env.failure() {
+        ep.fail(error);
+    }
+    Ok(ep)
+}
+
+/// Runs the rollouts; returns each episode's row with its conversation, in task order.
 pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Transcript>> {
     let eos =
         tok.token_id(&tok.eos_token).ok_or_else(|| Error::Model("the tokenizer has no end-of-turn token".into()))?;
-    let mut episodes = Vec::new();
-    for &task in &cfg.tasks {
-        for i in 0..cfg.k {
-            let mut env = by_name(&cfg.env)?;
-            let seed = cfg.seed;
-            let reset = env.reset(task, seed);
-            let plain = format!("{}\n{}", reset.observation, reset.task);
-            let first = match cfg.memory.get(&task) {
-                Some(memory) => format!("{plain}\n\n{memory}"),
-                None => plain.clone(),
-            };
-            let mut ep = Episode {
-                plain,
-                messages: vec![Message::new("user", &first)],
-                text: String::new(),
-                row: EpisodeRow {
-                    episode_id: format!("{}-{task}-it{}-r{i}", cfg.env, cfg.iteration),
-                    task_id: format!("{}-{task}", cfg.env),
-                    group_id: format!("{}-{task}@{}", cfg.env, cfg.iteration),
-                    policy_version: cfg.policy_version,
-                    logp_behavior: Some(Vec::new()),
-                    terminated: false,
-                    env: Some(cfg.env.clone()),
-                    seed: Some(seed as i64),
-                    model: Some(cfg.model_name.clone()),
-                    ..Default::default()
-                },
-                env,
-                done: false,
-            };
-            append_rendered(tok, &mut ep, &first, Segment::Prompt, 0)?;
-            if let Some(error) = ep.env.failure() {
-                ep.fail(error);
-            }
-            episodes.push(ep);
-        }
-    }
+    let total = cfg.tasks.len() * cfg.k;
+    let slots = cfg.slots.unwrap_or(total).max(1);
+    let mut episodes: Vec<Episode> = Vec::with_capacity(total);
     let mut sampling = cfg.sampling.clone();
     sampling.stop_tokens = vec![eos];
-    let bar = crate::progress::Phase::new("playing (turns)", cfg.max_turns as u64);
-    for turn in 0..cfg.max_turns {
+    let bar = crate::progress::Phase::new("playing (episodes)", total as u64);
+    for call in 0u64.. {
+        // Refill: episodes start, in task order, while fewer than `slots` are playing.
+        while episodes.len() < total && episodes.iter().filter(|e| !e.done).count() < slots {
+            let i = episodes.len();
+            episodes.push(start_episode(tok, cfg, cfg.tasks[i / cfg.k], i)?);
+        }
         let mut active: Vec<usize> = (0..episodes.len()).filter(|&i| !episodes[i].done).collect();
         let allowed = if cfg.admissible {
             let mut per_row = Vec::with_capacity(active.len());
@@ -225,15 +243,21 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
             None
         };
         if active.is_empty() {
-            break;
+            if episodes.len() == total {
+                break;
+            }
+            continue; // every playing episode failed: refill
         }
-        bar.step(format!("{} of {} episodes still playing", active.len(), episodes.len()));
+        let finished = episodes.iter().filter(|e| e.done).count();
+        bar.set(finished as u64, format!("{} playing, {finished} of {total} done", active.len()));
         let prompts: Vec<Vec<i64>> =
             active.iter().map(|&i| episodes[i].row.tokens.iter().map(|&t| t as i64).collect()).collect();
-        sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + turn as u64) as i64);
+        sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + call) as i64);
         let gens = generate_constrained(model, tok, &prompts, &sampling, allowed.as_deref())?;
         for (&i, g) in active.iter().zip(gens) {
             let ep = &mut episodes[i];
+            let turn = ep.turn;
+            ep.turn += 1;
             let t = turn as i32;
             let body: Vec<i64> = g.tokens.iter().copied().filter(|&x| x != eos).collect();
             let mut action = tok.decode(&body)?;
@@ -265,7 +289,7 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                 ep.fail(error);
                 continue;
             }
-            if step.done || turn + 1 == cfg.max_turns {
+            if step.done || ep.turn == cfg.max_turns {
                 ep.done = true;
                 ep.row.success = Some(step.success);
                 ep.row.terminated = step.done;
@@ -276,6 +300,7 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
             append_rendered(tok, ep, &step.observation, Segment::Observation, t)?;
         }
     }
+    bar.set(total as u64, "done");
     Ok(episodes
         .into_iter()
         .map(|mut e| {

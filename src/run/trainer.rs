@@ -282,6 +282,7 @@ impl Trainer {
             correction: Some(ws.dagger_keep),
             memory: Default::default(),
             admissible: self.spec.rollout.admissible,
+            slots: self.spec.rollout.slots,
         };
         rollout(&self.model, &self.tok, &cfg)
     }
@@ -355,6 +356,7 @@ impl Trainer {
             correction: None,
             memory: Default::default(),
             admissible: self.spec.rollout.admissible,
+            slots: self.spec.rollout.slots,
         };
         if r.source == RolloutSource::Reflexion {
             let (first, last) = trial_success(&reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?);
@@ -452,6 +454,7 @@ impl Trainer {
             correction: None,
             memory: Default::default(),
             admissible: self.spec.rollout.admissible,
+            slots: self.spec.rollout.slots,
         }
     }
 
