@@ -65,6 +65,9 @@ def main():
     for name, n, ref in [
         ("household", n_built, None),
         ("household-pick", n_built, None),
+        ("kitchen", n_built, None),
+        ("qa", n_built, None),
+        ("tools", n_built, None),
         ("twx", n_twx, ("twx", None)),
         ("scienceworld:find-animal", n_sw, ("scienceworld", "find-animal")),
     ]:
@@ -87,6 +90,7 @@ def main():
     ]
     for env, model, tasks, k, turns in [
         ("household-pick", "small:household-pick", 8, 4, 10),
+        ("kitchen", "small:kitchen", 8, 4, 20),
         ("household-pick", "smollm2-135m", 4, 2, 6),
         ("twx:coin", "smollm2-135m", 4, 2, 6),
     ]:

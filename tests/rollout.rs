@@ -314,7 +314,7 @@ fn admissible_mode_only_plays_admissible_actions() {
 /// come back in task order.
 #[test]
 fn refilled_slots_play_every_episode_from_its_own_start() {
-    use trajflow::env::{by_name, Env};
+    use trajflow::env::by_name;
     let tok = trajflow::model::load_tokenizer("small:kitchen").unwrap();
     tch::manual_seed(2);
     let model = trajflow::model::load_decoder("small:kitchen", Device::Cpu).unwrap();
