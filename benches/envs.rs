@@ -80,6 +80,7 @@ fn main() {
             memory: Default::default(),
             admissible: true,
             slots: None,
+            scoring: None,
         };
         let start = Instant::now();
         let rows = rollout(&model, &tok, &cfg).expect("the rollout runs");

@@ -157,6 +157,7 @@ fn config(env: &str, tasks: Vec<u64>) -> trajflow::rollout::RolloutConfig {
         memory: Default::default(),
         admissible: true,
         slots: None,
+        scoring: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn pick_config(tasks: Vec<u64>, sampling: Sampling, max_turns: usize) -> Rollout
         memory: Default::default(),
         admissible: false,
         slots: None,
+        scoring: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn rollouts_are_token_exact_with_behaviour_logprobs() {
         memory: Default::default(),
         admissible: false,
         slots: None,
+        scoring: None,
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     assert_eq!(rows.len(), 4);
@@ -217,6 +219,7 @@ fn reflexion_trials_carry_their_reflections() {
         memory: Default::default(),
         admissible: false,
         slots: None,
+        scoring: None,
     };
     let r = ReflexionConfig { trials: 3, memory: 1, reflection_tokens: 8 };
     let rows = reflexion(&model, &tok, &cfg, &r).unwrap();
@@ -333,6 +336,7 @@ fn refilled_slots_play_every_episode_from_its_own_start() {
         memory: Default::default(),
         admissible: true,
         slots: Some(3),
+        scoring: None,
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     let ids: Vec<&str> = rows.iter().map(|r| r.episode_id.as_str()).collect();
@@ -355,4 +359,65 @@ fn refilled_slots_play_every_episode_from_its_own_start() {
         lengths.insert(expert_steps);
     }
     assert!(lengths.len() > 1, "episodes of different lengths, so slots were refilled mid-batch: {lengths:?}");
+}
+
+/// TWOSOME's action scoring: at temperature 0 the played action is the admissible action with the
+/// best word-normalised log-likelihood, computed here independently by scoring each candidate
+/// after the prompt; with sampling, the stored token log-probs of the actions played equal a fresh
+/// scoring.
+#[test]
+fn scored_actions_follow_word_normalised_likelihoods() {
+    use trajflow::env::by_name;
+    use trajflow::pipeline::training::Normalization;
+    let tok = trajflow::model::load_tokenizer("small:kitchen").unwrap();
+    tch::manual_seed(8);
+    let model = trajflow::model::load_decoder("small:kitchen", Device::Cpu).unwrap();
+    let eos = tok.token_id(&tok.eos_token).unwrap();
+    let cfg = |temperature: f64, max_turns: usize| RolloutConfig {
+        env: "kitchen".into(),
+        tasks: vec![0, 3, 6],
+        k: 1,
+        seed: 0,
+        sampling: Sampling { temperature, max_new_tokens: 16, seed: 2, ..Default::default() },
+        max_turns,
+        policy_version: 0,
+        model_name: "random-small".into(),
+        iteration: 0,
+        correction: None,
+        memory: Default::default(),
+        admissible: true,
+        slots: None,
+        scoring: Some(Normalization::Word),
+    };
+    let played = trajflow::rollout::played(&model, &tok, &cfg(0.0, 1)).unwrap();
+    for ((row, messages), task) in played.iter().zip([0u64, 3, 6]) {
+        let mut env = by_name("kitchen").unwrap();
+        env.reset(task, 0);
+        let prompt: Vec<i64> = (0..row.tokens.len())
+            .filter(|&j| row.turns[j] == 0 && row.segments[j] != 1)
+            .map(|j| row.tokens[j] as i64)
+            .collect();
+        let best = env
+            .admissible_actions()
+            .into_iter()
+            .map(|a| {
+                let mut ids = tok.encode(&a).unwrap();
+                ids.push(eos);
+                let seq: Vec<i64> = prompt.iter().chain(&ids).copied().collect();
+                let lp = token_logprobs(&model, &[seq], 100_000).unwrap().remove(0);
+                let sum: f64 = lp[prompt.len()..].iter().map(|&x| x as f64).sum();
+                (sum / a.split_whitespace().count() as f64, a)
+            })
+            .fold((f64::NEG_INFINITY, String::new()), |b, x| if x.0 > b.0 { x } else { b });
+        assert_eq!(messages[1].content, best.1, "task {task}");
+    }
+    let rows = rollout(&model, &tok, &cfg(1.0, 6)).unwrap();
+    let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
+    let fresh = token_logprobs(&model, &seqs, 100_000).unwrap();
+    for (r, f) in rows.iter().zip(&fresh) {
+        let lp = r.logp_behavior.as_ref().unwrap();
+        for j in (0..r.tokens.len()).filter(|&j| r.segments[j] == 1) {
+            assert!((lp[j] - f[j]).abs() < 1e-5, "token {j}: stored {} vs fresh {}", lp[j], f[j]);
+        }
+    }
 }

@@ -42,6 +42,7 @@ fn actor_files(dir: &Path, drop_rows: &[usize]) -> Vec<PathBuf> {
         memory: Default::default(),
         admissible: false,
         slots: None,
+        scoring: None,
     };
     let mut rows = rollout(&model, &tok, &cfg).unwrap();
     for (i, r) in rows.iter_mut().enumerate() {

@@ -284,6 +284,10 @@ pub enum Command {
         /// Episodes played at once; a finished episode's slot goes to the next one (default: all).
         #[arg(long)]
         slots: Option<usize>,
+        /// With --admissible: score whole actions, normalised by `token` or `word` count (TWOSOME)
+        /// or not (`sum`), instead of constrained decoding.
+        #[arg(long, value_enum)]
+        action_scoring: Option<crate::pipeline::training::Normalization>,
         /// Output dataset.
         #[arg(long)]
         output: PathBuf,
@@ -649,6 +653,7 @@ pub fn run(cli: Cli) -> Result<String> {
             trials,
             admissible,
             slots,
+            action_scoring,
             output,
         } => {
             let cfg = crate::rollout::RolloutConfig {
@@ -670,6 +675,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 memory: Default::default(),
                 admissible,
                 slots,
+                scoring: action_scoring,
             };
             let reflexion = (trials > 1).then_some(crate::rollout::reflexion::ReflexionConfig {
                 trials,

@@ -137,6 +137,23 @@ pub struct RolloutSection {
     /// episode at once. Unset: all of an iteration's episodes at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<usize>,
+    /// With `admissible`: choose by scoring whole actions, their log-likelihood normalised by
+    /// `"token"` count, `"word"` count (TWOSOME) or not (`"sum"`), instead of constrained decoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_scoring: Option<Normalization>,
+}
+
+/// How an admissible action's summed log-likelihood is normalised when actions are scored whole
+/// (`rollout.action_scoring`; the scoring is `rollout::action_scoring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// Divided by its token count.
+    Token,
+    /// Divided by its word count (TWOSOME).
+    Word,
+    /// Not normalised (GLAM).
+    Sum,
 }
 
 /// `[warm_start]`: SFT on expert demonstrations before the first iteration.
@@ -673,6 +690,9 @@ impl TrainingSpec {
                     "dropout must be 0 in runs (unseeded dropout would break bit-exact resume)".into(),
                 );
             }
+        }
+        if self.rollout.action_scoring.is_some() && !self.rollout.admissible {
+            return bad("rollout", "action_scoring", "scores admissible actions: set rollout.admissible = true".into());
         }
         if let Err(e) = crate::env::by_name(&self.rollout.env) {
             return bad("rollout", "env", e.to_string());

@@ -23,8 +23,10 @@
 //!   the row keeps what was played, with `env_error` saying why, and the batch goes on.
 //! - With `admissible`, the model chooses among the environment's admissible actions (TWOSOME's
 //!   and the ALFWorld agents' setting): decoding is constrained to their token sequences, so every
-//!   action is valid, and the behaviour log-probs are those of the constrained distribution.
+//!   action is valid, and the behaviour log-probs are those of the constrained distribution. With
+//!   `scoring`, whole actions are scored instead (TWOSOME; see [`action_scoring`]).
 
+use self::action_scoring::{choose, Candidate};
 use crate::env::{by_name, Env};
 use crate::error::{Error, Result};
 use crate::model::generate::{generate_constrained, Finish, Generation, Sampling};
@@ -34,6 +36,7 @@ use crate::ops::segment::Segment;
 use crate::schema::builder::EpisodeRow;
 use crate::synth::SplitMix;
 
+pub mod action_scoring;
 pub mod prefixes;
 pub mod reflexion;
 pub mod with_expert;
@@ -73,7 +76,13 @@ pub struct RolloutConfig {
     /// Episodes played at once (the generation batch); `None`: all. With fewer slots than
     /// episodes, a finished episode's slot goes to the next episode in task order at once.
     pub slots: Option<usize>,
+    /// With `admissible`: choose by scoring whole actions, normalised so (TWOSOME;
+    /// [`action_scoring`]), instead of constrained decoding.
+    pub scoring: Option<action_scoring::Normalization>,
 }
+
+/// Padded tokens per scoring chunk when actions are scored whole.
+const SCORING_BATCH_TOKENS: usize = 16_384;
 
 /// A uniform number in [0, 1) from `(seed, episode, turn)`, so that corrections do not
 /// depend on the batch an episode was played in.
@@ -230,10 +239,10 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                     continue;
                 }
                 let mut cands = Vec::new();
-                for a in actions {
-                    let mut ids = tok.encode(&a)?;
+                for text in actions {
+                    let mut ids = tok.encode(&text)?;
                     ids.push(eos);
-                    cands.push(ids);
+                    cands.push(Candidate { text, ids });
                 }
                 per_row.push(cands);
             }
@@ -253,7 +262,17 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
         let prompts: Vec<Vec<i64>> =
             active.iter().map(|&i| episodes[i].row.tokens.iter().map(|&t| t as i64).collect()).collect();
         sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + call) as i64);
-        let gens = generate_constrained(model, tok, &prompts, &sampling, allowed.as_deref())?;
+        let gens = match (&allowed, cfg.scoring) {
+            (Some(cands), Some(norm)) => {
+                let (t, seed) = (sampling.temperature, sampling.seed);
+                choose(model, &prompts, cands, norm, t, seed, SCORING_BATCH_TOKENS)?
+            }
+            _ => {
+                let token_lists: Option<Vec<Vec<Vec<i64>>>> =
+                    allowed.map(|rows| rows.into_iter().map(|cs| cs.into_iter().map(|c| c.ids).collect()).collect());
+                generate_constrained(model, tok, &prompts, &sampling, token_lists.as_deref())?
+            }
+        };
         for (&i, g) in active.iter().zip(gens) {
             let ep = &mut episodes[i];
             let turn = ep.turn;

@@ -283,6 +283,7 @@ impl Trainer {
             memory: Default::default(),
             admissible: self.spec.rollout.admissible,
             slots: self.spec.rollout.slots,
+            scoring: self.spec.rollout.action_scoring,
         };
         rollout(&self.model, &self.tok, &cfg)
     }
@@ -357,6 +358,7 @@ impl Trainer {
             memory: Default::default(),
             admissible: self.spec.rollout.admissible,
             slots: self.spec.rollout.slots,
+            scoring: self.spec.rollout.action_scoring,
         };
         if r.source == RolloutSource::Reflexion {
             let (first, last) = trial_success(&reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?);
@@ -455,6 +457,7 @@ impl Trainer {
             memory: Default::default(),
             admissible: self.spec.rollout.admissible,
             slots: self.spec.rollout.slots,
+            scoring: self.spec.rollout.action_scoring,
         }
     }
 
