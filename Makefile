@@ -96,6 +96,7 @@ _bench:
 	$(PY) benches/model.py --threads 2
 	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/scaling.py
 	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/stream_latency.py
+	TRAJFLOW_PYTHON=$(PY) $(PY) benches/envs.py
 
 fmt:
 	cargo fmt --all
