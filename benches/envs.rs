@@ -61,26 +61,16 @@ fn main() {
         let tasks: u64 = arg(&args, "--tasks", 8);
         let k: usize = arg(&args, "--k", 4);
         let (model, tok) = trajflow::model::load(&spec, tch::Device::Cpu).expect("a loadable model");
+        let sampling = Sampling {
+            temperature: 1.0,
+            max_new_tokens: arg(&args, "--max-new-tokens", 16),
+            seed: 1,
+            ..Default::default()
+        };
+        let max_turns = arg(&args, "--max-turns", 10);
         let cfg = RolloutConfig {
-            env: name.clone(),
-            tasks: (0..tasks).collect(),
-            k,
-            seed: 0,
-            sampling: Sampling {
-                temperature: 1.0,
-                max_new_tokens: arg(&args, "--max-new-tokens", 16),
-                seed: 1,
-                ..Default::default()
-            },
-            max_turns: arg(&args, "--max-turns", 10),
-            policy_version: 0,
-            model_name: spec.clone(),
-            iteration: 0,
-            correction: None,
-            memory: Default::default(),
             admissible: true,
-            slots: None,
-            scoring: None,
+            ..RolloutConfig::new(&name, (0..tasks).collect(), k, sampling, max_turns, &spec)
         };
         let start = Instant::now();
         let rows = rollout(&model, &tok, &cfg).expect("the rollout runs");

@@ -138,27 +138,10 @@ fn random_small() -> Option<(trajflow::model::tokenizer::Tok, trajflow::model::l
 }
 
 fn config(env: &str, tasks: Vec<u64>) -> trajflow::rollout::RolloutConfig {
-    trajflow::rollout::RolloutConfig {
-        env: env.into(),
-        tasks,
-        k: 2,
-        seed: 0,
-        sampling: trajflow::model::generate::Sampling {
-            temperature: 1.0,
-            max_new_tokens: 24,
-            seed: 9,
-            ..Default::default()
-        },
-        max_turns: 3,
-        policy_version: 0,
-        model_name: "random-small".into(),
-        iteration: 0,
-        correction: None,
-        memory: Default::default(),
-        admissible: true,
-        slots: None,
-        scoring: None,
-    }
+    let sampling =
+        trajflow::model::generate::Sampling { temperature: 1.0, max_new_tokens: 24, seed: 9, ..Default::default() };
+    let cfg = trajflow::rollout::RolloutConfig::new(env, tasks, 2, sampling, 3, "random-small");
+    trajflow::rollout::RolloutConfig { admissible: true, ..cfg }
 }
 
 /// A model plays TextWorldExpress through the bridge: each action is one the game listed as

@@ -34,22 +34,7 @@ fn small_pick(seed: i64) -> (trajflow::model::tokenizer::Tok, Decoder) {
 
 /// Two rollouts of each of `tasks` in `household-pick`, free text, no correction.
 fn pick_config(tasks: Vec<u64>, sampling: Sampling, max_turns: usize) -> RolloutConfig {
-    RolloutConfig {
-        env: "household-pick".into(),
-        tasks,
-        k: 2,
-        seed: 0,
-        sampling,
-        max_turns,
-        policy_version: 0,
-        model_name: "random-small".into(),
-        iteration: 0,
-        correction: None,
-        memory: Default::default(),
-        admissible: false,
-        slots: None,
-        scoring: None,
-    }
+    RolloutConfig::new("household-pick", tasks, 2, sampling, max_turns, "random-small")
 }
 
 #[test]
@@ -322,21 +307,13 @@ fn refilled_slots_play_every_episode_from_its_own_start() {
     tch::manual_seed(2);
     let model = trajflow::model::load_decoder("small:kitchen", Device::Cpu).unwrap();
     let tasks = vec![0, 1, 2, 5];
+    let sampling = Sampling { temperature: 1.0, max_new_tokens: 12, seed: 1, ..Default::default() };
     let cfg = RolloutConfig {
-        env: "kitchen".into(),
-        tasks: tasks.clone(),
-        k: 2,
         seed: 3,
-        sampling: Sampling { temperature: 1.0, max_new_tokens: 12, seed: 1, ..Default::default() },
-        max_turns: 30,
-        policy_version: 0,
-        model_name: "random-small".into(),
-        iteration: 0,
         correction: Some(0.0),
-        memory: Default::default(),
         admissible: true,
         slots: Some(3),
-        scoring: None,
+        ..RolloutConfig::new("kitchen", tasks.clone(), 2, sampling, 30, "random-small")
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     let ids: Vec<&str> = rows.iter().map(|r| r.episode_id.as_str()).collect();
@@ -373,21 +350,10 @@ fn scored_actions_follow_word_normalised_likelihoods() {
     tch::manual_seed(8);
     let model = trajflow::model::load_decoder("small:kitchen", Device::Cpu).unwrap();
     let eos = tok.token_id(&tok.eos_token).unwrap();
-    let cfg = |temperature: f64, max_turns: usize| RolloutConfig {
-        env: "kitchen".into(),
-        tasks: vec![0, 3, 6],
-        k: 1,
-        seed: 0,
-        sampling: Sampling { temperature, max_new_tokens: 16, seed: 2, ..Default::default() },
-        max_turns,
-        policy_version: 0,
-        model_name: "random-small".into(),
-        iteration: 0,
-        correction: None,
-        memory: Default::default(),
-        admissible: true,
-        slots: None,
-        scoring: Some(Normalization::Word),
+    let cfg = |temperature: f64, max_turns: usize| {
+        let sampling = Sampling { temperature, max_new_tokens: 16, seed: 2, ..Default::default() };
+        let cfg = RolloutConfig::new("kitchen", vec![0, 3, 6], 1, sampling, max_turns, "random-small");
+        RolloutConfig { admissible: true, scoring: Some(Normalization::Word), ..cfg }
     };
     let played = trajflow::rollout::played(&model, &tok, &cfg(0.0, 1)).unwrap();
     for ((row, messages), task) in played.iter().zip([0u64, 3, 6]) {

@@ -15,6 +15,8 @@ pub mod demos;
 pub mod household;
 pub mod kitchen;
 pub mod qa;
+#[cfg(test)]
+mod testing;
 pub mod tools;
 
 /// What an environment shows the agent at the start of an episode.

@@ -81,6 +81,30 @@ pub struct RolloutConfig {
     pub scoring: Option<action_scoring::Normalization>,
 }
 
+impl RolloutConfig {
+    /// `k` rollouts of each of `tasks` in `env` by `model_name`, sampled with `sampling`, at most
+    /// `max_turns` turns each; environment seed 0, policy version 0, iteration 0, free text, all
+    /// episodes at once, no correction or memory (set those fields after).
+    pub fn new(env: &str, tasks: Vec<u64>, k: usize, sampling: Sampling, max_turns: usize, model_name: &str) -> Self {
+        RolloutConfig {
+            env: env.into(),
+            tasks,
+            k,
+            seed: 0,
+            sampling,
+            max_turns,
+            policy_version: 0,
+            model_name: model_name.into(),
+            iteration: 0,
+            correction: None,
+            memory: Default::default(),
+            admissible: false,
+            slots: None,
+            scoring: None,
+        }
+    }
+}
+
 /// Padded tokens per scoring chunk when actions are scored whole.
 const SCORING_BATCH_TOKENS: usize = 16_384;
 

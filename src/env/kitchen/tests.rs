@@ -2,26 +2,12 @@
 //! policy rarely does, episodes are deterministic, rewards are TWOSOME's, golden transcripts.
 
 use super::*;
+use crate::env::testing::{expert_play, random_play};
 use crate::synth::SplitMix;
 
-/// The expert plays task `id` from `(id, seed)`; returns (observations and actions, return, success).
+/// The expert plays task `id` from `(id, seed)` in a fresh kitchen.
 fn expert_run(id: u64, seed: u64) -> (Vec<String>, f32, bool) {
-    let mut env = Kitchen::new();
-    let r = env.reset(id, seed);
-    let mut out = vec![r.observation, r.task];
-    let (mut ret, mut success) = (0.0, false);
-    while let Some(a) = env.expert_action() {
-        assert!(env.admissible_actions().contains(&a), "task {id}: expert action '{a}' not admissible");
-        let s = env.step(&a);
-        out.push(a);
-        out.push(s.observation);
-        ret += s.reward;
-        success = s.success;
-        if s.done {
-            break;
-        }
-    }
-    (out, ret, success)
+    expert_play(&mut Kitchen::new(), id, seed)
 }
 
 #[test]
@@ -44,21 +30,9 @@ fn expert_solves_1000_seeded_tasks() {
 
 #[test]
 fn random_policy_solves_few() {
-    let mut env = Kitchen::new();
-    let mut rng = SplitMix::new(7);
-    let mut solved = 0;
-    for id in 0..500u64 {
-        env.reset(id, 1);
-        loop {
-            let acts = env.admissible_actions();
-            assert!((2..=10).contains(&acts.len()), "{} admissible actions: {acts:?}", acts.len());
-            let s = env.step(&acts[rng.range(0, acts.len() - 1)]);
-            if s.done {
-                solved += usize::from(s.success);
-                break;
-            }
-        }
-    }
+    let check =
+        |acts: &[String]| assert!((2..=10).contains(&acts.len()), "{} admissible actions: {acts:?}", acts.len());
+    let (solved, _) = random_play(&mut Kitchen::new(), 500, 1, check);
     println!("random: solved {solved}/500 in {DEFAULT_MAX_STEPS} steps");
     assert!(solved < 75, "random policy solved {solved}/500");
 }

@@ -3,24 +3,10 @@
 //! them, golden transcripts.
 
 use super::*;
-use crate::synth::SplitMix;
+use crate::env::testing::{expert_play, random_play};
 
 fn expert_run(env: &mut Qa, id: u64, seed: u64) -> (Vec<String>, f32, bool) {
-    let r = env.reset(id, seed);
-    let mut out = vec![r.observation, r.task];
-    let (mut ret, mut success) = (0.0, false);
-    while let Some(a) = env.expert_action() {
-        assert!(env.admissible_actions().contains(&a), "task {id}: expert action '{a}' not admissible");
-        let s = env.step(&a);
-        out.push(a);
-        out.push(s.observation);
-        ret += s.reward;
-        success = s.success;
-        if s.done {
-            break;
-        }
-    }
-    (out, ret, success)
+    expert_play(env, id, seed)
 }
 
 #[test]
@@ -39,20 +25,7 @@ fn expert_answers_1000_seeded_questions() {
 
 #[test]
 fn random_policy_solves_few() {
-    let mut env = Qa::exact_match();
-    let mut rng = SplitMix::new(3);
-    let mut solved = 0;
-    for id in 0..500u64 {
-        env.reset(id, 0);
-        loop {
-            let acts = env.admissible_actions();
-            let s = env.step(&acts[rng.range(0, acts.len() - 1)]);
-            if s.done {
-                solved += usize::from(s.success);
-                break;
-            }
-        }
-    }
+    let (solved, _) = random_play(&mut Qa::exact_match(), 500, 0, |_| {});
     // Comparisons (2 in 5 questions) are a coin flip once both names are in the question.
     println!("random: solved {solved}/500");
     assert!(solved < 100, "random policy solved {solved}/500");

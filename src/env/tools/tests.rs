@@ -3,24 +3,10 @@
 //! episodes are deterministic, golden transcript.
 
 use super::*;
-use crate::synth::SplitMix;
+use crate::env::testing::{expert_play, random_play};
 
 fn expert_run(env: &mut Tools, id: u64, seed: u64) -> (Vec<String>, f32, bool) {
-    let r = env.reset(id, seed);
-    let mut out = vec![r.observation, r.task];
-    let (mut ret, mut success) = (0.0, false);
-    while let Some(a) = env.expert_action() {
-        assert!(env.admissible_actions().contains(&a), "task {id}: expert call {a} not admissible");
-        let s = env.step(&a);
-        out.push(a);
-        out.push(s.observation);
-        ret += s.reward;
-        success = s.success;
-        if s.done {
-            break;
-        }
-    }
-    (out, ret, success)
+    expert_play(env, id, seed)
 }
 
 #[test]
@@ -38,22 +24,8 @@ fn expert_passes_every_test_of_1000_seeded_tasks() {
 
 #[test]
 fn random_caller_solves_few() {
-    let mut env = Tools::new();
-    let mut rng = SplitMix::new(5);
-    let (mut solved, mut partial) = (0, 0.0);
-    for id in 0..500u64 {
-        env.reset(id, 0);
-        loop {
-            let acts = env.admissible_actions();
-            let s = env.step(&acts[rng.range(0, acts.len() - 1)]);
-            if s.done {
-                solved += usize::from(s.success);
-                partial += s.reward;
-                break;
-            }
-        }
-    }
-    println!("random: solved {solved}/500, mean reward {:.3}", partial / 500.0);
+    let (solved, total) = random_play(&mut Tools::new(), 500, 0, |_| {});
+    println!("random: solved {solved}/500, mean reward {:.3}", total / 500.0);
     assert!(solved < 50, "random caller solved {solved}/500");
 }
 
