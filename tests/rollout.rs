@@ -40,21 +40,10 @@ fn pick_config(tasks: Vec<u64>, sampling: Sampling, max_turns: usize) -> Rollout
 #[test]
 fn rollouts_are_token_exact_with_behaviour_logprobs() {
     let Some((tok, model)) = random_small(21) else { return };
+    let sampling = Sampling { temperature: 1.0, max_new_tokens: 6, seed: 5, ..Default::default() };
     let cfg = RolloutConfig {
-        env: "household".into(),
-        tasks: vec![3, 7],
-        k: 2,
-        seed: 0,
-        sampling: Sampling { temperature: 1.0, max_new_tokens: 6, seed: 5, ..Default::default() },
-        max_turns: 3,
         policy_version: 4,
-        model_name: "random-small".into(),
-        iteration: 0,
-        correction: None,
-        memory: Default::default(),
-        admissible: false,
-        slots: None,
-        scoring: None,
+        ..RolloutConfig::new("household", vec![3, 7], 2, sampling, 3, "random-small")
     };
     let rows = rollout(&model, &tok, &cfg).unwrap();
     assert_eq!(rows.len(), 4);

@@ -28,21 +28,10 @@ fn actor_files(dir: &Path, drop_rows: &[usize]) -> Vec<PathBuf> {
     let tok = trajflow::model::load_tokenizer(spec).unwrap();
     tch::manual_seed(0);
     let model = trajflow::model::load_decoder(spec, tch::Device::Cpu).unwrap();
+    let sampling = Sampling { temperature: 1.0, max_new_tokens: 6, seed: 9, ..Default::default() };
     let cfg = RolloutConfig {
-        env: "household-pick".into(),
-        tasks: (0..TASKS as u64).collect(),
-        k: K,
         seed: 3,
-        sampling: Sampling { temperature: 1.0, max_new_tokens: 6, seed: 9, ..Default::default() },
-        max_turns: 3,
-        policy_version: 0,
-        model_name: spec.into(),
-        iteration: 0,
-        correction: None,
-        memory: Default::default(),
-        admissible: false,
-        slots: None,
-        scoring: None,
+        ..RolloutConfig::new("household-pick", (0..TASKS as u64).collect(), K, sampling, 3, spec)
     };
     let mut rows = rollout(&model, &tok, &cfg).unwrap();
     for (i, r) in rows.iter_mut().enumerate() {
