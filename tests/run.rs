@@ -320,3 +320,36 @@ fn lora_runs_train_only_the_adapter_and_resume_exactly() {
     let err = fails(&["run", &p, "--out", s(&tmp.path().join("bad")), "--set", "model.lora.targets=[\"x_proj\"]"]);
     assert!(err.contains("[model]") && err.contains("x_proj"), "{err}");
 }
+
+/// A bridged environment that crashes in one task's episodes (tests/fixtures/counter_bridge.py
+/// kills itself at task 13's second step): the run goes on; the broken episodes are stored in
+/// `RUN/env-failures/` with their error, counted in the metrics, and kept out of the trajectories
+/// the update trains on.
+#[test]
+fn a_crashing_bridge_fails_its_episodes_and_the_run_goes_on() {
+    let Ok(python) = std::env::var("TRAJFLOW_PYTHON") else {
+        eprintln!("SKIPPED: TRAJFLOW_PYTHON is not set (run through `make test`)");
+        return;
+    };
+    let train = trajflow::env::task_ids(trajflow::env::Split::Train, 16);
+    assert!(train.contains(&13), "task 13 is among the first 16 train tasks: {train:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/counter_bridge.py");
+    let env = format!("env=bridge:{python} {}", s(&fixture));
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/loop.toml");
+    run(&pipeline, &out, &[&env, "rollout.tasks=16", "run.iterations=1", "rollout.admissible=true"]);
+    let m = metrics(&out);
+    assert_eq!(m[1]["env_failures"], 2, "both rollouts of task 13: {}", m[1]);
+    assert_eq!(m[1]["episodes"], 30);
+    let failed = read_sorted(&out.join("env-failures"));
+    assert_eq!(failed.num_rows(), 2);
+    use arrow::array::{Array, AsArray};
+    let errors = failed.column_by_name("env_error").unwrap().as_string::<i32>();
+    for i in 0..2 {
+        assert!(errors.value(i).contains("crashing on purpose"), "{}", errors.value(i));
+    }
+    let trained = read_sorted(&out.join("trajectories"));
+    assert_eq!(trained.num_rows(), 30);
+    assert_eq!(trained.column_by_name("env_error").unwrap().null_count(), 30);
+}

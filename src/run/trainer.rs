@@ -177,6 +177,14 @@ impl Trainer {
             let t = Instant::now();
             let name = &self.spec.model.name;
             let mut rows = demos::expert_rows(&self.spec.rollout.env, Split::Train, ws.demos, &self.tok, name)?;
+            let played = rows.len();
+            rows.retain(|r| r.env_error.is_none());
+            if rows.len() < played {
+                self.say(&format!(
+                    "warm start: {} demonstrations left out: their environment failed",
+                    played - rows.len()
+                ));
+            }
             self.say(&format!("warm start: SFT on {} expert demonstrations, {} epochs", rows.len(), ws.epochs));
             let mut stats = self.imitate(&rows, ws.epochs, &ws)?;
             for round in 0..ws.dagger_rounds {
