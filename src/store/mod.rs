@@ -12,6 +12,9 @@
 //!   half-visible one. Concurrent writers (workers, processes) never touch the same file.
 //! - Records sort by (epoch, writer, nonce); rows of a later record supersede rows of an earlier
 //!   one with the same `episode_id` (the upsert key), which is how `watch` publishes changes.
+//! - Parts may differ by nullable columns (a column added to a schema keeps its version, and
+//!   older parts lack it): reading unions the parts' columns by name, in order of first
+//!   appearance, with nulls where a part lacks one; a column with two types is an error naming it.
 //! - A corrupt part makes reading that part fail with an error naming it; the other parts stay
 //!   readable ([`Dataset::read_latest`] can skip bad parts and report them).
 
@@ -178,6 +181,7 @@ pub fn latest_by_episode(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     if keep.is_empty() {
         return Ok(Vec::new());
     }
+    let batches = aligned(batches)?;
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     let schema = batches[0].schema();
     let columns = (0..schema.fields().len())
@@ -187,6 +191,54 @@ pub fn latest_by_episode(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(vec![RecordBatch::try_new(schema, columns)?])
+}
+
+/// `batches` with one schema: the union of their columns by name (in order of first appearance;
+/// nullable where some batch lacks the column), nulls filling the gaps.
+fn aligned(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    let mut fields: Vec<arrow::datatypes::Field> = Vec::new();
+    for b in batches {
+        for f in b.schema().fields() {
+            match fields.iter().find(|g| g.name() == f.name()) {
+                Some(g) if g.data_type() != f.data_type() => {
+                    return Err(Error::Usage(format!(
+                        "column '{}' is {} in one part and {} in another",
+                        f.name(),
+                        g.data_type(),
+                        f.data_type()
+                    )))
+                }
+                Some(_) => {}
+                None => fields.push(f.as_ref().clone()),
+            }
+        }
+    }
+    if batches.iter().all(|b| b.schema().fields().len() == fields.len()) {
+        return Ok(batches.to_vec());
+    }
+    let fields: Vec<_> = fields
+        .into_iter()
+        .map(|f| {
+            let everywhere = batches.iter().all(|b| b.column_by_name(f.name()).is_some());
+            f.clone().with_nullable(f.is_nullable() || !everywhere)
+        })
+        .collect();
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+    batches
+        .iter()
+        .map(|b| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    b.column_by_name(f.name())
+                        .cloned()
+                        .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), b.num_rows()))
+                })
+                .collect();
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
 }
 
 /// Publishes the Parquet file `src` into the directory `dir` (watched by `trajflow watch`) so that
@@ -274,6 +326,45 @@ mod tests {
         let r = out[0].column(1).as_primitive::<arrow::datatypes::Float32Type>();
         let got: Vec<(String, f32)> = (0..ids.len()).map(|i| (ids.value(i).to_string(), r.value(i))).collect();
         assert_eq!(got, vec![("a".into(), 1.0), ("b".into(), 3.0), ("c".into(), 4.0)]);
+    }
+
+    /// An older part without a newer nullable column reads with nulls there, whichever comes first.
+    #[test]
+    fn parts_missing_a_nullable_column_read_with_nulls() {
+        let old = batch(&["a", "b"], &[1.0, 2.0]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("episode_id", DataType::Utf8, false),
+            Field::new("reward", DataType::Float32, false),
+            Field::new("env_error", DataType::Utf8, true),
+        ]));
+        let new = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["b", "c"])),
+                Arc::new(Float32Array::from(vec![3.0, 4.0])),
+                Arc::new(StringArray::from(vec![None, Some("died")])),
+            ],
+        )
+        .unwrap();
+        for parts in [vec![old.clone(), new.clone()], vec![new.clone(), old.clone()]] {
+            let out = latest_by_episode(&parts).unwrap().remove(0);
+            assert_eq!(out.num_columns(), 3);
+            let ids = out.column_by_name("episode_id").unwrap().as_string::<i32>();
+            let err = out.column_by_name("env_error").unwrap().as_string::<i32>();
+            let got: Vec<(&str, Option<&str>)> =
+                (0..ids.len()).map(|i| (ids.value(i), err.is_valid(i).then(|| err.value(i)))).collect();
+            assert!(got.contains(&("c", Some("died"))) && got.contains(&("a", None)), "{got:?}");
+        }
+        let retyped = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("episode_id", DataType::Utf8, false),
+                Field::new("reward", DataType::Float64, false),
+            ])),
+            vec![Arc::new(StringArray::from(vec!["d"])), Arc::new(arrow::array::Float64Array::from(vec![1.0]))],
+        )
+        .unwrap();
+        let err = latest_by_episode(&[old, retyped]).unwrap_err().to_string();
+        assert!(err.contains("column 'reward' is Float32 in one part and Float64 in another"), "{err}");
     }
 
     #[test]
