@@ -322,6 +322,31 @@ impl Tools {
     fn seen_listing(&self) -> bool {
         self.start.files.keys().all(|p| self.seen(p))
     }
+
+    /// The expert's call that shows `contact`'s address, if it has not been shown.
+    fn contact_step(&self, contact: &str) -> Option<String> {
+        (!self.seen(&address(contact))).then(|| call("find_contact", json!({ "name": contact })))
+    }
+
+    /// The expert's next call toward reading the start's file `path`: list, then read; `None`
+    /// once its content has been shown.
+    fn file_step(&self, path: &str) -> Option<String> {
+        if !self.seen(path) {
+            Some(call("list_files", json!({})))
+        } else {
+            (!self.seen(&self.start.files[path])).then(|| call("read_file", json!({ "path": path })))
+        }
+    }
+
+    /// The expert's next call toward reading message `m`: list, then read; `None` once its body
+    /// has been shown.
+    fn message_step(&self, m: &Message) -> Option<String> {
+        if !self.seen(&m.id.to_string()) {
+            Some(call("list_messages", json!({})))
+        } else {
+            (!self.seen(&m.body)).then(|| call("read_message", json!({ "id": m.id })))
+        }
+    }
 }
 
 impl Env for Tools {
@@ -426,40 +451,21 @@ impl Env for Tools {
             return None;
         }
         let s = &self.start;
+        let sent = !self.app.outbox.is_empty();
         let next = match self.task.as_ref()? {
-            Task::SendFile { path, contact } | Task::Forward { subject: path, contact }
-                if self.app.outbox.is_empty() =>
-            {
-                let forward = matches!(self.task, Some(Task::Forward { .. }));
-                let to = address(contact);
-                if !self.seen(&to) {
-                    call("find_contact", json!({ "name": contact }))
-                } else if forward {
-                    let m = s.inbox.iter().find(|m| m.subject == *path).expect("task message");
-                    if !self.seen(&m.id.to_string()) {
-                        call("list_messages", json!({}))
-                    } else if !self.seen(&m.body) {
-                        call("read_message", json!({ "id": m.id }))
-                    } else {
-                        call("send_message", json!({ "to": to, "body": m.body }))
-                    }
-                } else if !self.seen(path) {
-                    call("list_files", json!({}))
-                } else if !self.seen(&s.files[path]) {
-                    call("read_file", json!({ "path": path }))
-                } else {
-                    call("send_message", json!({ "to": to, "body": s.files[path] }))
-                }
+            Task::SendFile { path, contact } if !sent => self
+                .contact_step(contact)
+                .or_else(|| self.file_step(path))
+                .unwrap_or_else(|| call("send_message", json!({ "to": address(contact), "body": s.files[path] }))),
+            Task::Forward { subject, contact } if !sent => {
+                let m = s.inbox.iter().find(|m| m.subject == *subject).expect("task message");
+                self.contact_step(contact)
+                    .or_else(|| self.message_step(m))
+                    .unwrap_or_else(|| call("send_message", json!({ "to": address(contact), "body": m.body })))
             }
             Task::SaveMessage { from, path } if !self.app.files.contains_key(path) => {
                 let m = s.inbox.iter().find(|m| m.from == address(from)).expect("task message");
-                if !self.seen(&m.id.to_string()) {
-                    call("list_messages", json!({}))
-                } else if !self.seen(&m.body) {
-                    call("read_message", json!({ "id": m.id }))
-                } else {
-                    call("write_file", json!({ "path": path, "content": m.body }))
-                }
+                self.message_step(m).unwrap_or_else(|| call("write_file", json!({ "path": path, "content": m.body })))
             }
             Task::DeleteTemporary => {
                 let left = self.app.files.keys().find(|p| p.ends_with(".tmp") && self.seen(p));

@@ -198,9 +198,10 @@ pub fn rollout(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Ep
 /// observations).
 pub type Transcript = (EpisodeRow, Vec<Message>);
 
-/// Starts episode `i` (rollout `i % k` of task `task`): resets its environment and renders the
+/// Starts episode `i` (rollout `i % k` of task `i / k`): resets its environment and renders the
 /// first message.
-fn start_episode(tok: &Tok, cfg: &RolloutConfig, task: u64, i: usize) -> Result<Episode> {
+fn start_episode(tok: &Tok, cfg: &RolloutConfig, i: usize) -> Result<Episode> {
+    let task = cfg.tasks[i / cfg.k];
     let mut env = by_name(&cfg.env)?;
     let seed = cfg.seed;
     let reset = env.reset(task, seed);
@@ -250,8 +251,7 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
     for call in 0u64.. {
         // Refill: episodes start, in task order, while fewer than `slots` are playing.
         while episodes.len() < total && episodes.iter().filter(|e| !e.done).count() < slots {
-            let i = episodes.len();
-            episodes.push(start_episode(tok, cfg, cfg.tasks[i / cfg.k], i)?);
+            episodes.push(start_episode(tok, cfg, episodes.len())?);
         }
         let mut active: Vec<usize> = (0..episodes.len()).filter(|&i| !episodes[i].done).collect();
         let allowed = if cfg.admissible {

@@ -723,20 +723,25 @@ impl Driver for Trainer {
         // Episodes whose environment broke are not the policy's doing: they are stored, said, and
         // kept out of the stages and the update.
         let (failed, mut rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.env_error.is_some());
-        for f in &failed {
-            self.say(&format!(
-                "environment failed in episode {}: {}",
-                f.episode_id,
-                f.env_error.as_deref().unwrap_or("")
-            ));
-        }
-        if !failed.is_empty() {
+        let env_failures = failed.len();
+        if env_failures > 0 {
             let mut b = TrajectoryBuilder::default();
-            failed.iter().cloned().for_each(|r| b.push(r));
+            for f in failed {
+                self.say(&format!(
+                    "environment failed in episode {}: {}",
+                    f.episode_id,
+                    f.env_error.as_deref().unwrap_or("")
+                ));
+                b.push(f);
+            }
             let tag = crate::schema::TableSchema::trajectory().tag();
-            let failures = Dataset::create(self.dir.join("env-failures"))?;
-            let commit = failures.write_uncommitted(&[b.finish()], iteration, "run", &tag, Vec::new())?;
-            failures.commit(&commit)?;
+            Dataset::create(self.dir.join("env-failures"))?.append(
+                &[b.finish()],
+                iteration,
+                "run",
+                &tag,
+                Vec::new(),
+            )?;
         }
         let disc = match self.discriminator.as_mut() {
             Some(d) => {
@@ -760,7 +765,7 @@ impl Driver for Trainer {
             episodes: rows.len(),
             success_rate: success_rate(&rows),
             return_mean: return_mean(&rows),
-            env_failures: failed.len(),
+            env_failures,
             generated_tokens: generated,
             tokens_per_s: generated as f64 / secs.max(1e-9),
             time_s: BTreeMap::from([("rollout".to_string(), secs)]),
