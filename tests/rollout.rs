@@ -133,7 +133,7 @@ fn expert_prefixes_pair_the_expert_and_the_policy_at_every_expert_action() {
     let (tok, model) = small_pick(5);
     let expert = trajflow::env::demos::expert_rows_of("household-pick", &[4, 9], 0, &tok, "small").unwrap();
     let sampling = Sampling { temperature: 1.0, max_new_tokens: 6, seed: 2, ..Default::default() };
-    let rows = expert_prefix_rows(&model, &tok, &expert, &sampling, 3).unwrap();
+    let rows = expert_prefix_rows(&model, &tok, &expert, None, None, &sampling, 3).unwrap();
     let actions: usize = expert.iter().map(|e| e.turn_rewards.len()).sum();
     assert_eq!(rows.len(), 2 * actions, "one expert and one agent row per expert action");
     let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
@@ -169,6 +169,41 @@ fn expert_prefixes_pair_the_expert_and_the_policy_at_every_expert_action() {
     let theirs: Vec<i32> =
         expert.iter().flat_map(|e| (0..e.tokens.len()).filter(|&i| e.segments[i] == 1).map(|i| e.tokens[i])).collect();
     assert_eq!(ours, theirs);
+}
+
+/// With admissible actions, the policy's action at every expert prefix is one of the actions the
+/// environment allowed at that point of the expert's episode (the lists are recorded while the
+/// expert plays), by token-level constraint and by TWOSOME scoring alike; the expert's own action
+/// is always among them.
+#[test]
+fn expert_prefix_actions_are_chosen_among_the_admissible_ones() {
+    use trajflow::rollout::action_scoring::Normalization;
+    use trajflow::rollout::prefixes::expert_prefix_rows;
+    let (tok, model) = small_pick(6);
+    let both =
+        trajflow::env::demos::expert_rows_and_choices("household-pick", &[4, 9, 13], 0, &tok, "small", true).unwrap();
+    let (expert, choices): (Vec<_>, Vec<_>) = both.into_iter().unzip();
+    let lists: Vec<&Vec<String>> = choices.iter().flatten().collect();
+    assert_eq!(lists.len(), expert.iter().map(|e| e.turn_rewards.len()).sum::<usize>());
+    let sampling = Sampling { temperature: 1.0, max_new_tokens: 16, seed: 2, ..Default::default() };
+    for scoring in [None, Some(Normalization::Word)] {
+        let rows = expert_prefix_rows(&model, &tok, &expert, Some(&choices), scoring, &sampling, 0).unwrap();
+        assert_eq!(rows.len(), 2 * lists.len());
+        for (pair, allowed) in rows.chunks(2).zip(&lists) {
+            let text = |r: &trajflow::schema::builder::EpisodeRow| {
+                let ids: Vec<i64> =
+                    (0..r.tokens.len()).filter(|&j| r.segments[j] == 1).map(|j| r.tokens[j] as i64).collect();
+                tok.decode(&ids).unwrap().replace(&tok.eos_token, "").trim().to_string()
+            };
+            let (e, a) = (text(&pair[0]), text(&pair[1]));
+            assert!(allowed.contains(&e), "expert action '{e}' not in {allowed:?}");
+            assert!(allowed.contains(&a), "{scoring:?}: agent action '{a}' not in {allowed:?}");
+        }
+    }
+    // A list per expert action is required.
+    let short: Vec<Vec<Vec<String>>> = choices.iter().map(|c| c[1..].to_vec()).collect();
+    let err = expert_prefix_rows(&model, &tok, &expert, Some(&short), None, &sampling, 0).unwrap_err();
+    assert!(err.to_string().contains("admissible"), "{err}");
 }
 
 /// Reflexion trials (RetroAct): a task's trials share its group; the reflection written after

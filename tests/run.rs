@@ -100,7 +100,13 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
             assert!(reflections > 0, "retroact: no reflector rows");
             assert!(m[1]["eval_final_success_rate"].is_number(), "retroact: no all-trials evaluation");
         }
-        if std::fs::read_to_string(&p).unwrap().contains("loss = \"dpo\"") {
+        let text = std::fs::read_to_string(&p).unwrap();
+        if text.contains("[implicit_reward]") {
+            // The reward model trains on the same pairs, and rewrites every row's reward.
+            let pairs: u64 = m[1..].iter().map(|l| l["pairs"].as_u64().unwrap()).sum();
+            assert!(pairs > 0 && m[1]["implicit_reward_loss"].is_number(), "{name}: no reward-model training");
+        }
+        if text.contains("loss = \"dpo\"") {
             // An untrained policy disagrees with the expert: DPO must find pairs to train on.
             let pairs: u64 = m[1..].iter().map(|l| l["pairs"].as_u64().unwrap()).sum();
             assert!(pairs > 0, "{name}: DPO trained on no pairs");
@@ -112,15 +118,17 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
 }
 
 /// LOOP (policy only), PPO (policy + critic with its own optimiser), StepAgent-IRL (with its
-/// discriminator), RetroAct (Reflexion trials, imitation rows drawn per iteration) and GRPO with a
+/// discriminator), StepAgent's implicit reward into PPO (a reward model rebuilt every iteration,
+/// admissible actions at the expert's prefixes), RetroAct (Reflexion trials, imitation rows drawn per iteration) and GRPO with a
 /// KL penalty (its reference reloaded from checkpoint 0) resume bit-exactly.
 #[test]
 fn resumed_run_equals_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 6] = [
         ("loop.toml", &[]),
         ("ppo.toml", &[]),
         ("stepagent_irl.toml", &[]),
+        ("stepagent_implicit_ppo.toml", &["rollout.admissible=true"]),
         ("retroact.toml", &[]),
         ("grpo.toml", &["learner.kl_coef=0.5"]),
     ];
@@ -180,6 +188,9 @@ fn bad_training_sections_are_named() {
     let irl = pipeline("stepagent_irl.toml");
     let err = fails(&["run", &irl, "--out", s(&tmp.path().join("w")), "--set", "rollout.source=policy"]);
     assert!(err.contains("[discriminator]") && err.contains("expert_prefixes"), "{err}");
+    let implicit = pipeline("stepagent_implicit_ppo.toml");
+    let err = fails(&["run", &implicit, "--out", s(&tmp.path().join("w2")), "--set", "learner.loss=dpo"]);
+    assert!(err.contains("[implicit_reward]") && err.contains("dpo"), "{err}");
     let err = fails(&["run", &pipeline("eto.toml"), "--out", s(&tmp.path().join("v")), "--set", "learner.beta=0"]);
     assert!(err.contains("[learner]") && err.contains("beta"), "{err}");
     // RetroAct's imitation regulariser draws from the warm start's rows: it needs one.

@@ -106,15 +106,37 @@ pub fn expert_rows(env_name: &str, split: Split, n: usize, tok: &Tok, model: &st
 
 /// Expert trajectories of `tasks` with environment seed `seed`, tokenised with `tok`.
 pub fn expert_rows_of(env_name: &str, tasks: &[u64], seed: u64, tok: &Tok, model: &str) -> Result<Vec<EpisodeRow>> {
+    let rows = expert_rows_and_choices(env_name, tasks, seed, tok, model, false)?;
+    Ok(rows.into_iter().map(|(row, _)| row).collect())
+}
+
+/// [`expert_rows_of`], with `choices` each row with the environment's admissible actions before
+/// each of the expert's actions (one list per assistant turn, in order; empty without): the
+/// choices a policy constrained to admissible actions has at the expert's prefixes.
+pub fn expert_rows_and_choices(
+    env_name: &str,
+    tasks: &[u64],
+    seed: u64,
+    tok: &Tok,
+    model: &str,
+    choices: bool,
+) -> Result<Vec<(EpisodeRow, Vec<Vec<String>>)>> {
     let mut env = super::by_name(env_name)?;
     tasks
         .iter()
         .map(|&id| {
-            let conv = expert_episode(env.as_mut(), id, seed);
+            let mut admissible = Vec::new();
+            let conv = scripted_episode(env.as_mut(), id, seed, None, |env, _| {
+                let action = env.expert_action();
+                if choices && action.is_some() {
+                    admissible.push(env.admissible_actions());
+                }
+                action
+            });
             let mut row = to_row(tok, &conv, env_name, model)?;
             row.seed = Some(seed as i64);
             row.env_error = env.failure();
-            Ok(row)
+            Ok((row, admissible))
         })
         .collect()
 }

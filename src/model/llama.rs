@@ -163,6 +163,20 @@ impl Decoder {
         Ok(model)
     }
 
+    /// An independent copy of the weights (and of the attached adapter, with its on/off state) on
+    /// the same device. Building it draws libtorch's generator for the throw-away initialisation.
+    pub fn duplicate(&self) -> Result<Decoder> {
+        let mut copy = Decoder::new(self.cfg.clone(), self.device());
+        copy.vs.copy(&self.vs)?;
+        if let Some(a) = &self.adapter {
+            super::lora::attach(&mut copy, a.cfg.clone())?;
+            let own = copy.adapter.as_mut().expect("attached above");
+            own.vs.copy(&a.vs)?;
+            own.set_enabled(a.is_enabled());
+        }
+        Ok(copy)
+    }
+
     /// The variables an optimiser trains: the adapter's when one is attached (the base is then
     /// frozen), else every weight.
     pub fn trainable_variables(&self) -> Vec<(String, Tensor)> {

@@ -107,7 +107,7 @@ impl PipelineSpec {
         let training = super::training::TrainingSpec::take(file, &mut table)?;
         if let Some(k) = table.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
             let known =
-                "name, description, input, stage, model, rollout, warm_start, learner, critic, discriminator, run";
+                "name, description, input, stage, model, rollout, warm_start, learner, critic, discriminator, implicit_reward, run";
             return Err(err(None, Some(k), format!("unknown field `{k}`, expected one of {known}")));
         }
         let raw: RawFile = toml::Value::Table(table).try_into().map_err(syntax)?;

@@ -392,6 +392,30 @@ pub struct DiscriminatorSection {
     pub minibatch: usize,
 }
 
+/// `[implicit_reward]`: StepAgent's implicit step reward fed into PPO, on expert-prefix rows
+/// (`rollout.source = "expert_prefixes"`): each iteration a copy of the policy is trained with
+/// step-level DPO (expert ≻ agent) against the policy as reference, and every row's reward then
+/// becomes that copy's implicit reward β·log π_copy(a|s)/π(a|s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImplicitRewardSection {
+    /// DPO's β, which also scales the reward.
+    #[serde(default = "d_beta")]
+    pub beta: f64,
+    /// Weight of an NLL term on the chosen (expert) side of the copy's DPO loss.
+    #[serde(default)]
+    pub chosen_nll: f64,
+    /// Learning rate of the copy's AdamW.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Passes over each iteration's pairs.
+    #[serde(default = "d_implicit_epochs")]
+    pub epochs: usize,
+    /// Pairs per update.
+    #[serde(default = "d_minibatch")]
+    pub minibatch: usize,
+}
+
 /// `[run]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -485,6 +509,8 @@ pub struct TrainingSpec {
     pub critic: Option<CriticSection>,
     /// `[discriminator]`, if any.
     pub discriminator: Option<DiscriminatorSection>,
+    /// `[implicit_reward]`, if any.
+    pub implicit_reward: Option<ImplicitRewardSection>,
     /// `[run]`.
     pub run: RunSection,
     /// `[stream]`: training on files (`watch --train`, `reprocess --train`).
@@ -596,6 +622,9 @@ fn d_lr() -> f64 {
 fn d_disc_hidden() -> Vec<i64> {
     vec![256]
 }
+fn d_implicit_epochs() -> usize {
+    2
+}
 fn d_disc_epochs() -> usize {
     4
 }
@@ -628,7 +657,17 @@ impl TrainingSpec {
     /// The training sections of `file`'s top-level table, or `None` if it has no `[model]`
     /// (a data pipeline). Removes the sections it reads from `table`.
     pub fn take(file: &Path, table: &mut toml::Table) -> Result<Option<TrainingSpec>> {
-        let names = ["model", "rollout", "warm_start", "learner", "critic", "discriminator", "run", "stream"];
+        let names = [
+            "model",
+            "rollout",
+            "warm_start",
+            "learner",
+            "critic",
+            "discriminator",
+            "implicit_reward",
+            "run",
+            "stream",
+        ];
         if !table.contains_key("model") {
             if let Some(n) = names.iter().find(|n| table.contains_key(**n)) {
                 return Err(spec_err(file, n, Some("model"), "a training pipeline needs a [model] section".into()));
@@ -657,6 +696,7 @@ impl TrainingSpec {
             learner: section(file, table, "learner")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
             critic: section(file, table, "critic")?,
             discriminator: section(file, table, "discriminator")?,
+            implicit_reward: section(file, table, "implicit_reward")?,
             run: section(file, table, "run")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
             stream: section(file, table, "stream")?.unwrap_or_else(|| empty().try_into().expect("all defaults")),
         };
@@ -772,6 +812,33 @@ impl TrainingSpec {
                     "discriminator",
                     "hidden",
                     "needs [rollout] source = \"expert_prefixes\" (one-step rows)".into(),
+                );
+            }
+        }
+        if let Some(ir) = &self.implicit_reward {
+            if !(ir.beta.is_finite() && ir.beta > 0.0) {
+                return bad("implicit_reward", "beta", format!("must be positive, got {}", ir.beta));
+            }
+            if !(ir.lr.is_finite() && ir.lr > 0.0) || ir.epochs == 0 || ir.minibatch == 0 {
+                return bad("implicit_reward", "lr", "lr, epochs and minibatch must be positive".into());
+            }
+            if !(ir.chosen_nll.is_finite() && ir.chosen_nll >= 0.0) {
+                return bad("implicit_reward", "chosen_nll", format!("must be ≥ 0, got {}", ir.chosen_nll));
+            }
+            if self.rollout.source != RolloutSource::ExpertPrefixes {
+                return bad(
+                    "implicit_reward",
+                    "beta",
+                    "needs [rollout] source = \"expert_prefixes\" (expert and agent actions at the same prefix)".into(),
+                );
+            }
+            if self.discriminator.is_some() || l.loss == LossKind::Dpo {
+                return bad(
+                    "implicit_reward",
+                    "beta",
+                    "rewrites the rows' rewards for a policy-gradient learner: not with [discriminator] or \
+                     learner.loss = \"dpo\" (which trains on the pairs directly)"
+                        .into(),
                 );
             }
         }

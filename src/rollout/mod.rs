@@ -161,6 +161,40 @@ fn push_tokens(row: &mut EpisodeRow, ids: &[i32], segs: &[u8], turn: i32) {
 
 /// Appends generated tokens as `seg` with their behaviour log-probs; an action cut by the token
 /// budget gets the end-of-turn token as template and marks the row truncated (returns true then).
+/// `actions` as candidates: each action's tokens followed by the end-of-turn token `eos`.
+pub(crate) fn candidates(tok: &Tok, actions: Vec<String>, eos: i64) -> Result<Vec<Candidate>> {
+    actions
+        .into_iter()
+        .map(|text| {
+            let mut ids = tok.encode(&text)?;
+            ids.push(eos);
+            Ok(Candidate { text, ids })
+        })
+        .collect()
+}
+
+/// One action per prompt: sampled freely, or with `allowed` only among each prompt's candidates —
+/// token by token, or with `scoring` by scoring whole candidates (TWOSOME).
+pub(crate) fn act(
+    model: &Decoder,
+    tok: &Tok,
+    prompts: &[Vec<i64>],
+    allowed: Option<&[Vec<Candidate>]>,
+    sampling: &Sampling,
+    scoring: Option<action_scoring::Normalization>,
+) -> Result<Vec<Generation>> {
+    match (allowed, scoring) {
+        (Some(cands), Some(norm)) => {
+            choose(model, prompts, cands, norm, sampling.temperature, sampling.seed, SCORING_BATCH_TOKENS)
+        }
+        _ => {
+            let token_lists: Option<Vec<Vec<Vec<i64>>>> =
+                allowed.map(|rows| rows.iter().map(|cs| cs.iter().map(|c| c.ids.clone()).collect()).collect());
+            generate_constrained(model, tok, prompts, sampling, token_lists.as_deref())
+        }
+    }
+}
+
 fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, seg: Segment) -> bool {
     row.tokens.extend(g.tokens.iter().map(|&x| x as i32));
     row.segments.extend(std::iter::repeat_n(seg as u8, g.tokens.len()));
@@ -262,13 +296,7 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                     episodes[i].fail(error);
                     continue;
                 }
-                let mut cands = Vec::new();
-                for text in actions {
-                    let mut ids = tok.encode(&text)?;
-                    ids.push(eos);
-                    cands.push(Candidate { text, ids });
-                }
-                per_row.push(cands);
+                per_row.push(candidates(tok, actions, eos)?);
             }
             active.retain(|&i| !episodes[i].done);
             Some(per_row)
@@ -286,17 +314,7 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
         let prompts: Vec<Vec<i64>> =
             active.iter().map(|&i| episodes[i].row.tokens.iter().map(|&t| t as i64).collect()).collect();
         sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + call) as i64);
-        let gens = match (&allowed, cfg.scoring) {
-            (Some(cands), Some(norm)) => {
-                let (t, seed) = (sampling.temperature, sampling.seed);
-                choose(model, &prompts, cands, norm, t, seed, SCORING_BATCH_TOKENS)?
-            }
-            _ => {
-                let token_lists: Option<Vec<Vec<Vec<i64>>>> =
-                    allowed.map(|rows| rows.into_iter().map(|cs| cs.into_iter().map(|c| c.ids).collect()).collect());
-                generate_constrained(model, tok, &prompts, &sampling, token_lists.as_deref())?
-            }
-        };
+        let gens = act(model, tok, &prompts, allowed.as_deref(), &sampling, cfg.scoring)?;
         for (&i, g) in active.iter().zip(gens) {
             let ep = &mut episodes[i];
             let turn = ep.turn;

@@ -11,8 +11,9 @@
 //!   text as the expert's, else 0. The agent row's `success` says whether it matched, so a run's
 //!   success rate is the agent–expert agreement (StepAgent's action distance).
 
+use super::action_scoring::Normalization;
 use crate::error::{Error, Result};
-use crate::model::generate::{generate, Sampling};
+use crate::model::generate::Sampling;
 use crate::model::llama::Decoder;
 use crate::model::tokenizer::Tok;
 use crate::ops::segment::Segment;
@@ -77,17 +78,33 @@ fn finish_step(row: &mut EpisodeRow, reward: f32) {
 }
 
 /// Two rows per expert action of `expert` (see the module docs): the expert's step and the step
-/// `model` samples at the same prefix, tagged with `policy_version`.
+/// `model` samples at the same prefix, tagged with `policy_version`. With `choices` (one list of
+/// admissible actions per expert action, per expert row: [`crate::env::demos::expert_rows_and_choices`])
+/// the policy picks among them as in rollouts: token by token, or with `scoring` by scoring whole
+/// actions.
 pub fn expert_prefix_rows(
     model: &Decoder,
     tok: &Tok,
     expert: &[EpisodeRow],
+    choices: Option<&[Vec<Vec<String>>]>,
+    scoring: Option<Normalization>,
     sampling: &Sampling,
     policy_version: i64,
 ) -> Result<Vec<EpisodeRow>> {
     let eos =
         tok.token_id(&tok.eos_token).ok_or_else(|| Error::Model("the tokenizer has no end-of-turn token".into()))?;
     let points = decisions(expert);
+    if let Some(c) = choices {
+        let per_row = |e: usize| points.iter().filter(|d| d.episode == e).count();
+        if let Some(e) = (0..expert.len()).find(|&e| c.get(e).map(Vec::len) != Some(per_row(e))) {
+            return Err(Error::Usage(format!(
+                "expert prefixes: episode {} has {} actions but {} lists of admissible actions",
+                expert[e].episode_id,
+                per_row(e),
+                c.get(e).map_or(0, Vec::len)
+            )));
+        }
+    }
     let mut sampling = sampling.clone();
     sampling.stop_tokens = vec![eos];
     let mut out = Vec::with_capacity(2 * points.len());
@@ -96,7 +113,16 @@ pub fn expert_prefix_rows(
             chunk.iter().map(|d| expert[d.episode].tokens[..d.start].iter().map(|&t| t as i64).collect()).collect();
         let mut s = sampling.clone();
         s.seed = sampling.seed.wrapping_add(c as i64);
-        let gens = generate(model, tok, &prompts, &s)?;
+        let allowed = match choices {
+            Some(lists) => Some(
+                chunk
+                    .iter()
+                    .map(|d| super::candidates(tok, lists[d.episode][d.step].clone(), eos))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
+        let gens = super::act(model, tok, &prompts, allowed.as_deref(), &s, scoring)?;
         for (d, g) in chunk.iter().zip(gens) {
             let e = &expert[d.episode];
             let turn = e.turns[d.start];

@@ -52,7 +52,7 @@ pub struct IterationMetrics {
     /// Whether LOOP's KL-stop ended the iteration's updates early.
     pub kl_stopped: bool,
     /// DPO: (chosen, rejected) pairs trained on, and the fraction whose implicit reward ranked the
-    /// chosen row first (mean over updates).
+    /// chosen row first (the learner's: mean over updates; `[implicit_reward]`'s: after training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairs: Option<usize>,
     /// DPO: see `pairs`.
@@ -67,6 +67,9 @@ pub struct IterationMetrics {
     /// Inverse RL: see `discriminator_loss`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discriminator_accuracy: Option<f64>,
+    /// Implicit reward into PPO: the reward model's mean DPO loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implicit_reward_loss: Option<f64>,
     /// Training on files (`watch --train`, `reprocess --train`): where this update's rows came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamCounts>,

@@ -20,6 +20,7 @@ pub mod critic;
 pub mod discriminator;
 pub mod examples;
 pub mod group_tracker;
+pub mod implicit_reward;
 pub mod learner;
 pub mod metrics;
 pub mod plot;

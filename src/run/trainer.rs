@@ -20,6 +20,7 @@ use arrow::array::RecordBatch;
 use super::critic::Critic;
 use super::discriminator::Discriminator;
 use super::examples::{from_rows, Columns, Example};
+use super::implicit_reward;
 use super::learner::{fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
 use super::preferences::preference_pairs;
@@ -426,14 +427,30 @@ impl Trainer {
 
     /// The expert's episodes of `tasks`, with this run's ids (one rollout per task).
     fn expert_rows(&self, tasks: &[u64], seed: u64, iteration: u64) -> Result<Vec<EpisodeRow>> {
+        Ok(self.expert_rows_and_choices(tasks, seed, iteration, false)?.0)
+    }
+
+    /// [`Self::expert_rows`], with `choices` also the admissible actions before each expert
+    /// action of each row.
+    fn expert_rows_and_choices(
+        &self,
+        tasks: &[u64],
+        seed: u64,
+        iteration: u64,
+        choices: bool,
+    ) -> Result<(Vec<EpisodeRow>, Vec<Vec<Vec<String>>>)> {
         let env = &self.spec.rollout.env;
-        let mut rows = demos::expert_rows_of(env, tasks, seed, &self.tok, &self.spec.model.name)?;
-        for (row, task) in rows.iter_mut().zip(tasks) {
-            row.episode_id = format!("{env}-{task}-it{iteration}-expert");
-            row.group_id = format!("{env}-{task}@{iteration}");
-            row.policy_version = iteration as i64 - 1;
-        }
-        Ok(rows)
+        let rows = demos::expert_rows_and_choices(env, tasks, seed, &self.tok, &self.spec.model.name, choices)?;
+        Ok(rows
+            .into_iter()
+            .zip(tasks)
+            .map(|((mut row, admissible), task)| {
+                row.episode_id = format!("{env}-{task}-it{iteration}-expert");
+                row.group_id = format!("{env}-{task}@{iteration}");
+                row.policy_version = iteration as i64 - 1;
+                (row, admissible)
+            })
+            .unzip())
     }
 
     /// How the policy samples actions in rollouts.
@@ -706,10 +723,12 @@ impl Driver for Trainer {
             RolloutSource::Expert => self.expert_rows(&tasks, env_seed, iteration)?,
             RolloutSource::Policy => self.policy_rows(tasks, env_seed, iteration)?,
             RolloutSource::ExpertPrefixes => {
-                let expert = self.expert_rows(&tasks, env_seed, iteration)?;
+                let (expert, choices) = self.expert_rows_and_choices(&tasks, env_seed, iteration, r.admissible)?;
                 let mut sampling = self.sampling();
                 sampling.seed = sampling.seed.wrapping_add(iteration as i64 * 1000);
-                expert_prefix_rows(&self.model, &self.tok, &expert, &sampling, iteration as i64 - 1)?
+                let choices = r.admissible.then_some(choices.as_slice());
+                let version = iteration as i64 - 1;
+                expert_prefix_rows(&self.model, &self.tok, &expert, choices, r.action_scoring, &sampling, version)?
             }
             RolloutSource::PolicyVsExpert => {
                 let expert = self.expert_rows(&tasks, env_seed, iteration)?;
@@ -749,6 +768,16 @@ impl Driver for Trainer {
             }
             None => None,
         };
+        let implicit = match &self.spec.implicit_reward {
+            Some(cfg) => Some(implicit_reward::train_and_reward(
+                &self.model,
+                cfg,
+                &mut rows,
+                self.spec.model.max_batch_tokens,
+                seed ^ iteration,
+            )?),
+            None => None,
+        };
         if let Some(c) = &self.critic {
             c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
         }
@@ -771,6 +800,9 @@ impl Driver for Trainer {
             time_s: BTreeMap::from([("rollout".to_string(), secs)]),
             discriminator_loss: disc.map(|d| d.loss),
             discriminator_accuracy: disc.map(|d| d.accuracy),
+            pairs: implicit.map(|s| s.pairs),
+            preference_accuracy: implicit.map(|s| s.accuracy),
+            implicit_reward_loss: implicit.map(|s| s.loss),
             ..Default::default()
         };
         let mut b = TrajectoryBuilder::default();
