@@ -18,6 +18,7 @@ pub mod qa;
 #[cfg(test)]
 mod testing;
 pub mod tools;
+pub mod verbose;
 
 /// What an environment shows the agent at the start of an episode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +70,7 @@ pub const ENV_NAMES: &[&str] =
     &[household::NAME, household::PICK_NAME, kitchen::NAME, qa::NAME, qa::F1_NAME, tools::NAME];
 
 /// Builds an environment by registry name, with default settings: a built-in one (`"household"`,
-/// `"household-pick"`, `"kitchen"`, `"qa"`, `"qa-f1"`, `"tools"`) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
+/// `"household-pick"`, `"kitchen"`, `"qa"`, `"qa-f1"`, `"tools"`; `"verbose:ENV"`, ENV with longer actions) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
 /// `"bridge:PROGRAM ARGS..."`; see [`bridge`]). A bridge starts its process on the first reset.
 pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
     match name {
@@ -79,10 +80,11 @@ pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
         qa::NAME => Ok(Box::new(qa::Qa::exact_match())),
         qa::F1_NAME => Ok(Box::new(qa::Qa::token_f1())),
         tools::NAME => Ok(Box::new(tools::Tools::new())),
+        _ if name.starts_with(verbose::PREFIX) => Ok(Box::new(verbose::Verbose::new(&name[verbose::PREFIX.len()..])?)),
         _ => match bridge::Bridge::by_name(name) {
             Some(b) => Ok(Box::new(b)),
             None => Err(crate::error::Error::Usage(format!(
-                "unknown environment '{name}' (built in: {}; bridged: {}[:VARIANT], {}PROGRAM ARGS...)",
+                "unknown environment '{name}' (built in: {}, verbose:ENV; bridged: {}[:VARIANT], {}PROGRAM ARGS...)",
                 ENV_NAMES.join(", "),
                 bridge::BRIDGE_NAMES.join("[:VARIANT], "),
                 bridge::USER_PREFIX
