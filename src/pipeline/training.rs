@@ -253,6 +253,28 @@ pub enum LogpOld {
     Behavior,
 }
 
+/// What one PPO importance ratio covers (see [`crate::train::spans`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RatioGranularity {
+    /// One ratio per token.
+    Token,
+    /// One per turn (the policy's action in that turn).
+    Turn,
+    /// One per trajectory.
+    Trajectory,
+}
+
+/// How a span's tokens combine into its log-prob (see [`crate::train::spans`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanLogp {
+    /// Σ log π: the span's likelihood.
+    Sum,
+    /// (Σ log π)/n over its n trained tokens.
+    Mean,
+}
+
 /// PPO's lower clip bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -291,6 +313,14 @@ pub struct LearnerSection {
     /// Lower clip bound.
     #[serde(default = "d_clip_bound")]
     pub clip_bound: ClipBound,
+    /// PPO: what one importance ratio covers — `token` (default), `turn` (one action: LOOP's
+    /// turn level, TWOSOME's action level) or `trajectory` (LOOP's bandit variant).
+    #[serde(default = "d_granularity")]
+    pub granularity: RatioGranularity,
+    /// PPO with turn or trajectory ratios: a span's log-prob is the `sum` of its tokens' (the
+    /// span's likelihood) or their `mean` (token-normalised, as TWOSOME scores actions).
+    #[serde(default = "d_span_logp")]
+    pub span_logp: SpanLogp,
     /// Loss reduction (`token_mean`, `seq_mean_token_mean`, ...).
     #[serde(default = "d_reduction")]
     pub reduction: String,
@@ -607,6 +637,12 @@ fn d_logp_old() -> LogpOld {
 fn d_clip() -> f64 {
     0.2
 }
+fn d_granularity() -> RatioGranularity {
+    RatioGranularity::Token
+}
+fn d_span_logp() -> SpanLogp {
+    SpanLogp::Sum
+}
 fn d_clip_bound() -> ClipBound {
     ClipBound::Symmetric
 }
@@ -814,6 +850,13 @@ impl TrainingSpec {
                     "needs [rollout] source = \"expert_prefixes\" (one-step rows)".into(),
                 );
             }
+        }
+        if l.granularity != RatioGranularity::Token && l.loss != LossKind::Ppo {
+            return bad(
+                "learner",
+                "granularity",
+                "turn and trajectory ratios are PPO's (learner.loss = \"ppo\")".into(),
+            );
         }
         if let Some(ir) = &self.implicit_reward {
             if !(ir.beta.is_finite() && ir.beta > 0.0) {

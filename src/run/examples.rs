@@ -31,6 +31,8 @@ pub struct Example {
     pub values: Vec<f32>,
     /// Per-token value targets (0 without a critic).
     pub returns: Vec<f32>,
+    /// Per-token turn index (0 where the rows have none): the spans of turn-level ratios.
+    pub turns: Vec<i64>,
 }
 
 impl Example {
@@ -117,7 +119,23 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
         }
         let logp_old = behaviour.unwrap_or_else(|| vec![f32::NAN; toks.len()]);
         let logp_ref = vec![f32::NAN; toks.len()];
-        let ex = Example { tokens: toks, mask, adv, logp_old, logp_ref, values, returns: ret };
+        let turns = match rows.column_by_name("turns") {
+            Some(col) => col
+                .as_list_opt::<i32>()
+                .ok_or_else(|| Error::Usage("column 'turns' is not a list".into()))?
+                .value(i)
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(|| Error::Usage("column 'turns' is not list<int32>".into()))?
+                .values()
+                .iter()
+                .map(|&t| i64::from(t.max(0)))
+                .collect(),
+            None => vec![0; toks.len()],
+        };
+        if turns.len() != toks.len() {
+            return Err(Error::Usage(format!("learner: 'turns' has {} values for {} tokens", turns.len(), toks.len())));
+        }
+        let ex = Example { tokens: toks, mask, adv, logp_old, logp_ref, values, returns: ret, turns };
         if ex.trained() > 0 {
             out.push(ex);
         }
@@ -147,6 +165,8 @@ pub struct Padded {
     pub values: Tensor,
     /// Value targets `[B, T−1]`.
     pub returns: Tensor,
+    /// Turn index of each predicted token `[B, T−1]` (int64; 0 on padding).
+    pub turns: Tensor,
 }
 
 /// Pads `examples` to their longest length on `device`.
@@ -161,6 +181,7 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
     let mut reference = vec![0f32; b * (t - 1)];
     let mut values = vec![0f32; b * (t - 1)];
     let mut returns = vec![0f32; b * (t - 1)];
+    let mut turns = vec![0i64; b * (t - 1)];
     for (r, e) in examples.iter().enumerate() {
         for (j, &id) in e.tokens.iter().enumerate() {
             ids[r * t + j] = id;
@@ -173,6 +194,7 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
                 reference[k] = e.logp_ref[j];
                 values[k] = e.values[j];
                 returns[k] = e.returns[j];
+                turns[k] = e.turns[j];
             }
         }
     }
@@ -190,6 +212,7 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
         logp_ref: f(&reference),
         values: f(&values),
         returns: f(&returns),
+        turns: Tensor::from_slice(&turns).view([bi, ti - 1]).to(device),
     }
 }
 

@@ -89,6 +89,7 @@ fn action_example(row: &EpisodeRow) -> Example {
         logp_ref: vec![f32::NAN; n],
         values: vec![0.0; n],
         returns: vec![0.0; n],
+        turns: vec![0; n],
     }
 }
 

@@ -25,6 +25,7 @@ use crate::train::losses::{
     sequence_logp_sum, KlEstimator, PpoClip, Reduction,
 };
 use crate::train::optim::{AdamW, Outcome};
+use crate::train::spans::{at_granularity, Granularity};
 
 /// What the learner minimises.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,8 @@ pub enum Objective {
         /// A KL-to-reference penalty against the examples' `logp_ref` (veRL's `use_kl_loss`,
         /// GRPO's β·KL), reduced like the surrogate.
         kl: Option<KlPenalty>,
+        /// What one importance ratio covers (the KL penalty stays per token).
+        granularity: Granularity,
     },
     /// NLL of the trained tokens.
     Nll {
@@ -235,8 +238,12 @@ pub fn fit(
                 }
                 let mut micro_kl = 0.0;
                 let loss = match objective {
-                    Objective::Ppo { clip: c, reduction, kl: penalty } => {
-                        let out = ppo_policy_loss(&logp, &p.logp_old, &p.adv, &p.mask, &c, reduction);
+                    Objective::Ppo { clip: c, reduction, kl: penalty, granularity } => {
+                        let (new, old) = (
+                            at_granularity(&logp, &p.mask, &p.turns, granularity),
+                            at_granularity(&p.logp_old, &p.mask, &p.turns, granularity),
+                        );
+                        let out = ppo_policy_loss(&new, &old, &p.adv, &p.mask, &c, reduction);
                         clip += weight * out.clip_frac.double_value(&[]);
                         micro_kl = out.approx_kl_k3.double_value(&[]);
                         kl += weight * micro_kl;
@@ -382,6 +389,7 @@ mod tests {
     use super::*;
     use crate::model::config::DecoderConfig;
     use crate::train::optim::OptimConfig;
+    use crate::train::spans::SpanLogp;
 
     fn example(seed: u64, n: usize) -> Example {
         let mut rng = SplitMix::new(seed);
@@ -397,6 +405,7 @@ mod tests {
             logp_ref: unknown,
             values: vec![0.0; n],
             returns: vec![0.0; n],
+            turns: (0..n as i64).map(|j| j / 3).collect(),
         }
     }
 
@@ -431,14 +440,34 @@ mod tests {
             let w: Vec<f32> = Vec::try_from(m.vs.variables()["model.norm.weight"].view([-1])).unwrap();
             (st.loss, w)
         };
-        let ppo = |reduction| Objective::Ppo { clip: PpoClip::loop_(0.1), reduction, kl: None };
+        let ppo = |reduction| Objective::Ppo {
+            clip: PpoClip::loop_(0.1),
+            reduction,
+            kl: None,
+            granularity: Granularity::Token,
+        };
         let dpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.0, chosen_nll: 0.0 };
         let rpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.1, chosen_nll: 0.7 };
         let retroact = Objective::ClippedIs { eps: 0.3, reduction: Reduction::SeqMeanTokenMean, imitation: 1.5 };
         let pg = Objective::ClippedIs { eps: 0.3, reduction: Reduction::TokenMean, imitation: 0.0 };
         let kl = Some(KlPenalty { coef: 0.5, estimator: KlEstimator::K3 });
-        let ppo_kl = Objective::Ppo { clip: PpoClip::symmetric(0.2), reduction: Reduction::TokenMean, kl };
-        for objective in [ppo(Reduction::TokenMean), ppo(Reduction::SeqMeanTokenMean), dpo, rpo, retroact, pg, ppo_kl] {
+        let ppo_kl = Objective::Ppo {
+            clip: PpoClip::symmetric(0.2),
+            reduction: Reduction::TokenMean,
+            kl,
+            granularity: Granularity::Token,
+        };
+        // Turn- and trajectory-level ratios (the examples have a turn every 3 tokens).
+        let spans = |granularity| Objective::Ppo {
+            clip: PpoClip::symmetric(0.2),
+            reduction: Reduction::SeqMeanTokenMean,
+            kl: None,
+            granularity,
+        };
+        let (turn, whole) = (spans(Granularity::Turn(SpanLogp::Mean)), spans(Granularity::Trajectory(SpanLogp::Sum)));
+        for objective in
+            [ppo(Reduction::TokenMean), ppo(Reduction::SeqMeanTokenMean), dpo, rpo, retroact, pg, ppo_kl, turn, whole]
+        {
             let (l1, w1) = run(100_000, objective);
             // 30 tokens fit one example (or none of the longer pairs): every pair is its own micro-batch.
             let (l2, w2) = run(30, objective);
@@ -533,7 +562,12 @@ mod tests {
             AdamW::new(m.vs.variables().into_iter().collect(), OptimConfig { lr: 3e-3, ..Default::default() });
         let s = Schedule { epochs: 10, minibatch: 0, max_batch_tokens: 4096, kl_stop: 0.0, kl_skip: 0.0, seed: 5 };
         let kl = Some(KlPenalty { coef: 1.0, estimator: KlEstimator::K3 });
-        let objective = Objective::Ppo { clip: PpoClip::symmetric(0.2), reduction: Reduction::TokenMean, kl };
+        let objective = Objective::Ppo {
+            clip: PpoClip::symmetric(0.2),
+            reduction: Reduction::TokenMean,
+            kl,
+            granularity: Granularity::Token,
+        };
         let st = fit(&m, &mut opt, None, &ex, objective, &s).unwrap();
         let after = kl_now(&mut ex);
         assert!(before > 0.01 && after < 0.5 * before, "KL to the reference {before} -> {after}");

@@ -306,6 +306,7 @@ mod tests {
             logp_ref: vec![f32::NAN; 4],
             values: vec![0.0; 4],
             returns: vec![0.0; 4],
+            turns: vec![0; 4],
         };
         truncate_advantages(&mut e, &[-9.0, -2.0, -0.5, -3.0]);
         // Untrained token 0 and token 3 (no behaviour log-prob) keep theirs; π < μ shrinks by

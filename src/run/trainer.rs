@@ -34,8 +34,8 @@ use crate::model::lora::{self, LoraConfig};
 use crate::model::tokenizer::Tok;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::{
-    ClipBound, ImitationTokens, KlEstimatorName, LogpOld, LossKind, RolloutSource, TrainedRows, TrainingSpec,
-    WarmStartSection,
+    ClipBound, ImitationTokens, KlEstimatorName, LogpOld, LossKind, RatioGranularity, RolloutSource, TrainedRows,
+    TrainingSpec, WarmStartSection,
 };
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::reflexion::{
@@ -49,6 +49,7 @@ use crate::store::Dataset;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::losses::{KlEstimator, PpoClip, Reduction};
 use crate::train::optim::{AdamW, OptimConfig};
+use crate::train::spans::Granularity;
 
 /// Latest checkpoints kept in `RUN/checkpoints/` besides checkpoint 0 (older ones are deleted).
 const KEEP_CHECKPOINTS: usize = 2;
@@ -613,6 +614,11 @@ impl Trainer {
                     ClipBound::None => PpoClip::unclipped(),
                 },
                 reduction,
+                granularity: match l.granularity {
+                    RatioGranularity::Token => Granularity::Token,
+                    RatioGranularity::Turn => Granularity::Turn(l.span_logp),
+                    RatioGranularity::Trajectory => Granularity::Trajectory(l.span_logp),
+                },
                 kl: (l.kl_coef > 0.0).then_some(KlPenalty {
                     coef: l.kl_coef,
                     estimator: match l.kl_estimator {

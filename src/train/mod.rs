@@ -4,3 +4,4 @@
 pub mod checkpoint;
 pub mod losses;
 pub mod optim;
+pub mod spans;
