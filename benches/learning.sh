@@ -56,9 +56,7 @@ for seed in $SEEDS; do
     dir="$OUT/$(label_of "$spec")-s$seed"
     done_run "$dir" && continue
     rm -rf "$dir"
-    # LOOP itself runs from scratch (its warm start is the shared one); "loop:KEY=VALUE" variants
-    # fork from that warm start like every other pipeline.
-    case $spec in
+    case $p in
       loop)
         # shellcheck disable=SC2086
         $BIN run pipelines/loop.toml --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS $GLOBAL ;;
