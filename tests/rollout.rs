@@ -214,21 +214,11 @@ fn expert_prefix_actions_are_chosen_among_the_admissible_ones() {
 fn reflexion_trials_carry_their_reflections() {
     use trajflow::rollout::reflexion::{reflexion, ReflexionConfig};
     let Some((tok, model)) = random_small(8) else { return };
+    let sampling = Sampling { temperature: 1.0, max_new_tokens: 6, seed: 9, ..Default::default() };
     let cfg = RolloutConfig {
-        env: "household".into(),
-        tasks: vec![3, 7],
-        k: 1,
-        seed: 0,
-        sampling: Sampling { temperature: 1.0, max_new_tokens: 6, seed: 9, ..Default::default() },
-        max_turns: 2,
         policy_version: 2,
-        model_name: "random-small".into(),
         iteration: 1,
-        correction: None,
-        memory: Default::default(),
-        admissible: false,
-        slots: None,
-        scoring: None,
+        ..RolloutConfig::new("household", vec![3, 7], 1, sampling, 2, "random-small")
     };
     let r = ReflexionConfig { trials: 3, memory: 1, reflection_tokens: 8 };
     let rows = reflexion(&model, &tok, &cfg, &r).unwrap();
@@ -318,6 +308,31 @@ fn admissible_mode_only_plays_admissible_actions() {
     let (rejected, total) = rejected(true);
     assert!(total > 0);
     assert_eq!(rejected, 0, "an action outside the admissible set was played");
+}
+
+/// Prefix caches across turns: free and constrained play, greedy and sampled, with 2 slots for 6
+/// episodes (slots refill, so batches mix first turns with later ones), give the same
+/// conversations as re-reading every conversation each turn, with behaviour log-probs within 1e-4.
+#[test]
+fn prefix_caches_across_turns_do_not_change_rollouts() {
+    let (tok, model) = small_pick(9);
+    for (admissible, temperature) in [(false, 0.0), (true, 1.0), (false, 1.0)] {
+        let sampling = Sampling { temperature, max_new_tokens: 8, seed: 4, ..Default::default() };
+        let base = RolloutConfig { admissible, slots: Some(2), ..pick_config(vec![0, 1, 2], sampling, 5) };
+        let plain = trajflow::rollout::played(&model, &tok, &base).unwrap();
+        let cached =
+            trajflow::rollout::played(&model, &tok, &RolloutConfig { prefix_cache: true, ..base.clone() }).unwrap();
+        assert_eq!(plain.len(), 6);
+        for ((a, ma), (b, mb)) in plain.iter().zip(&cached) {
+            let what = format!("admissible {admissible}, T {temperature}, {}", a.episode_id);
+            assert_eq!(a.tokens, b.tokens, "{what}");
+            assert_eq!(ma, mb, "{what}");
+            let (la, lb) = (a.logp_behavior.as_ref().unwrap(), b.logp_behavior.as_ref().unwrap());
+            for (j, (x, y)) in la.iter().zip(lb).enumerate() {
+                assert!((x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-4, "{what} token {j}: {x} vs {y}");
+            }
+        }
+    }
 }
 
 /// Slot refilling: with 3 slots for 8 kitchen episodes under full expert correction, episodes end

@@ -288,6 +288,9 @@ pub enum Command {
         /// or not (`sum`), instead of constrained decoding.
         #[arg(long, value_enum)]
         action_scoring: Option<crate::pipeline::training::Normalization>,
+        /// Keep each episode's keys and values between turns (feed only the new observation).
+        #[arg(long)]
+        prefix_cache: bool,
         /// Output dataset.
         #[arg(long)]
         output: PathBuf,
@@ -654,6 +657,7 @@ pub fn run(cli: Cli) -> Result<String> {
             admissible,
             slots,
             action_scoring,
+            prefix_cache,
             output,
         } => {
             let cfg = crate::rollout::RolloutConfig {
@@ -676,6 +680,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 admissible,
                 slots,
                 scoring: action_scoring,
+                prefix_cache,
             };
             let reflexion = (trials > 1).then_some(crate::rollout::reflexion::ReflexionConfig {
                 trials,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// Key/value cache: per layer, keys and values of every position seen so far, [B, KVH, T, hd].
 #[derive(Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
 }
 
 impl KvCache {

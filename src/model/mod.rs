@@ -18,6 +18,8 @@ pub mod llama;
 #[cfg(feature = "torch")]
 pub mod lora;
 #[cfg(feature = "torch")]
+pub mod prefix_cache;
+#[cfg(feature = "torch")]
 pub mod score;
 #[cfg(feature = "torch")]
 pub mod service;

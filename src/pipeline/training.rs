@@ -141,6 +141,11 @@ pub struct RolloutSection {
     /// `"token"` count, `"word"` count (TWOSOME) or not (`"sum"`), instead of constrained decoding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_scoring: Option<Normalization>,
+    /// Keep each episode's keys and values between turns, so a turn feeds only the new
+    /// observation (results equal up to floating-point rounding; memory: the conversation's keys
+    /// and values per playing episode).
+    #[serde(default)]
+    pub prefix_cache: bool,
 }
 
 /// How an admissible action's summed log-likelihood is normalised when actions are scored whole

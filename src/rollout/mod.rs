@@ -29,8 +29,9 @@
 use self::action_scoring::{choose, Candidate};
 use crate::env::{by_name, Env};
 use crate::error::{Error, Result};
-use crate::model::generate::{generate_constrained, Finish, Generation, Sampling};
+use crate::model::generate::{generate_cached, Finish, Generation, Sampling};
 use crate::model::llama::Decoder;
+use crate::model::prefix_cache::PrefixCache;
 use crate::model::tokenizer::{Message, Tok};
 use crate::ops::segment::Segment;
 use crate::schema::builder::EpisodeRow;
@@ -79,6 +80,10 @@ pub struct RolloutConfig {
     /// With `admissible`: choose by scoring whole actions, normalised so (TWOSOME;
     /// [`action_scoring`]), instead of constrained decoding.
     pub scoring: Option<action_scoring::Normalization>,
+    /// Keep each episode's keys and values between turns, so that a turn feeds only the new
+    /// observation instead of the whole conversation ([`crate::model::prefix_cache`]; not with
+    /// `scoring`, which scores candidates in batches of its own).
+    pub prefix_cache: bool,
 }
 
 impl RolloutConfig {
@@ -101,6 +106,7 @@ impl RolloutConfig {
             admissible: false,
             slots: None,
             scoring: None,
+            prefix_cache: false,
         }
     }
 }
@@ -125,6 +131,8 @@ struct Episode {
     /// Turns played so far.
     turn: usize,
     done: bool,
+    /// Keys and values of the conversation so far (with `prefix_cache`).
+    cache: Option<PrefixCache>,
 }
 
 impl Episode {
@@ -132,6 +140,7 @@ impl Episode {
     /// terminated by the task nor cut by a limit, and marked so that learners skip it.
     fn fail(&mut self, error: String) {
         self.done = true;
+        self.cache = None;
         self.row.success = Some(false);
         self.row.terminated = false;
         self.row.env_error = Some(error);
@@ -159,8 +168,6 @@ fn push_tokens(row: &mut EpisodeRow, ids: &[i32], segs: &[u8], turn: i32) {
     }
 }
 
-/// Appends generated tokens as `seg` with their behaviour log-probs; an action cut by the token
-/// budget gets the end-of-turn token as template and marks the row truncated (returns true then).
 /// `actions` as candidates: each action's tokens followed by the end-of-turn token `eos`.
 pub(crate) fn candidates(tok: &Tok, actions: Vec<String>, eos: i64) -> Result<Vec<Candidate>> {
     actions
@@ -174,7 +181,8 @@ pub(crate) fn candidates(tok: &Tok, actions: Vec<String>, eos: i64) -> Result<Ve
 }
 
 /// One action per prompt: sampled freely, or with `allowed` only among each prompt's candidates —
-/// token by token, or with `scoring` by scoring whole candidates (TWOSOME).
+/// token by token, or with `scoring` by scoring whole candidates (TWOSOME). Generation starts from
+/// and updates `caches` when given (scoring ignores them).
 pub(crate) fn act(
     model: &Decoder,
     tok: &Tok,
@@ -182,6 +190,7 @@ pub(crate) fn act(
     allowed: Option<&[Vec<Candidate>]>,
     sampling: &Sampling,
     scoring: Option<action_scoring::Normalization>,
+    caches: Option<&mut [Option<PrefixCache>]>,
 ) -> Result<Vec<Generation>> {
     match (allowed, scoring) {
         (Some(cands), Some(norm)) => {
@@ -190,11 +199,13 @@ pub(crate) fn act(
         _ => {
             let token_lists: Option<Vec<Vec<Vec<i64>>>> =
                 allowed.map(|rows| rows.iter().map(|cs| cs.iter().map(|c| c.ids.clone()).collect()).collect());
-            generate_constrained(model, tok, prompts, sampling, token_lists.as_deref())
+            generate_cached(model, tok, prompts, sampling, token_lists.as_deref(), caches)
         }
     }
 }
 
+/// Appends generated tokens as `seg` with their behaviour log-probs; an action cut by the token
+/// budget gets the end-of-turn token as template and marks the row truncated (returns true then).
 fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, seg: Segment) -> bool {
     row.tokens.extend(g.tokens.iter().map(|&x| x as i32));
     row.segments.extend(std::iter::repeat_n(seg as u8, g.tokens.len()));
@@ -264,6 +275,7 @@ fn start_episode(tok: &Tok, cfg: &RolloutConfig, i: usize) -> Result<Episode> {
         env,
         turn: 0,
         done: false,
+        cache: None,
     };
     append_rendered(tok, &mut ep, &first, Segment::Prompt, 0)?;
     if let Some(error) = ep.env.failure() {
@@ -314,9 +326,13 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
         let prompts: Vec<Vec<i64>> =
             active.iter().map(|&i| episodes[i].row.tokens.iter().map(|&t| t as i64).collect()).collect();
         sampling.seed = cfg.sampling.seed.wrapping_add((cfg.iteration * 1000 + call) as i64);
-        let gens = act(model, tok, &prompts, allowed.as_deref(), &sampling, cfg.scoring)?;
-        for (&i, g) in active.iter().zip(gens) {
+        let mut caches: Vec<Option<PrefixCache>> =
+            active.iter().map(|&i| if cfg.prefix_cache { episodes[i].cache.take() } else { None }).collect();
+        let keep = cfg.prefix_cache.then_some(caches.as_mut_slice());
+        let gens = act(model, tok, &prompts, allowed.as_deref(), &sampling, cfg.scoring, keep)?;
+        for ((&i, g), cache) in active.iter().zip(gens).zip(caches) {
             let ep = &mut episodes[i];
+            ep.cache = cache;
             let turn = ep.turn;
             ep.turn += 1;
             let t = turn as i32;
@@ -352,6 +368,7 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
             }
             if step.done || ep.turn == cfg.max_turns {
                 ep.done = true;
+                ep.cache = None;
                 ep.row.success = Some(step.success);
                 ep.row.terminated = step.done;
                 ep.row.truncated |= !step.done;

@@ -122,7 +122,7 @@ pub fn expert_prefix_rows(
             ),
             None => None,
         };
-        let gens = super::act(model, tok, &prompts, allowed.as_deref(), &s, scoring)?;
+        let gens = super::act(model, tok, &prompts, allowed.as_deref(), &s, scoring, None)?;
         for (d, g) in chunk.iter().zip(gens) {
             let e = &expert[d.episode];
             let turn = e.turns[d.start];

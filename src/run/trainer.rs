@@ -294,6 +294,7 @@ impl Trainer {
             admissible: self.spec.rollout.admissible,
             slots: self.spec.rollout.slots,
             scoring: self.spec.rollout.action_scoring,
+            prefix_cache: self.spec.rollout.prefix_cache,
         };
         rollout(&self.model, &self.tok, &cfg)
     }
@@ -369,6 +370,7 @@ impl Trainer {
             admissible: self.spec.rollout.admissible,
             slots: self.spec.rollout.slots,
             scoring: self.spec.rollout.action_scoring,
+            prefix_cache: self.spec.rollout.prefix_cache,
         };
         if r.source == RolloutSource::Reflexion {
             let (first, last) = trial_success(&reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?);
@@ -484,6 +486,7 @@ impl Trainer {
             admissible: self.spec.rollout.admissible,
             slots: self.spec.rollout.slots,
             scoring: self.spec.rollout.action_scoring,
+            prefix_cache: self.spec.rollout.prefix_cache,
         }
     }
 
