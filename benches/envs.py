@@ -85,30 +85,34 @@ def main():
         "the Python column runs the bridge's classes directly with the gold path (on the train split; "
         "trajflow's task ids fall in all three), so the ratio is the process boundary's cost.",
         "",
-        "| rollout | model | episodes | turns | generated tokens | seconds | episodes/s | tokens/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rollout | model | prefix cache | episodes | turns | generated tokens | seconds | episodes/s | tokens/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for env, model, tasks, k, turns in [
-        ("household-pick", "small:household-pick", 8, 4, 10),
-        ("kitchen", "small:kitchen", 8, 4, 20),
-        ("household-pick", "smollm2-135m", 4, 2, 6),
-        ("twx:coin", "smollm2-135m", 4, 2, 6),
+    for env, model, tasks, k, turns, cache in [
+        ("household-pick", "small:household-pick", 8, 4, 10, False),
+        ("kitchen", "small:kitchen", 8, 4, 20, False),
+        ("household-pick", "smollm2-135m", 4, 2, 6, False),
+        ("household-pick", "smollm2-135m", 4, 2, 6, True),
+        ("twx:coin", "smollm2-135m", 4, 2, 6, False),
+        ("twx:coin", "smollm2-135m", 4, 2, 6, True),
     ]:
         if QUICK:
             tasks, k = 2, 2
         r = cargo_bench(
             "--mode", "rollout", "--env", env, "--model", model,
             "--tasks", str(tasks), "--k", str(k), "--max-turns", str(turns),
+            *(["--prefix-cache"] if cache else []),
         )
         lines.append(
-            f"| `{env}` | `{model}` | {r['episodes']} | {r['turns']} | {r['generated_tokens']} | "
-            f"{r['seconds']:.1f} | {r['episodes_per_s']:.3f} | {r['tokens_per_s']:.1f} |"
+            f"| `{env}` | `{model}` | {'yes' if cache else 'no'} | {r['episodes']} | {r['turns']} | "
+            f"{r['generated_tokens']} | {r['seconds']:.1f} | {r['episodes_per_s']:.3f} | {r['tokens_per_s']:.1f} |"
         )
         print(lines[-1], flush=True)
     lines += [
         "",
         "Rollouts: admissible-action mode, temperature 1, one generation call per turn for all live",
-        "episodes (lock-step batches), CPU.",
+        "episodes (lock-step batches), CPU. With the prefix cache a turn feeds only the tokens after",
+        "the cached conversation (same episodes up to floating-point rounding).",
     ]
     write_result("envs.md", lines)
 

@@ -2,13 +2,14 @@
 //!
 //!     cargo bench --bench envs -- --mode steps --env NAME [--episodes 200]
 //!     cargo bench --bench envs -- --mode rollout --env NAME --model SPEC [--tasks 8] [--k 4]
-//!                                 [--max-turns 10] [--max-new-tokens 16]
+//!                                 [--max-turns 10] [--max-new-tokens 16] [--prefix-cache]
 //!
 //! steps: the expert plays `episodes` tasks; every step is an expert query and a step (two round
 //! trips for a bridge), steps/s = steps / wall time, resets included. The first episode (a bridge's
 //! process start) is not timed.
 //! rollout: the model plays tasks × k episodes in admissible-action mode (sampled, temperature 1);
-//! episodes/s and generated tokens/s of the whole rollout, env time included.
+//! episodes/s and generated tokens/s of the whole rollout, env time included; `--prefix-cache`
+//! keeps each episode's keys and values between turns.
 //! Prints one JSON line.
 
 use std::time::Instant;
@@ -68,8 +69,10 @@ fn main() {
             ..Default::default()
         };
         let max_turns = arg(&args, "--max-turns", 10);
+        let prefix_cache = args.iter().any(|a| a == "--prefix-cache");
         let cfg = RolloutConfig {
             admissible: true,
+            prefix_cache,
             ..RolloutConfig::new(&name, (0..tasks).collect(), k, sampling, max_turns, &spec)
         };
         let start = Instant::now();
@@ -81,7 +84,7 @@ fn main() {
             .sum();
         let turns: usize = rows.iter().map(|r| r.turn_rewards.len()).sum();
         println!(
-            "{{\"mode\": \"rollout\", \"env\": \"{name}\", \"model\": \"{spec}\", \"episodes\": {}, \"turns\": {turns}, \
+            "{{\"mode\": \"rollout\", \"env\": \"{name}\", \"model\": \"{spec}\", \"prefix_cache\": {prefix_cache}, \"episodes\": {}, \"turns\": {turns}, \
              \"generated_tokens\": {generated}, \"seconds\": {secs:.3}, \"episodes_per_s\": {:.3}, \"tokens_per_s\": {:.1}}}",
             rows.len(),
             rows.len() as f64 / secs,
