@@ -56,7 +56,9 @@ for seed in $SEEDS; do
     dir="$OUT/$(label_of "$spec")-s$seed"
     done_run "$dir" && continue
     rm -rf "$dir"
-    case $p in
+    # LOOP itself runs from scratch (its warm start is the shared one); "loop:KEY=VALUE" variants
+    # fork from that warm start like every other pipeline.
+    case $spec in
       loop)
         # shellcheck disable=SC2086
         $BIN run pipelines/loop.toml --out "$dir" --quiet --set run.seed=$seed --set run.iterations=$ITERATIONS $GLOBAL ;;
