@@ -150,7 +150,7 @@ pub fn generate_cached(
     prompts: &[Vec<i64>],
     s: &Sampling,
     allowed: Option<&[Vec<Vec<i64>>]>,
-    mut caches: Option<&mut [Option<PrefixCache>]>,
+    caches: Option<&mut [Option<PrefixCache>]>,
 ) -> Result<Vec<Generation>> {
     let dev = model.device();
     let b = prompts.len() as i64;
@@ -241,7 +241,7 @@ pub fn generate_cached(
         let step_valid: Vec<bool> = done.iter().map(|d| !d).collect();
         key_valid = Tensor::cat(&[key_valid, Tensor::from_slice(&step_valid).view([b, 1]).to(dev)], 1);
     }
-    if let Some(caches) = caches.as_deref_mut() {
+    if let Some(caches) = caches {
         for (r, (p, g)) in prompts.iter().zip(&out).enumerate() {
             let ids: Vec<i64> = p.iter().chain(&g.tokens[..g.tokens.len().saturating_sub(1)]).copied().collect();
             caches[r] = Some(extract(&cache, &key_valid, r as i64, ids));

@@ -65,12 +65,16 @@ pub fn train_and_reward(
             seed,
         };
         stats.loss = fit(&reward_model, &mut opt, None, &pairs, objective, &schedule)?.loss;
-        let r = reward(&reward_model, policy, cfg.beta, &pairs, max_batch_tokens)?;
+        // The policy's log-probs of the pairs are their DPO reference, already in `logp_old`.
+        let theta: Vec<Vec<f32>> = pairs.iter().map(|e| e.logp_old.clone()).collect();
+        let r = reward(&reward_model, &theta, cfg.beta, &pairs, max_batch_tokens)?;
         let right = r.chunks(2).filter(|p| p[0] > p[1]).count();
         stats.accuracy = right as f64 / count.pairs as f64;
     }
     let examples: Vec<Example> = rows.iter().map(action_example).collect();
-    let rewards = reward(&reward_model, policy, cfg.beta, &examples, max_batch_tokens)?;
+    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
+    let theta = token_logprobs(policy, &seqs, max_batch_tokens)?;
+    let rewards = reward(&reward_model, &theta, cfg.beta, &examples, max_batch_tokens)?;
     for (row, r) in rows.iter_mut().zip(rewards) {
         row.reward = r;
         row.turn_rewards = vec![r];
@@ -93,20 +97,20 @@ fn action_example(row: &EpisodeRow) -> Example {
     }
 }
 
-/// `β·Σ (log π_φ − log π_θ)` over each example's masked tokens.
+/// `β·Σ (log π_φ − log π_θ)` over each example's masked tokens, `theta` holding the policy's
+/// per-token log-probs of each example.
 fn reward(
     reward_model: &Decoder,
-    policy: &Decoder,
+    theta: &[Vec<f32>],
     beta: f64,
     examples: &[Example],
     max_batch_tokens: usize,
 ) -> Result<Vec<f32>> {
     let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
     let phi = token_logprobs(reward_model, &seqs, max_batch_tokens)?;
-    let theta = token_logprobs(policy, &seqs, max_batch_tokens)?;
     Ok(examples
         .iter()
-        .zip(phi.iter().zip(&theta))
+        .zip(phi.iter().zip(theta))
         .map(|(e, (p, t))| {
             let sum: f64 = (0..e.tokens.len()).filter(|&j| e.mask[j] > 0.0).map(|j| f64::from(p[j] - t[j])).sum();
             (beta * sum) as f32
@@ -187,13 +191,15 @@ mod tests {
         let policy = Decoder::new(DecoderConfig::small(12), Device::Cpu);
         let other = Decoder::new(DecoderConfig::small(12), Device::Cpu);
         let ex = action_example(&rows()[1]);
-        let r = reward(&other, &policy, 0.5, std::slice::from_ref(&ex), 4096).unwrap()[0];
+        let t = token_logprobs(&policy, std::slice::from_ref(&ex.tokens), 4096).unwrap();
+        let r = reward(&other, &t, 0.5, std::slice::from_ref(&ex), 4096).unwrap()[0];
         let p = token_logprobs(&other, std::slice::from_ref(&ex.tokens), 4096).unwrap().remove(0);
-        let t = token_logprobs(&policy, std::slice::from_ref(&ex.tokens), 4096).unwrap().remove(0);
+        let t = t[0].clone();
         let want = 0.5 * ((p[2] - t[2]) + (p[3] - t[3]));
         assert!((r - want).abs() < 1e-5, "{r} vs {want}");
         assert!(r != 0.0);
         let same = policy.duplicate().unwrap();
-        assert_eq!(reward(&same, &policy, 0.5, &[ex], 4096).unwrap()[0], 0.0);
+        let theta = token_logprobs(&policy, std::slice::from_ref(&ex.tokens), 4096).unwrap();
+        assert_eq!(reward(&same, &theta, 0.5, &[ex], 4096).unwrap()[0], 0.0);
     }
 }

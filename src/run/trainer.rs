@@ -88,6 +88,9 @@ fn rl_optimizer(model: &Decoder, spec: &TrainingSpec) -> AdamW {
     AdamW::new(model.trainable_variables(), cfg)
 }
 
+/// Per expert episode, the admissible actions before each of its actions.
+type Admissible = Vec<Vec<String>>;
+
 /// `RUN/checkpoints/iter-NNNN`.
 pub fn checkpoint_dir(run: &Path, iteration: u64) -> PathBuf {
     run.join("checkpoints").join(format!("iter-{iteration:04}"))
@@ -441,7 +444,7 @@ impl Trainer {
         seed: u64,
         iteration: u64,
         choices: bool,
-    ) -> Result<(Vec<EpisodeRow>, Vec<Vec<Vec<String>>>)> {
+    ) -> Result<(Vec<EpisodeRow>, Vec<Admissible>)> {
         let env = &self.spec.rollout.env;
         let rows = demos::expert_rows_and_choices(env, tasks, seed, &self.tok, &self.spec.model.name, choices)?;
         Ok(rows
