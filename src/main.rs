@@ -3,6 +3,9 @@
 use clap::Parser;
 
 fn main() {
+    // The torch-free build runs data commands itself and hands the rest to the libtorch build.
+    #[cfg(not(feature = "torch"))]
+    trajflow::cli::hand_over::hand_over_if_needed(&std::env::args_os().collect::<Vec<_>>());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAJFLOW_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

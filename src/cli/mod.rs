@@ -1,6 +1,8 @@
 //! The `trajflow` command line: clap definitions and one function per subcommand. Library errors
 //! come back as [`crate::Error`]; `main.rs` prints them and exits non-zero.
 
+#[cfg(not(feature = "torch"))]
+pub mod hand_over;
 mod inspect;
 #[cfg(feature = "torch")]
 mod model;
@@ -57,7 +59,8 @@ pub enum Command {
         /// Output dataset directory (created if needed; parts are added atomically).
         #[arg(long)]
         output: PathBuf,
-        /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
+        /// Output columns: every trajectory column plus the new ones (all), episode_id + every
+        /// column the stages write (outputs), or episode_id + the results, without intermediates (final).
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
         /// Training on the rows.
@@ -94,7 +97,8 @@ pub enum Command {
         /// [model], else smollm2-135m).
         #[arg(long)]
         import_model: Option<String>,
-        /// Output columns: every trajectory column plus the new ones, or episode_id + the new ones.
+        /// Output columns: every trajectory column plus the new ones (all), episode_id + every
+        /// column the stages write (outputs), or episode_id + the results, without intermediates (final).
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
         /// Training on the rows.
@@ -438,7 +442,7 @@ type ImportFormat = crate::import::Format;
 /// Import needs the tokenizers of the torch build.
 #[cfg(not(feature = "torch"))]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ImportFormat {
+pub enum ImportFormat {
     /// OpenAI chat messages.
     Openai,
 }

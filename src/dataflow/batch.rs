@@ -2,7 +2,7 @@
 //! the file it came from. Within a process batches move by pointer; between processes they are
 //! serialised as Arrow IPC streams (schema + buffers), so no row is ever re-encoded field by field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
@@ -39,6 +39,13 @@ impl Batch {
             })
             .collect()
     }
+}
+
+/// `rows` without the columns not named in `names` (no data is copied).
+pub fn retain(rows: &RecordBatch, names: &BTreeSet<String>) -> RecordBatch {
+    let schema = rows.schema();
+    let picked: Vec<usize> = (0..schema.fields().len()).filter(|&i| names.contains(schema.field(i).name())).collect();
+    rows.project(&picked).expect("projecting onto existing column indices cannot fail")
 }
 
 /// The `episode_id` of every row (every layout the dataflow sees has the column).

@@ -25,7 +25,7 @@ pub use source::InputLayout;
 pub use watch::Importer;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -100,6 +100,29 @@ pub enum Columns {
     All,
     /// `episode_id` and the columns the stages write (join them back by `episode_id`).
     Outputs,
+    /// `episode_id` and the pipeline's results: the columns the stages write that no later stage
+    /// reads (intermediates such as POAD's `action_end` are left out).
+    Final,
+}
+
+impl Columns {
+    /// The columns the output dataset gets, or `None` for every column.
+    pub fn kept(self, plan: &Plan) -> Option<Vec<String>> {
+        if self == Columns::All {
+            return None;
+        }
+        let read_after = |i: usize, name: &str| plan.stages[i + 1..].iter().any(|s| s.read.values().any(|c| c == name));
+        let mut kept = vec!["episode_id".to_string()];
+        for (i, stage) in plan.stages.iter().enumerate() {
+            for (name, _) in &stage.writes {
+                let wanted = self == Columns::Outputs || !read_after(i, name);
+                if wanted && !kept.contains(name) {
+                    kept.push(name.clone());
+                }
+            }
+        }
+        Some(kept)
+    }
 }
 
 /// What the leader does with each epoch's stage outputs when a pipeline trains on its input
@@ -160,11 +183,7 @@ pub fn run(
     let consumer = Arc::new(Mutex::new(consumer));
     let plan = Arc::new(plan);
     let layout = Arc::new(InputLayout::new(&plan, columns));
-    let keep: Option<Vec<String>> = (columns == Columns::Outputs).then(|| {
-        std::iter::once("episode_id".to_string())
-            .chain(plan.stages.iter().flat_map(|s| s.writes.iter().map(|(n, _)| n.clone())))
-            .collect()
-    });
+    let keep = columns.kept(&plan);
     let dataset = Dataset::create(&output)?;
     let errors = ErrorSlot::default();
     let tag = crate::schema::TableSchema::trajectory().tag();
@@ -187,7 +206,7 @@ pub fn run(
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
-            let out = render(rows, p.clone(), e.clone(), false);
+            let out = render(rows, p.clone(), e.clone(), false, keep.as_deref());
             if gathering {
                 gather_to_leader(out.clone(), &probe, gathered.clone());
             }
@@ -407,12 +426,15 @@ fn read_files<'s>(
 }
 
 /// Renders the plan's stages: runs of local stages as one map, grouped stages via [`grouped`]
-/// (`per_epoch`: see [`grouped::render_grouped`]).
+/// (`per_epoch`: see [`grouped::render_grouped`]). With `keep` (the output's columns), rows
+/// entering a grouped stage are first cut down to `keep` and what this and later stages read, so
+/// that the grouped stage's exchange moves no column that nothing downstream uses.
 fn render<'s>(
     rows: Stream<'s, u64, Vec<Batch>>,
     plan: Arc<Plan>,
     errors: ErrorSlot,
     per_epoch: bool,
+    keep: Option<&[String]>,
 ) -> Stream<'s, u64, Vec<Batch>> {
     // Split the stage list at grouped stages: leading locals, then (grouped, locals after it)*.
     let mut leading = Vec::new();
@@ -445,6 +467,11 @@ fn render<'s>(
             .container::<Vec<Batch>>();
     }
     for (g, after) in segments {
+        if let Some(keep) = keep {
+            let live: BTreeSet<String> =
+                keep.iter().cloned().chain(plan.stages[g..].iter().flat_map(|s| s.read.values().cloned())).collect();
+            stream = stream.map_in_place(move |b| b.rows = batch::retain(&b.rows, &live));
+        }
         stream = grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), per_epoch);
     }
     stream

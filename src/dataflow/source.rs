@@ -1,6 +1,7 @@
 //! Reading input files into the dataflow. Every worker receives every announced file and reads
-//! its own shard: the row groups whose index is congruent to the worker index modulo the number
-//! of workers, so N workers together read each row exactly once. Each file is checked against the
+//! its own shard: row group `g` of file `f` goes to worker `(hash(f) + g) mod workers`, so N
+//! workers together read each row exactly once, and files of a single row group (small parts,
+//! the usual case) are spread over the workers instead of all landing on worker 0. Each file is checked against the
 //! columns the plan needs and its rows against [`crate::schema::rows`]; the batch is then laid out
 //! in the plan's fixed output layout (missing optional columns become nulls), so that batches from
 //! different files can be written to one part.
@@ -31,7 +32,7 @@ pub struct InputLayout {
 
 impl InputLayout {
     /// The layout for `plan`. With [`Columns::All`] rows carry every trajectory column (so the
-    /// output is a complete dataset); with [`Columns::Outputs`] only what the stages read.
+    /// output is a complete dataset); otherwise only what the stages read.
     pub fn new(plan: &Plan, columns: Columns) -> InputLayout {
         // The trajectory table's fields in table order, then input columns it does not have
         // (renamed columns of a foreign dataset), so outputs keep the familiar column order.
@@ -41,7 +42,7 @@ impl InputLayout {
                 .iter()
                 .map(|f| Field::new(&f.name, f.ty.to_arrow(), f.name != "episode_id"))
                 .collect(),
-            Columns::Outputs => Vec::new(),
+            Columns::Outputs | Columns::Final => Vec::new(),
         };
         for (name, ty) in &plan.input_columns {
             match fields.iter().position(|f| f.name() == name) {
@@ -74,7 +75,8 @@ impl InputLayout {
             .filter(|f| file_schema.field_with_name(f.name()).is_ok())
             .map(|f| f.name().clone())
             .collect();
-        let groups: Vec<usize> = (0..reader.num_row_groups()).filter(|g| g % peers == worker).collect();
+        let first = (super::cluster::stable_hash(path.as_os_str().as_encoded_bytes()) % peers as u64) as usize;
+        let groups: Vec<usize> = (0..reader.num_row_groups()).filter(|g| (first + g) % peers == worker).collect();
         if groups.is_empty() {
             return Ok(Vec::new());
         }

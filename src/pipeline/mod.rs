@@ -4,6 +4,7 @@
 
 pub mod explain;
 pub mod plan;
+pub mod reduction;
 pub mod spec;
 pub mod training;
 

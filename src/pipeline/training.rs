@@ -32,6 +32,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::reduction::Reduction;
 use crate::error::{Error, Result};
 
 /// `[model]`.
@@ -746,8 +747,7 @@ impl TrainingSpec {
     }
 
     /// The loss reduction.
-    #[cfg(feature = "torch")]
-    pub fn reduction(&self) -> crate::train::losses::Reduction {
+    pub fn reduction(&self) -> Reduction {
         self.learner.reduction.parse().expect("checked at parse time")
     }
 
@@ -790,8 +790,7 @@ impl TrainingSpec {
             return bad("rollout", "temperature", format!("must be > 0, got {}", r.temperature));
         }
         let l = &self.learner;
-        #[cfg(feature = "torch")]
-        if let Err(e) = l.reduction.parse::<crate::train::losses::Reduction>() {
+        if let Err(e) = l.reduction.parse::<Reduction>() {
             return bad("learner", "reduction", e);
         }
         if !(l.clip.is_finite() && l.clip > 0.0 && (l.clip < 1.0 || l.clip_bound != ClipBound::Symmetric)) {
@@ -915,13 +914,7 @@ impl TrainingSpec {
         if !(l.imitation.is_finite() && l.imitation >= 0.0) {
             return bad("learner", "imitation", format!("must be a finite number ≥ 0, got {}", l.imitation));
         }
-        #[cfg(feature = "torch")]
-        if l.imitation > 0.0
-            && matches!(
-                self.reduction(),
-                crate::train::losses::Reduction::TokenMean | crate::train::losses::Reduction::AllPositionsMean
-            )
-        {
+        if l.imitation > 0.0 && matches!(self.reduction(), Reduction::TokenMean | Reduction::AllPositionsMean) {
             return bad(
                 "learner",
                 "reduction",

@@ -25,10 +25,9 @@
 //! **Metrics** returned next to a loss are detached and always use the token mean over the mask
 //! (veRL's `masked_mean`), whatever the loss's reduction.
 
-use std::fmt;
-use std::str::FromStr;
-
 use tch::{Kind, Tensor};
+
+pub use crate::pipeline::reduction::Reduction;
 
 /// veRL's `masked_mean` epsilon, added to token counts in denominators.
 pub const MASK_EPS: f64 = 1e-8;
@@ -38,63 +37,6 @@ pub const LOG_RATIO_CLAMP: f64 = 20.0;
 pub const K3_D_CLAMP: f64 = 20.0;
 /// See [`K3_D_CLAMP`].
 pub const K3_CLAMP: f64 = 10.0;
-
-/// How a per-token loss `[B, T]` is reduced to a scalar over the mask `m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reduction {
-    /// `Σ(ℓ·m) / (Σm + 1e-8)` over the whole batch: every action token weighs the same.
-    /// POAD's `masked_mean`; veRL `"token-mean"`.
-    TokenMean,
-    /// Per row `Σ_t(ℓ·m) / (Σ_t m + 1e-8)`, then the mean over rows with at least one token.
-    /// LOOP's per-trajectory token mean averaged over the minibatch; veRL `"seq-mean-token-mean"`.
-    SeqMeanTokenMean,
-    /// Per row `Σ_t(ℓ·m)`, then the mean over rows with at least one token.
-    /// veRL `"seq-mean-token-sum"`.
-    SeqMeanTokenSum,
-    /// `Σ(ℓ·m)`.
-    Sum,
-    /// `Σ(ℓ·m) / (B·T)`: masked positions count in the denominator (contributing 0).
-    /// RetroAct's `mean` over all positions, prompt and padding included.
-    AllPositionsMean,
-}
-
-impl Reduction {
-    /// The config name: veRL's `loss_agg_mode` where one exists.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reduction::TokenMean => "token-mean",
-            Reduction::SeqMeanTokenMean => "seq-mean-token-mean",
-            Reduction::SeqMeanTokenSum => "seq-mean-token-sum",
-            Reduction::Sum => "sum",
-            Reduction::AllPositionsMean => "all-positions-mean",
-        }
-    }
-}
-
-impl fmt::Display for Reduction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Reduction {
-    type Err = String;
-
-    /// Parses the names of [`Reduction::as_str`] (`_` accepted for `-`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.replace('_', "-").as_str() {
-            "token-mean" => Ok(Reduction::TokenMean),
-            "seq-mean-token-mean" => Ok(Reduction::SeqMeanTokenMean),
-            "seq-mean-token-sum" => Ok(Reduction::SeqMeanTokenSum),
-            "sum" => Ok(Reduction::Sum),
-            "all-positions-mean" => Ok(Reduction::AllPositionsMean),
-            _ => Err(format!(
-                "unknown reduction {s:?} (token-mean, seq-mean-token-mean, seq-mean-token-sum, sum, \
-                 all-positions-mean)"
-            )),
-        }
-    }
-}
 
 /// The kind losses are computed in: f64 stays f64, anything else becomes f32.
 fn compute_kind(t: &Tensor) -> Kind {
