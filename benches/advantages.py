@@ -6,8 +6,10 @@
 
 Generates (once, cached in --workdir) a synthetic dataset of >= --min-tokens tokens in 32 Parquet
 files, then for each pipeline runs, best of --repeat:
-- trajflow reprocess -w 2, writing only episode_id + the outputs (`--columns outputs`) and writing
-  every column (default);
+- trajflow reprocess -w 2 with the torch-free build (`--bin`, default target/lite/release/trajflow:
+  the front that runs data commands without loading libtorch), writing only episode_id + the
+  stages' outputs (`--columns outputs`) and writing every column (default); and, with `--torch-bin`,
+  the outputs variant run by the libtorch build, to show its start-up cost;
 - reference.py (episode_id + outputs) and reference.py --all-columns.
 It reports wall time of the whole command and the in-process time (trajflow's own timing; the sum
 of the reference's read/pad/compute/write), plus compute-only throughput: trajflow's kernels bench
@@ -55,6 +57,7 @@ def timed(cmd, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", help="trajflow binary (default: release if built, else debug)")
+    ap.add_argument("--torch-bin", help="the libtorch build, for its wall time on the outputs variant")
     ap.add_argument("--workdir", default="/tmp/trajflow-bench")
     ap.add_argument("--groups", type=int, default=10500)
     ap.add_argument("--group-size", type=int, default=6)
@@ -99,6 +102,8 @@ def main():
                     ("tf_all", [exe, "reprocess", toml, "--input", data, "-w", "2"]),
                     ("torch_out", ref),
                     ("torch_all", ref + ["--all-columns"])]
+        if a.torch_bin:
+            variants.append(("tf_libtorch_out", [a.torch_bin] + variants[0][1][1:]))
         for key, base in variants:
             best = None
             for _ in range(a.repeat):
@@ -133,23 +138,26 @@ def main():
         f"--seed {a.seed}`, 32 Parquet files); trajflow `{os.path.relpath(exe, ROOT)}` with 2 workers; "
         f"best of {a.repeat}; `python benches/advantages.py --kernels ...`.",
         "",
-        "Throughput in tokens/s. *outputs*: write episode_id + the computed columns (trajflow "
-        "`--columns outputs`, reference default); *all*: write every column. *wall*: the whole "
-        "command; *in-process*: without start-up (trajflow loads libtorch, ~0.5 s; Python imports "
-        "torch, ~2 s), i.e. Parquet read + compute + Parquet write. *compute*: the arithmetic alone on "
-        "data in memory (trajflow: `cargo bench --bench kernels`, one thread; PyTorch: the reference's "
-        "compute phase on padded tensors, both cores).",
+        "Throughput in tokens/s. *outputs*: write episode_id + every column the stages write (trajflow "
+        "`--columns outputs`; the reference writes the same columns); *all*: write every column. *wall*: the whole command "
+        "(trajflow: the torch-free build, which does not load libtorch; Python imports torch, ~2 s); "
+        "*libtorch build*: the same command run by the libtorch build (loads libtorch and its CUDA "
+        "libraries, ~0.5 s warm); *in-process*: without start-up, i.e. Parquet read + compute + Parquet "
+        "write. *compute*: the arithmetic alone on data in memory (trajflow: `cargo bench --bench "
+        "kernels`, one thread; PyTorch: the reference's compute phase on padded tensors, both cores).",
         "",
-        "| pipeline | wall, outputs: trajflow / PyTorch | in-process, outputs | in-process, all | compute only |",
-        "|---|---|---|---|---|",
+        "| pipeline | wall, outputs: trajflow / PyTorch | wall, all | wall, outputs, libtorch build | "
+        "in-process, outputs | in-process, all | compute only |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         cells = [r["pipeline"]]
-        for key in ("wall", "out", "all"):
-            if key == "wall":
-                t, p = r["tf_out"][0], r["torch_out"][0]
-            else:
-                t, p = r[f"tf_{key}"][1], r[f"torch_{key}"][1]
+        for tf, ref, i in (("tf_out", "torch_out", 0), ("tf_all", "torch_all", 0), ("tf_libtorch_out", "torch_out", 0),
+                           ("tf_out", "torch_out", 1), ("tf_all", "torch_all", 1)):
+            if tf not in r:
+                cells.append("-")
+                continue
+            t, p = r[tf][i], r[ref][i]
             cells.append(f"{m(t)} / {m(p)} = **{p / t:.1f}x**")
         k = kernels.get(r["pipeline"])
         pc_ = r["torch_out_compute"]

@@ -35,8 +35,8 @@ from reference import dataset_files  # noqa: E402
 PIPELINES = {
     "loop_advantages": ["episode_advantage", "keep", "advantages"],
     "grpo_advantages": ["episode_advantage", "advantages"],
-    "poad_advantages": ["advantages", "returns"],
-    "ntpo_advantages": ["advantages", "returns"],
+    "poad_advantages": ["action_end", "advantages", "returns"],
+    "ntpo_advantages": ["action_end", "advantages", "returns"],
     "reinforce_pp_advantages": ["returns", "advantages"],
 }
 TOL = 1e-5

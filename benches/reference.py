@@ -105,8 +105,8 @@ class Padder:
 
     def unpad(self, padded):
         flat = padded[self.valid].numpy()
-        return pa.LargeListArray.from_arrays(pa.array(self.offsets), pa.array(flat)).cast(
-            pa.list_(pa.float32()))
+        item = pa.bool_() if padded.dtype == torch.bool else pa.float32()
+        return pa.LargeListArray.from_arrays(pa.array(self.offsets), pa.array(flat)).cast(pa.list_(item))
 
 
 # ------------------------------------------------------------------------------ group baselines
@@ -305,6 +305,7 @@ def run(pipeline, input_path, output_path, all_columns=False, quiet=False):
         act, is_last, tclamp = action_structure(seg, turns, n_turns)
         R, D, N = folded_steps(act, tclamp, rewards, n_turns, p["gamma"])
         if p["kind"] == "gae":
+            out["action_end"] = is_last  # the action_boundaries stage's column
             adv, ret = gae_tokens(act, is_last, tclamp, V, R, D, N, bootstrap, p)
             out["advantages"] = whiten(adv, act)
             out["returns"] = ret

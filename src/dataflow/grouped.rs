@@ -117,7 +117,10 @@ pub fn render_grouped<'s>(
         .container::<Vec<(u64, Batch)>>()
         .exchange(|(worker, _)| *worker);
 
-    // 2. Contributions, as differential updates: +1 for a row's new contribution, −1 for the one it replaces.
+    // 2. Contributions, as differential updates: +1 for a row's new contribution, −1 for the one it
+    //    replaces. A contribution is tagged with its episode's hash, not its id: the reduce only
+    //    needs each (tag, stat) with its multiplicity (two episodes sharing a hash and a stat add up
+    //    to multiplicity 2, and a retraction cancels exactly one), and sorting u64s is far cheaper.
     let (p, e) = (plan.clone(), errors.clone());
     let contributions = routed
         .clone()
@@ -142,26 +145,26 @@ pub fn render_grouped<'s>(
                             }
                         };
                         for ((ep, key), stat) in episode_ids(&batch.rows).into_iter().zip(keys).zip(stats) {
-                            let new = (key, stat);
+                            let (new, id) = ((key, stat), stable_hash(ep.as_bytes()));
                             match last.get(&ep) {
                                 Some(old) if *old == new => continue,
-                                Some(old) => session.give(((old.0.clone(), (ep.clone(), old.1)), t, -1isize)),
+                                Some(old) => session.give(((old.0.clone(), (id, old.1)), t, -1isize)),
                                 None => {}
                             }
-                            session.give(((new.0.clone(), (ep.clone(), new.1)), t, 1isize));
+                            session.give(((new.0.clone(), (id, new.1)), t, 1isize));
                             last.insert(ep, new);
                         }
                     }
                 });
             }
         })
-        .container::<Vec<((String, (String, Stat)), u64, isize)>>();
+        .container::<Vec<((String, (u64, Stat)), u64, isize)>>();
 
     // 3. Fold each group's contributions in a differential arrangement.
     let p = plan.clone();
     let summaries = contributions
         .as_collection()
-        .reduce_named(&format!("Summarize[{id}]"), move |_group, vals: &[(&(String, Stat), isize)], out| {
+        .reduce_named(&format!("Summarize[{id}]"), move |_group, vals: &[(&(u64, Stat), isize)], out| {
             let mut it = vals.iter().map(|(v, m)| (v.1, (*m).max(0) as usize));
             out.push((grouped_op(&p, stage).summarize(&mut it), 1isize));
         })
