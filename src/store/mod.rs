@@ -328,6 +328,32 @@ mod tests {
         assert_eq!(got, vec![("a".into(), 1.0), ("b".into(), 3.0), ("c".into(), 4.0)]);
     }
 
+    #[test]
+    fn scalar_columns_get_page_statistics_and_token_lists_none() {
+        use arrow::array::ListArray;
+        let b = batch(&["a", "b"], &[1.0, 2.0]);
+        let lists = ListArray::from_iter_primitive::<arrow::datatypes::Float32Type, _, _>(vec![
+            Some(vec![Some(0.5), Some(-1.0)]),
+            Some(vec![Some(2.0)]),
+        ]);
+        let mut fields = b.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("values", lists.data_type().clone(), true)));
+        let mut columns = b.columns().to_vec();
+        columns.push(Arc::new(lists));
+        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write_part(dir.path(), "p.parquet", &[b], "t.v1").unwrap();
+        use parquet::file::reader::FileReader;
+        let file = fs::File::open(dir.path().join("p.parquet")).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let rg = reader.metadata().row_group(0);
+        let stats: Vec<(String, bool)> =
+            rg.columns().iter().map(|c| (c.column_path().string(), c.statistics().is_some())).collect();
+        assert_eq!(stats.len(), 3, "{stats:?}");
+        assert!(stats[0].1 && stats[1].1, "episode_id and reward keep min/max: {stats:?}");
+        assert!(stats[2].0.starts_with("values") && !stats[2].1, "the list has none: {stats:?}");
+    }
+
     /// An older part without a newer nullable column reads with nulls there, whichever comes first.
     #[test]
     fn parts_missing_a_nullable_column_read_with_nulls() {

@@ -11,7 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::error::{Error, Result};
 use crate::schema::SCHEMA_METADATA_KEY;
@@ -44,11 +44,17 @@ pub fn write_part(dir: &Path, name: &str, batches: &[RecordBatch], schema_tag: &
     let tmp = dir.join(format!(".tmp-{name}"));
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     // Dictionary encoding pays off for the repeated ids and names, not for floats and token ids:
-    // trying it on 10M-value float lists costs more than the compression itself.
-    let mut props = WriterProperties::builder().set_dictionary_enabled(false);
+    // trying it on 10M-value float lists costs more than the compression itself. Page statistics
+    // (min/max, and the column index built from them) let readers skip pages of scalar columns;
+    // on per-token lists they cost a pass over every value and prune nothing.
+    let mut props =
+        WriterProperties::builder().set_dictionary_enabled(false).set_statistics_enabled(EnabledStatistics::None);
     for f in schema.fields() {
         if matches!(f.data_type(), arrow::datatypes::DataType::Utf8) {
             props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
+        }
+        if !f.data_type().is_nested() {
+            props = props.set_column_statistics_enabled(f.name().as_str().into(), EnabledStatistics::Page);
         }
     }
     let props = props
