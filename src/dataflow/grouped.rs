@@ -29,6 +29,7 @@ use differential_dataflow::AsCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::broadcast::Broadcast;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
 
@@ -68,6 +69,12 @@ fn unscoped_keys(plan: &Plan, stage: usize, rows: &RecordBatch) -> Result<Vec<St
         .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| Error::stage(&st.id, format!("group column '{name}' is missing or not utf8")))?;
     Ok((0..col.len()).map(|i| if col.is_valid(i) { col.value(i).to_string() } else { String::new() }).collect())
+}
+
+/// A group key as arranged in differential: the whole-dataset group (and null groups), `""`,
+/// becomes `None`, so that sorting its many contributions compares no strings.
+fn arranged(key: &str) -> Option<String> {
+    (!key.is_empty()).then(|| key.to_string())
 }
 
 /// Splits `rows` into one batch per owning worker: by group, or by episode when the group is
@@ -148,17 +155,17 @@ pub fn render_grouped<'s>(
                             let (new, id) = ((key, stat), stable_hash(ep.as_bytes()));
                             match last.get(&ep) {
                                 Some(old) if *old == new => continue,
-                                Some(old) => session.give(((old.0.clone(), (id, old.1)), t, -1isize)),
+                                Some(old) => session.give(((arranged(&old.0), (id, old.1)), t, -1isize)),
                                 None => {}
                             }
-                            session.give(((new.0.clone(), (id, new.1)), t, 1isize));
+                            session.give(((arranged(&new.0), (id, new.1)), t, 1isize));
                             last.insert(ep, new);
                         }
                     }
                 });
             }
         })
-        .container::<Vec<((String, (u64, Stat)), u64, isize)>>();
+        .container::<Vec<((Option<String>, (u64, Stat)), u64, isize)>>();
 
     // 3. Fold each group's contributions in a differential arrangement.
     let p = plan.clone();
@@ -168,7 +175,8 @@ pub fn render_grouped<'s>(
             let mut it = vals.iter().map(|(v, m)| (v.1, (*m).max(0) as usize));
             out.push((grouped_op(&p, stage).summarize(&mut it), 1isize));
         })
-        .inner;
+        .inner
+        .map(|((group, summary), t, diff)| ((group.unwrap_or_default(), summary), t, diff));
     // A group's summary goes to the worker holding its rows; the whole-dataset summary to all.
     let summaries = if grouped_op(&plan, stage).group_column().is_some() {
         summaries.exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| {
