@@ -44,7 +44,7 @@ fn data_commands_run_without_libtorch_and_equal_the_libtorch_build() {
             let args = ["reprocess", &pipeline(p), "--input", s(&input), "-w", "2", "--columns", columns, "--output"];
             stdout_of(lite(&[&args[..], &[s(&a)]].concat()));
             let mut full = Command::new(torch_build());
-            full.args(&args).arg(&b);
+            full.args(args).arg(&b);
             stdout_of(full);
             assert_same_dataset(&a, &b);
         }
