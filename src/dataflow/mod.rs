@@ -476,3 +476,26 @@ fn render<'s>(
     }
     stream
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(pipeline: &str, columns: Columns) -> Option<Vec<String>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines").join(pipeline);
+        columns.kept(&crate::pipeline::load(&path).unwrap())
+    }
+
+    #[test]
+    fn final_columns_leave_out_what_a_later_stage_reads() {
+        let rpp = "reinforce_pp_advantages.toml";
+        assert_eq!(kept(rpp, Columns::All), None);
+        assert_eq!(kept(rpp, Columns::Outputs).unwrap(), ["episode_id", "returns", "advantages"]);
+        assert_eq!(kept(rpp, Columns::Final).unwrap(), ["episode_id", "advantages"], "whitening reads returns");
+        // GAE's advantages are rewritten in place by the whitening: kept once, as its result.
+        let poad = "poad_advantages.toml";
+        assert_eq!(kept(poad, Columns::Final).unwrap(), ["episode_id", "action_end", "returns", "advantages"]);
+        let lp = "loop_advantages.toml";
+        assert_eq!(kept(lp, Columns::Final).unwrap(), ["episode_id", "keep", "advantages"]);
+    }
+}
