@@ -49,24 +49,23 @@ pub fn needs_torch(args: &[OsString]) -> bool {
     let Some(sub) = args.get(1).and_then(|a| a.to_str()) else {
         return false;
     };
+    let cli = Cli::command();
+    let known = |s: &str| cli.find_subcommand(s).is_some();
     if matches!(sub, "-h" | "--help" | "help") {
-        return args.len() == 2 || args.get(2).is_some_and(|a| !is_known(a.to_str().unwrap_or_default()));
+        return args.len() == 2 || args.get(2).is_some_and(|a| !known(a.to_str().unwrap_or_default()));
     }
     if sub.starts_with('-') {
         return false;
     }
-    if !is_known(sub) {
+    if !known(sub) {
         return true;
     }
     args[2..].iter().filter_map(|a| a.to_str()).any(|a| a == "--train" || a == "--import" || a.starts_with("--import="))
 }
 
-fn is_known(sub: &str) -> bool {
-    Cli::command().find_subcommand(sub).is_some()
-}
-
+/// Whether `args` name a subcommand of this build (so only `--train` / `--import` needed libtorch).
 fn is_known_subcommand(args: &[OsString]) -> bool {
-    args.get(1).and_then(|a| a.to_str()).is_some_and(is_known)
+    args.get(1).and_then(|a| a.to_str()).is_some_and(|s| Cli::command().find_subcommand(s).is_some())
 }
 
 /// Where the libtorch build is (see the module documentation), if it exists.

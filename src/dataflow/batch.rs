@@ -2,7 +2,7 @@
 //! the file it came from. Within a process batches move by pointer; between processes they are
 //! serialised as Arrow IPC streams (schema + buffers), so no row is ever re-encoded field by field.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
@@ -41,10 +41,11 @@ impl Batch {
     }
 }
 
-/// `rows` without the columns not named in `names` (no data is copied).
-pub fn retain(rows: &RecordBatch, names: &BTreeSet<String>) -> RecordBatch {
+/// The columns of `rows` named in `names`, in that order; names `rows` lacks are skipped (no data
+/// is copied).
+pub fn select(rows: &RecordBatch, names: &[String]) -> RecordBatch {
     let schema = rows.schema();
-    let picked: Vec<usize> = (0..schema.fields().len()).filter(|&i| names.contains(schema.field(i).name())).collect();
+    let picked: Vec<usize> = names.iter().filter_map(|c| schema.index_of(c).ok()).collect();
     rows.project(&picked).expect("projecting onto existing column indices cannot fail")
 }
 

@@ -25,7 +25,7 @@ pub use source::InputLayout;
 pub use watch::Importer;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -468,9 +468,13 @@ fn render<'s>(
     }
     for (g, after) in segments {
         if let Some(keep) = keep {
-            let live: BTreeSet<String> =
-                keep.iter().cloned().chain(plan.stages[g..].iter().flat_map(|s| s.read.values().cloned())).collect();
-            stream = stream.map_in_place(move |b| b.rows = batch::retain(&b.rows, &live));
+            let mut live = keep.to_vec();
+            for column in plan.stages[g..].iter().flat_map(|s| s.read.values()) {
+                if !live.contains(column) {
+                    live.push(column.clone());
+                }
+            }
+            stream = stream.map_in_place(move |b| b.rows = batch::select(&b.rows, &live));
         }
         stream = grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), per_epoch);
     }

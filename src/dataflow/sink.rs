@@ -40,13 +40,10 @@ pub fn write_parts<'s>(
             let entry = stash.entry(t).or_default();
             for container in data {
                 for b in container.drain(..).filter(|b| b.rows.num_rows() > 0) {
-                    match &keep {
-                        None => entry.push(b.rows),
-                        Some(cols) => match project(&b.rows, cols) {
-                            Ok(rows) => entry.push(rows),
-                            Err(e) => errors.set(e),
-                        },
-                    }
+                    entry.push(match &keep {
+                        None => b.rows,
+                        Some(cols) => super::batch::select(&b.rows, cols),
+                    });
                 }
             }
         });
@@ -64,10 +61,4 @@ pub fn write_parts<'s>(
             }
         }
     });
-}
-
-fn project(rows: &RecordBatch, columns: &[String]) -> crate::error::Result<RecordBatch> {
-    let schema = rows.schema();
-    let idx: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
-    Ok(rows.project(&idx)?)
 }

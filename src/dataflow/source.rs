@@ -1,10 +1,10 @@
 //! Reading input files into the dataflow. Every worker receives every announced file and reads
 //! its own shard: row group `g` of file `f` goes to worker `(hash(f) + g) mod workers`, so N
-//! workers together read each row exactly once, and files of a single row group (small parts,
-//! the usual case) are spread over the workers instead of all landing on worker 0. Each file is checked against the
-//! columns the plan needs and its rows against [`crate::schema::rows`]; the batch is then laid out
-//! in the plan's fixed output layout (missing optional columns become nulls), so that batches from
-//! different files can be written to one part.
+//! workers together read each row exactly once, and files of a single row group (small parts, the
+//! usual case) are spread over the workers instead of all landing on worker 0. Each file is
+//! checked against the columns the plan needs and its rows against [`crate::schema::rows`]; the
+//! batch is then laid out in the plan's fixed output layout (missing optional columns become
+//! nulls), so that batches from different files can be written to one part.
 
 use std::collections::BTreeMap;
 use std::path::Path;
