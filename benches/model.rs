@@ -38,6 +38,8 @@ fn random_ids(rng: &mut SplitMix, b: i64, t: i64, vocab: i64) -> Tensor {
 }
 
 fn main() {
+    // As the `trajflow` binary does ([`trajflow::memory`]).
+    let retained = trajflow::memory::retain_freed_memory(true);
     let args: Vec<String> = std::env::args().collect();
     let which: String = arg(&args, "--model", "small".to_string());
     let mode: String = arg(&args, "--mode", "train".to_string());
@@ -90,7 +92,7 @@ fn main() {
     };
     let shape = if mode == "train" { format!("\"seq\": {t}") } else { format!("\"new_tokens\": {new_tokens}") };
     println!(
-        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}}}",
+        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
         tokens / seconds,
         peak_rss_mb(),
         tch::get_num_threads()

@@ -24,6 +24,7 @@ pub mod env;
 pub mod error;
 #[cfg(feature = "torch")]
 pub mod import;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    trajflow::memory::retain_freed_memory(cfg!(feature = "torch"));
     // The torch-free build runs data commands itself and hands the rest to the libtorch build.
     #[cfg(not(feature = "torch"))]
     trajflow::cli::hand_over::hand_over_if_needed(&std::env::args_os().collect::<Vec<_>>());
