@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Benchmark: model training steps and greedy generation, trajflow (tch) vs PyTorch/transformers.
 
-    python benches/model.py [--bin-bench PATH] [--quick] [--threads N] [--only small:train ...]
+    python benches/model.py [--bin-bench PATH] [--quick] [--threads N] [--repeat N] [--only small:train ...]
                             [--results benches/results/model.md]
 
 For each configuration below, the trajflow benchmark binary and benches/model_reference.py are
 run as separate processes (so peak RSS is per run), both with the same CLI
     --model {small,smollm2} --mode {train,generate} --batch B (--seq T --steps S | --new-tokens N)
-and both print one JSON line {"impl", "model", "mode", "batch", "seq"/"new_tokens",
+    --precision {float32,bf16}
+and both print one JSON line {"impl", "model", "mode", "precision", "batch", "seq"/"new_tokens",
 "tokens_per_s", "seconds", "peak_rss_mb", "torch_threads"} (see model_reference.py for what is
-timed). Configurations:
+timed). Configurations, each in float32 and in bf16 (autocast on the PyTorch side):
     train    small    B=8, T=256, 5 steps       generate small    B=8, 32-token prompts, 64 new
     train    smollm2  B=4, T=256, 5 steps       generate smollm2  B=4, 32-token prompts, 64 new
---quick: 2 steps, 16 new tokens.
+--quick: 2 steps, 16 new tokens. --only MODEL:MODE[:PRECISION] picks a subset.
 
 The binary is --bin-bench, default: the newest executable target/release/deps/model-* (not *.d),
 i.e. what `cargo bench --bench model --no-run` builds. Without one only the PyTorch side runs and
@@ -31,11 +32,15 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-CONFIGS = [  # (model, mode, batch)
-    ("small", "train", 8),
-    ("smollm2", "train", 4),
-    ("small", "generate", 8),
-    ("smollm2", "generate", 4),
+CONFIGS = [  # (model, mode, batch, precision)
+    ("small", "train", 8, "float32"),
+    ("smollm2", "train", 4, "float32"),
+    ("small", "generate", 8, "float32"),
+    ("smollm2", "generate", 4, "float32"),
+    ("small", "train", 8, "bf16"),
+    ("smollm2", "train", 4, "bf16"),
+    ("small", "generate", 8, "bf16"),
+    ("smollm2", "generate", 4, "bf16"),
 ]
 SEQ = 256
 PROMPT_LEN = 32  # fixed in model_reference.py (and the Rust binary)
@@ -60,6 +65,13 @@ def run_one(cmd):
     return res
 
 
+def best(kept, res):
+    """The faster of two results (either may be None)."""
+    if kept is None or (res is not None and res["tokens_per_s"] > kept["tokens_per_s"]):
+        return res
+    return kept
+
+
 def fmt_tps(res):
     return "-" if res is None else f"{res['tokens_per_s']:,.0f}"
 
@@ -73,7 +85,9 @@ def main():
     ap.add_argument("--bin-bench", help="trajflow model benchmark binary (default: newest target/release/deps/model-*)")
     ap.add_argument("--quick", action="store_true", help="2 train steps, 16 new tokens")
     ap.add_argument("--threads", type=int, help="passed to both sides as --threads")
-    ap.add_argument("--only", nargs="*", help="subset of MODEL:MODE, e.g. small:train smollm2:generate")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each side N times, alternating, and keep each side's best (noisy machines)")
+    ap.add_argument("--only", nargs="*", help="subset of MODEL:MODE[:PRECISION], e.g. small:train smollm2:generate:bf16")
     ap.add_argument("--python", default=sys.executable, help="interpreter for model_reference.py")
     ap.add_argument("--results", default=os.path.join(HERE, "results", "model.md"))
     a = ap.parse_args()
@@ -85,14 +99,14 @@ def main():
         binary = None
     if binary is None:
         print("warning: no trajflow model benchmark binary; running the PyTorch side only", file=sys.stderr)
-    configs = [c for c in CONFIGS if not a.only or f"{c[0]}:{c[1]}" in a.only]
+    configs = [c for c in CONFIGS if not a.only or f"{c[0]}:{c[1]}" in a.only or f"{c[0]}:{c[1]}:{c[3]}" in a.only]
     if not configs:
-        ap.error(f"--only matched nothing; choose from {[f'{m}:{o}' for m, o, _ in CONFIGS]}")
+        ap.error(f"--only matched nothing; choose from {[f'{m}:{o}[:{p}]' for m, o, _, p in CONFIGS]}")
 
     load_before = os.getloadavg()
     rows, raw, failed = [], [], False
-    for model, mode, batch in configs:
-        args = ["--model", model, "--mode", mode, "--batch", str(batch)]
+    for model, mode, batch, precision in configs:
+        args = ["--model", model, "--mode", mode, "--batch", str(batch), "--precision", precision]
         if mode == "train":
             args += ["--seq", str(SEQ), "--steps", str(steps)]
             shape = f"B={batch}, T={SEQ}, {steps} steps"
@@ -101,28 +115,31 @@ def main():
             shape = f"B={batch}, prompt {PROMPT_LEN}, +{new_tokens} tokens"
         if a.threads:
             args += ["--threads", str(a.threads)]
-        tf = None
-        if binary:
-            tf = run_one([binary] + args)
-            failed |= tf is None
-        pt = run_one([a.python, os.path.join(HERE, "model_reference.py")] + args)
-        failed |= pt is None
+        tf = pt = None
+        for _ in range(a.repeat):
+            if binary:
+                r = run_one([binary] + args)
+                failed |= r is None
+                tf = best(tf, r)
+            r = run_one([a.python, os.path.join(HERE, "model_reference.py")] + args)
+            failed |= r is None
+            pt = best(pt, r)
         raw += [r for r in (tf, pt) if r is not None]
         ratio = f"**{tf['tokens_per_s'] / pt['tokens_per_s']:.2f}x**" if tf and pt else "-"
-        rows.append(f"| {model} | {mode} | {shape} | {fmt_tps(tf)} | {fmt_tps(pt)} | {ratio} "
+        rows.append(f"| {model} | {mode} | {precision} | {shape} | {fmt_tps(tf)} | {fmt_tps(pt)} | {ratio} "
                     f"| {fmt_rss(tf)} | {fmt_rss(pt)} |")
 
     threads = next((r["torch_threads"] for r in raw if r.get("impl") == "pytorch"), None)
     tf_threads = next((r["torch_threads"] for r in raw if r.get("impl") == "trajflow"), None)
     load_after = os.getloadavg()
     cmdline = "python benches/model.py" + (" --quick" if a.quick else "") + \
-        (f" --threads {a.threads}" if a.threads else "")
+        (f" --threads {a.threads}" if a.threads else "") + (f" --repeat {a.repeat}" if a.repeat > 1 else "")
     bin_desc = f"`{os.path.relpath(binary, ROOT)}`" if binary else "none (trajflow not run)"
     out = [
         "# Model benchmarks: trajflow (tch) vs PyTorch/transformers",
         "",
         f"{datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
-        f"{os.cpu_count()} CPU(s), no GPU; float32, CPU; torch threads: trajflow {tf_threads or '-'}, "
+        f"{os.cpu_count()} CPU(s), no GPU; CPU; torch threads: trajflow {tf_threads or '-'}, "
         f"PyTorch {threads or '-'}; load average (1 min) {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; trajflow binary {bin_desc}; `{cmdline}`.",
         "",
@@ -132,11 +149,14 @@ def main():
         "*train*: tokens/s = B·T·steps / time of the timed steps (forward, next-token NLL, backward, "
         "AdamW lr 1e-5; one untimed warm-up step). *generate*: greedy decoding with KV cache, "
         "tokens/s = generated tokens (B·new) / time (one untimed 4-token warm-up). Peak RSS: "
-        "the process's maxrss (each run is its own process). Ratio = trajflow / PyTorch.",
+        "the process's maxrss (each run is its own process). Ratio = trajflow / PyTorch. *bf16*: "
+        "trajflow `precision = bf16` (bfloat16 matrix products, float32 weights), PyTorch "
+        "`torch.autocast('cpu', torch.bfloat16)` around the same work. "
+        f"Each side run {a.repeat} time(s), alternating; the best run of each side is shown.",
         "",
-        "| model | mode | shape | trajflow tokens/s | PyTorch tokens/s | ratio | trajflow peak RSS (MB) "
-        "| PyTorch peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | mode | precision | shape | trajflow tokens/s | PyTorch tokens/s | ratio "
+        "| trajflow peak RSS (MB) | PyTorch peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

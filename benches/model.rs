@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench model -- --model small|smollm2 --mode train|generate
 //!                                  [--batch 8] [--seq 256] [--steps 5] [--new-tokens 64]
+//!                                  [--precision float32|bf16]
 //!
 //! train: forward + next-token NLL + backward + AdamW step on random tokens, tokens/s = B·T·steps/s.
 //! generate: greedy KV-cache decoding of B prompts of 32 tokens, tokens/s = B·new_tokens/s.
@@ -14,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 use trajflow::model::config::DecoderConfig;
 use trajflow::model::generate::{generate, Sampling};
 use trajflow::model::llama::Decoder;
+use trajflow::model::precision::Precision;
 use trajflow::synth::SplitMix;
 use trajflow::train::losses::{nll_loss, Reduction};
 use trajflow::train::optim::{AdamW, OptimConfig};
@@ -47,8 +49,9 @@ fn main() {
     let t: i64 = arg(&args, "--seq", 256);
     let steps: usize = arg(&args, "--steps", 5);
     let new_tokens: usize = arg(&args, "--new-tokens", 64);
+    let precision: String = arg(&args, "--precision", "float32".to_string());
     tch::manual_seed(0);
-    let (model, tok) = match which.as_str() {
+    let (mut model, tok) = match which.as_str() {
         "small" => (Decoder::new(DecoderConfig::small(49152), Device::Cpu), None),
         "smollm2" => {
             let (m, tk) = trajflow::model::load("smollm2-135m", Device::Cpu).expect("run `make model` first");
@@ -56,6 +59,11 @@ fn main() {
         }
         other => panic!("unknown model {other}"),
     };
+    model.set_precision(match precision.as_str() {
+        "float32" => Precision::Float32,
+        "bf16" => Precision::Bf16,
+        other => panic!("unknown precision {other}"),
+    });
     let vocab = model.cfg.vocab_size;
     let mut rng = SplitMix::new(1);
     let (tokens, seconds) = if mode == "train" {
@@ -92,7 +100,7 @@ fn main() {
     };
     let shape = if mode == "train" { format!("\"seq\": {t}") } else { format!("\"new_tokens\": {new_tokens}") };
     println!(
-        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
+        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"precision\": \"{precision}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
         tokens / seconds,
         peak_rss_mb(),
         tch::get_num_threads()

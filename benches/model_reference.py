@@ -3,6 +3,7 @@
 
     python benches/model_reference.py --model {small,smollm2} --mode {train,generate}
         [--batch 8] [--seq 256] [--steps 5] [--new-tokens 64] [--threads N] [--gguf PATH]
+        [--precision float32|bf16]
 
 Models (float32, CPU, sdpa attention):
 - small: a random-init LlamaForCausalLM (torch.manual_seed(0)): vocab 49152, hidden 128, ffn 344,
@@ -120,18 +121,21 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     ap.add_argument("--gguf", default=DEFAULT_GGUF, help="SmolLM2 GGUF (for --model smollm2)")
+    ap.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                    help="bf16: torch.autocast(cpu, bfloat16) around the timed work (weights stay float32)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     model = small_model() if a.model == "small" else smollm2_model(a.gguf)
 
-    out = {"impl": "pytorch", "model": a.model, "mode": a.mode, "batch": a.batch}
-    if a.mode == "train":
-        tokens, seconds = bench_train(model, a.batch, a.seq, a.steps)
-        out["seq"] = a.seq
-    else:
-        tokens, seconds = bench_generate(model, a.batch, a.new_tokens)
-        out["new_tokens"] = a.new_tokens
+    out = {"impl": "pytorch", "model": a.model, "mode": a.mode, "precision": a.precision, "batch": a.batch}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+        if a.mode == "train":
+            tokens, seconds = bench_train(model, a.batch, a.seq, a.steps)
+            out["seq"] = a.seq
+        else:
+            tokens, seconds = bench_generate(model, a.batch, a.new_tokens)
+            out["new_tokens"] = a.new_tokens
     out.update(tokens_per_s=round(tokens / seconds, 2), seconds=round(seconds, 4),
                peak_rss_mb=round(peak_rss_mb(), 1), torch_threads=torch.get_num_threads())
     print(json.dumps(out), flush=True)

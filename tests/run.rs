@@ -332,6 +332,31 @@ fn lora_runs_train_only_the_adapter_and_resume_exactly() {
     assert!(err.contains("[model]") && err.contains("x_proj"), "{err}");
 }
 
+/// `[model] precision = "bf16"`: a run trains with bfloat16 products and float32 weights; a
+/// resumed bf16 run equals the uninterrupted one bit for bit (the cached bf16 weight copies are
+/// rebuilt, not saved); an unknown precision is an error naming the key.
+#[test]
+fn bf16_runs_keep_float32_weights_and_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline("loop.toml");
+    let bf16 = ["model.precision=\"bf16\""];
+    let full = tmp.path().join("full");
+    run(Path::new(&p), &full, &bf16);
+    let f = full.join("checkpoints/iter-0002/weights.safetensors");
+    let tensors = tch::Tensor::read_safetensors(f).unwrap();
+    assert!(!tensors.is_empty() && tensors.iter().all(|(_, t)| t.kind() == tch::Kind::Float));
+    let part = tmp.path().join("part");
+    run(Path::new(&p), &part, &[&bf16[..], &["run.iterations=1"]].concat());
+    ok(&["run", "--resume", s(&part), "--quiet", "--set", "run.iterations=2"]);
+    assert_eq!(weights(&full, 2), weights(&part, 2));
+    assert_eq!(metrics(&full), metrics(&part));
+    let f32_run = tmp.path().join("f32");
+    run(Path::new(&p), &f32_run, &["run.iterations=1"]);
+    assert_ne!(weights(&f32_run, 1), weights(&part, 1), "bf16 trained exactly like float32");
+    let err = fails(&["run", &p, "--out", s(&tmp.path().join("bad")), "--set", "model.precision=\"fp8\""]);
+    assert!(err.contains("[model]") && err.contains("fp8"), "{err}");
+}
+
 /// A bridged environment that crashes in one task's episodes (tests/fixtures/counter_bridge.py
 /// kills itself at task 13's second step): the run goes on; the broken episodes are stored in
 /// `RUN/env-failures/` with their error, counted in the metrics, and kept out of the trajectories

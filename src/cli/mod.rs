@@ -179,6 +179,9 @@ pub enum Command {
         /// Sampler seed.
         #[arg(long, default_value_t = 0)]
         seed: i64,
+        /// Arithmetic of the matrix products (`bf16`: autocast-style mixed precision).
+        #[arg(long, value_enum, default_value_t = crate::model::precision::Precision::Float32)]
+        precision: crate::model::precision::Precision,
     },
     /// Import logged conversations as token-exact trajectories (through a model's chat template).
     #[cfg(feature = "torch")]
@@ -314,6 +317,9 @@ pub enum Command {
         /// Name of the log-prob column.
         #[arg(long, default_value = "logp")]
         column: String,
+        /// Arithmetic of the matrix products (`bf16`: autocast-style mixed precision).
+        #[arg(long, value_enum, default_value_t = crate::model::precision::Precision::Float32)]
+        precision: crate::model::precision::Precision,
     },
 }
 
@@ -594,7 +600,7 @@ pub fn run(cli: Cli) -> Result<String> {
         #[cfg(feature = "torch")]
         Command::Doctor => Ok(crate::device::report()),
         #[cfg(feature = "torch")]
-        Command::Generate { model, chat, prompt, max_new_tokens, temperature, top_k, top_p, seed } => {
+        Command::Generate { model, chat, prompt, max_new_tokens, temperature, top_k, top_p, seed, precision } => {
             let s = crate::model::generate::Sampling {
                 temperature,
                 top_k,
@@ -603,10 +609,12 @@ pub fn run(cli: Cli) -> Result<String> {
                 seed,
                 ..Default::default()
             };
-            model::run_generate(&model, chat.as_deref(), prompt.as_deref(), s)
+            model::run_generate(&model, precision, chat.as_deref(), prompt.as_deref(), s)
         }
         #[cfg(feature = "torch")]
-        Command::Score { model, input, output, column } => model::run_score(&model, &input, &output, &column),
+        Command::Score { model, input, output, column, precision } => {
+            model::run_score(&model, precision, &input, &output, &column)
+        }
         #[cfg(feature = "torch")]
         Command::Import { format, input, output, model } => model::run_import(format, &input, &output, &model),
         #[cfg(feature = "torch")]

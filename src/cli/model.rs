@@ -8,6 +8,7 @@ use arrow::datatypes::Int32Type;
 
 use crate::error::{Error, Result};
 use crate::model::generate::{generate, Sampling};
+use crate::model::precision::Precision;
 use crate::model::tokenizer::Message;
 use crate::store::{input_parts, read_part, Dataset};
 
@@ -17,8 +18,15 @@ pub fn device() -> tch::Device {
 }
 
 /// Generates a reply to `chat` (rendered with the model's chat template) or continues `prompt`.
-pub fn run_generate(spec: &str, chat: Option<&str>, prompt: Option<&str>, s: Sampling) -> Result<String> {
-    let (model, tok) = crate::model::load(spec, device())?;
+pub fn run_generate(
+    spec: &str,
+    precision: Precision,
+    chat: Option<&str>,
+    prompt: Option<&str>,
+    s: Sampling,
+) -> Result<String> {
+    let (mut model, tok) = crate::model::load(spec, device())?;
+    model.set_precision(precision);
     let text = match (chat, prompt) {
         (Some(c), None) => tok.apply_chat_template(&[Message::new("user", c)], true)?,
         (None, Some(p)) => p.to_string(),
@@ -42,8 +50,15 @@ pub fn run_generate(spec: &str, chat: Option<&str>, prompt: Option<&str>, s: Sam
 }
 
 /// Writes `output`: the rows of `input` plus a per-token log-prob column `column` of `tokens`.
-pub fn run_score(spec: &str, input: &std::path::Path, output: &std::path::Path, column: &str) -> Result<String> {
-    let (model, _) = crate::model::load(spec, device())?;
+pub fn run_score(
+    spec: &str,
+    precision: Precision,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    column: &str,
+) -> Result<String> {
+    let (mut model, _) = crate::model::load(spec, device())?;
+    model.set_precision(precision);
     let out = Dataset::create(output)?;
     let mut rows = 0;
     for part in input_parts(input)? {

@@ -11,6 +11,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::config::DecoderConfig;
+use super::precision::Precision;
 use super::weights::Weights;
 use crate::error::{Error, Result};
 
@@ -86,6 +87,11 @@ pub struct Decoder {
     inv_freq: Tensor,
     /// The LoRA adapter, once attached ([`super::lora`]).
     pub(crate) adapter: Option<super::lora::Adapter>,
+    /// The arithmetic of the matrix products ([`Precision`]).
+    precision: Precision,
+    /// Reduced-precision copies of weights for products that pass no gradient to them (see
+    /// [`Decoder::cast`]), keyed by the weight's storage address, with its version counter then.
+    casts: std::sync::Mutex<std::collections::HashMap<usize, (i64, Tensor)>>,
 }
 
 /// At most this many rows make a product "few rows" (a decoding step), see [`times_transposed`].
@@ -97,11 +103,13 @@ const LARGE_WEIGHT: i64 = 1 << 17;
 /// (packs) the right-hand operand of the sgemm, and packing a large weight costs more than the
 /// product; as the left-hand operand it is read in place: (`w`·`x`ᵀ)ᵀ. Measured on CPU
 /// (`benches/model.py`, greedy decoding): SmolLM2-135M at 4 rows 53 -> 115 tokens/s; small
-/// weights (below [`LARGE_WEIGHT`]) lose, so they keep the plain product.
+/// weights (below [`LARGE_WEIGHT`]) lose, so they keep the plain product, as do bf16 operands
+/// (oneDNN's kernels, 1.5x slower the other way round) and CUDA.
 fn times_transposed(x: &Tensor, w: &Tensor) -> Tensor {
     let size = x.size();
     let rows = size[..size.len() - 1].iter().product::<i64>();
-    if rows > FEW_ROWS || (w.numel() as i64) < LARGE_WEIGHT {
+    let packs = w.kind() == Kind::Float && w.device() == Device::Cpu;
+    if !packs || rows > FEW_ROWS || (w.numel() as i64) < LARGE_WEIGHT {
         return x.matmul(&w.tr());
     }
     let mut out = size.clone();
@@ -161,7 +169,7 @@ impl Decoder {
             .divide_scalar(hd as f64)
             .multiply_scalar(-(cfg.rope_theta.ln()))
             .exp();
-        Decoder { cfg, vs, embed, blocks, norm, lm_head, inv_freq, adapter: None }
+        Decoder { cfg, vs, embed, blocks, norm, lm_head, inv_freq, adapter: None, precision: Precision::Float32, casts: Default::default() }
     }
 
     /// A decoder holding `weights` (every variable must be present, with its shape).
@@ -189,6 +197,7 @@ impl Decoder {
     pub fn duplicate(&self) -> Result<Decoder> {
         let mut copy = Decoder::new(self.cfg.clone(), self.device());
         copy.vs.copy(&self.vs)?;
+        copy.precision = self.precision;
         if let Some(a) = &self.adapter {
             super::lora::attach(&mut copy, a.cfg.clone())?;
             let own = copy.adapter.as_mut().expect("attached above");
@@ -210,6 +219,17 @@ impl Decoder {
     /// Every variable store of the model (the base, then the adapter's), for checkpoints.
     pub fn stores(&self) -> Vec<&nn::VarStore> {
         std::iter::once(&self.vs).chain(self.adapter.as_ref().map(|a| &a.vs)).collect()
+    }
+
+    /// Sets the arithmetic of the matrix products (the weights stay float32).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        self.casts.get_mut().expect("no thread panicked holding the casts").clear();
+    }
+
+    /// The arithmetic of the matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The attached LoRA adapter, if any.
@@ -258,9 +278,10 @@ impl Decoder {
             let q = self.project(&blk.q, &a).view([b, t, h, hd]).transpose(1, 2);
             let k = self.project(&blk.k, &a).view([b, t, kvh, hd]).transpose(1, 2);
             let v = self.project(&blk.v, &a).view([b, t, kvh, hd]).transpose(1, 2);
-            let q = &q * &cos + rotate_half(&q) * &sin;
-            let mut k = &k * &cos + rotate_half(&k) * &sin;
-            let mut v = v;
+            let kind = self.precision.matmul_kind();
+            let q = (&q * &cos + rotate_half(&q) * &sin).to_kind(kind);
+            let mut k = (&k * &cos + rotate_half(&k) * &sin).to_kind(kind);
+            let mut v = v.to_kind(kind);
             if let Some(c) = cache.as_mut() {
                 if let Some((pk, pv)) = &c.layers[i] {
                     k = Tensor::cat(&[pk, &k], 2);
@@ -278,9 +299,39 @@ impl Decoder {
         rms_norm(&x, &self.norm, self.cfg.rms_eps)
     }
 
+    /// [`times_transposed`] in this decoder's precision.
+    fn times_transposed(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        match self.precision {
+            Precision::Float32 => times_transposed(x, w),
+            p => times_transposed(&x.to_kind(p.matmul_kind()), &self.cast(w, x)),
+        }
+    }
+
+    /// Weight `w` in the matrix products' kind, for a product with `x`. When the product passes a
+    /// gradient to `w` (both require one) this is a fresh, differentiable cast; otherwise (decoding,
+    /// scoring, a frozen base under LoRA) a cached copy, recast once `w`'s version counter shows an
+    /// in-place change (an optimiser step, a load): a decoding step would otherwise cast every
+    /// weight again.
+    fn cast(&self, w: &Tensor, x: &Tensor) -> Tensor {
+        let kind = self.precision.matmul_kind();
+        if x.requires_grad() && w.requires_grad() {
+            return w.to_kind(kind);
+        }
+        let (key, version) = (w.data_ptr() as usize, w.internal_version());
+        let mut casts = self.casts.lock().expect("no thread panicked holding the casts");
+        match casts.get(&key) {
+            Some((v, c)) if *v == version => c.shallow_clone(),
+            _ => {
+                let c = tch::no_grad(|| w.to_kind(kind));
+                casts.insert(key, (version, c.shallow_clone()));
+                c
+            }
+        }
+    }
+
     /// `x` through projection `p`, plus its LoRA update when the adapter is attached and on.
     fn project(&self, p: &Proj, x: &Tensor) -> Tensor {
-        let y = times_transposed(x, &p.linear.ws);
+        let y = self.times_transposed(x, &p.linear.ws);
         let y = match &p.linear.bs {
             Some(b) => y + b,
             None => y,
@@ -293,7 +344,7 @@ impl Decoder {
 
     /// Logits [B, T, V] of `hidden` states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        times_transposed(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
+        self.times_transposed(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
     }
 
     /// Logits [B, T, V] for unpadded sequences `ids` [B, T] starting at position 0.
@@ -321,6 +372,55 @@ pub fn attention_mask(key_valid: &Tensor, t: i64, past: i64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids() -> Tensor {
+        Tensor::from_slice(&[1i64, 5, 9, 20, 7, 3, 3, 8, 11, 2, 4, 6]).view([2, 6])
+    }
+
+    /// bf16 logits stay close to float32's (and do differ: the products really ran in bf16);
+    /// the gradients of a bf16 step point the same way as float32's and land in float32 weights.
+    #[test]
+    fn bf16_matches_float32_within_its_precision() {
+        tch::manual_seed(11);
+        let mut m = Decoder::new(DecoderConfig::small(64), Device::Cpu);
+        let loss = |m: &Decoder| m.forward(&ids()).log_softmax(-1, Kind::Float).mean(Kind::Float);
+        let grads = |m: &Decoder| {
+            for mut v in m.vs.trainable_variables() {
+                v.zero_grad();
+            }
+            loss(m).backward();
+            Tensor::cat(&m.vs.trainable_variables().iter().map(|v| v.grad().flatten(0, -1)).collect::<Vec<_>>(), 0)
+        };
+        let (f32_logits, f32_grads) = (tch::no_grad(|| m.forward(&ids())), grads(&m));
+        m.set_precision(Precision::Bf16);
+        let (bf_logits, bf_grads) = (tch::no_grad(|| m.forward(&ids())), grads(&m));
+        assert_eq!(bf_logits.kind(), Kind::BFloat16);
+        let diff = (&f32_logits - bf_logits.to_kind(Kind::Float)).abs().max().double_value(&[]);
+        let scale = f32_logits.abs().max().double_value(&[]);
+        assert!(diff > 0.0 && diff < 0.02 * scale, "max |logit diff| {diff} (max |logit| {scale})");
+        assert!(m.vs.trainable_variables().iter().all(|v| v.kind() == Kind::Float && v.grad().kind() == Kind::Float));
+        let cos = (&f32_grads * &bf_grads).sum(Kind::Float).double_value(&[])
+            / (f32_grads.norm().double_value(&[]) * bf_grads.norm().double_value(&[]));
+        assert!(cos > 0.99, "cosine of float32 and bf16 gradients {cos}");
+    }
+
+    /// Inference reuses cached bf16 weights, but an in-place change of a weight (an optimiser
+    /// step) invalidates its copy: the next forward equals a fresh decoder's.
+    #[test]
+    fn cached_bf16_weights_follow_in_place_updates() {
+        tch::manual_seed(12);
+        let mut m = Decoder::new(DecoderConfig::small(64), Device::Cpu);
+        m.set_precision(Precision::Bf16);
+        let before = tch::no_grad(|| m.forward(&ids()));
+        tch::no_grad(|| {
+            let mut w = m.blocks[1].up.linear.ws.shallow_clone();
+            let _ = w.g_mul_scalar_(1.5);
+        });
+        let after = tch::no_grad(|| m.forward(&ids()));
+        let fresh = tch::no_grad(|| m.duplicate().unwrap().forward(&ids()));
+        assert!(after.not_equal_tensor(&before).any().int64_value(&[]) == 1, "the update changed nothing");
+        assert!(after.equal(&fresh), "a stale bf16 copy was used after the update");
+    }
 
     /// The decoding-step product (weight on the left) equals the plain one, for few and many
     /// rows, small and large weights, 2-D and 3-D inputs, and passes gradients to both operands.

@@ -17,6 +17,7 @@ pub mod heads;
 pub mod llama;
 #[cfg(feature = "torch")]
 pub mod lora;
+pub mod precision;
 #[cfg(feature = "torch")]
 pub mod prefix_cache;
 #[cfg(feature = "torch")]

@@ -48,6 +48,10 @@ pub struct ModelSection {
     /// adapter in PEFT's layout and load as base + merged adapter).
     #[serde(default)]
     pub lora: Option<LoraSection>,
+    /// `float32`, or `bf16`: matrix products with bfloat16 operands, the rest and the weights in
+    /// float32 (autocast; [`crate::model::precision`]).
+    #[serde(default)]
+    pub precision: crate::model::precision::Precision,
 }
 
 /// `[model.lora]`: a LoRA adapter on the decoder's projections.

@@ -125,6 +125,7 @@ impl Trainer {
         let tok = crate::model::load_tokenizer(&spec.model.name)?;
         tch::manual_seed(spec.run.seed as i64);
         let mut model = crate::model::load_decoder(&spec.model.name, device)?;
+        model.set_precision(spec.model.precision);
         if let Some(l) = &spec.model.lora {
             let cfg = LoraConfig { r: l.r, alpha: l.alpha, dropout: l.dropout, targets: l.targets.clone() };
             lora::attach(&mut model, cfg)?;
@@ -574,7 +575,9 @@ impl Trainer {
         if l.kl_coef > 0.0 {
             if self.reference.is_none() {
                 let ckpt = checkpoint_dir(&self.dir, 0);
-                self.reference = Some(crate::model::load_decoder(&ckpt.to_string_lossy(), self.model.device())?);
+                let mut reference = crate::model::load_decoder(&ckpt.to_string_lossy(), self.model.device())?;
+                reference.set_precision(self.spec.model.precision);
+                self.reference = Some(reference);
             }
             let reference = self.reference.as_ref().expect("loaded above");
             score_reference(reference, &mut examples, self.spec.model.max_batch_tokens)?;

@@ -160,6 +160,27 @@ pub fn per_token_f32<U>(
     Ok(list_array(offsets, Arc::new(Float32Array::from(values))))
 }
 
+/// Two `list<float32>` columns with the row layout of `template`, filled together: row `i` of
+/// both is `fill(i, first, second)` (both start zeroed), for operators that compute two per-token
+/// outputs in one pass.
+pub fn per_token_f32_pair<U>(
+    template: &Lists<'_, U>,
+    rows: usize,
+    mut fill: impl FnMut(usize, &mut [f32], &mut [f32]) -> Result<(), String>,
+) -> Result<(ArrayRef, ArrayRef), String> {
+    let mut second = Vec::new();
+    let (offsets, first) = per_token(template, rows, |i, out: &mut [f32]| {
+        let start = second.len();
+        second.resize(start + out.len(), 0.0);
+        fill(i, out, &mut second[start..])
+    })?;
+    let arrays = (
+        list_array(offsets.clone(), Arc::new(Float32Array::from(first))),
+        list_array(offsets, Arc::new(Float32Array::from(second))),
+    );
+    Ok(arrays)
+}
+
 /// Builds a `list<bool>` with the row layout of `template` (rows start all false).
 pub fn per_token_bool<U>(
     template: &Lists<'_, U>,

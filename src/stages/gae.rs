@@ -16,7 +16,7 @@
 use arrow::array::ArrayRef;
 use arrow::datatypes::Float32Type;
 
-use super::columns::{per_token_f32, StageInput};
+use super::columns::{per_token_f32_pair, StageInput};
 use super::discounted_return::{bootstrap, bootstrap_columns};
 use super::episode::Episodes;
 use super::{params, Col, Describe, LocalOp, ParamError};
@@ -93,20 +93,12 @@ impl LocalOp for Gae {
     fn apply(&self, input: &StageInput<'_>) -> Result<Vec<ArrayRef>, String> {
         let ep = Episodes::new(input)?;
         let values = input.lists::<Float32Type>("values")?;
-        let rows = input.num_rows();
-        let mut returns: Vec<Vec<f32>> = Vec::with_capacity(rows);
-        let advantages = per_token_f32(&ep.segments, rows, |i, adv| {
+        let (advantages, returns) = per_token_f32_pair(&ep.segments, input.num_rows(), |i, adv, ret| {
             let v = values.row(i);
             if v.len() != adv.len() {
                 return Err(format!("row {i}: values has {} entries for {} tokens", v.len(), adv.len()));
             }
-            let mut ret = vec![0f32; adv.len()];
-            gae(&ep.spans(i)?, ep.turn_rewards.row(i), v, bootstrap(input, i)?, &self.p, adv, &mut ret);
-            returns.push(ret);
-            Ok(())
-        })?;
-        let returns = per_token_f32(&ep.segments, rows, |i, out| {
-            out.copy_from_slice(&returns[i]);
+            gae(&ep.spans(i)?, ep.turn_rewards.row(i), v, bootstrap(input, i)?, &self.p, adv, ret);
             Ok(())
         })?;
         Ok(vec![advantages, returns])
