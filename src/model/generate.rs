@@ -86,6 +86,12 @@ fn filter_logits(logits: &Tensor, s: &Sampling) -> Tensor {
     l
 }
 
+/// log softmax(`logits`)[r, `next`[r]] for every row r, as the chosen logit minus the row's
+/// log-sum-exp (no [B, V] log-softmax is written).
+fn chosen_logprob(logits: &Tensor, next: &Tensor) -> Tensor {
+    logits.gather(1, &next.unsqueeze(1), false).squeeze_dim(1) - logits.logsumexp([-1i64], false)
+}
+
 /// Draws one token per row of `probs` [B, V] by inverting the cumulative distribution with our
 /// own seeded generator (libtorch's is global, so concurrent generations would interleave draws).
 fn sample_rows(probs: &Tensor, rng: &mut SplitMix) -> Result<Vec<i64>> {
@@ -201,15 +207,11 @@ pub fn generate_cached(
         }
         let (next, logp) = if s.temperature <= 0.0 {
             let next = last.argmax(-1, false);
-            (
-                next.shallow_clone(),
-                last.log_softmax(-1, Kind::Float).gather(1, &next.unsqueeze(1), false).squeeze_dim(1),
-            )
+            (next.shallow_clone(), chosen_logprob(&last, &next))
         } else {
-            let logp_all = (&last / s.temperature).log_softmax(-1, Kind::Float);
             let probs = filter_logits(&last, s).softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
             let next = Tensor::from_slice(&sample_rows(&probs, &mut rng)?).to(dev);
-            (next.shallow_clone(), logp_all.gather(1, &next.unsqueeze(1), false).squeeze_dim(1))
+            (next.shallow_clone(), chosen_logprob(&(&last / s.temperature), &next))
         };
         let next: Vec<i64> = Vec::try_from(&next.to_device(tch::Device::Cpu))?;
         let logp: Vec<f32> = Vec::try_from(&logp.to_device(tch::Device::Cpu))?;
