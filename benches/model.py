@@ -13,7 +13,9 @@ and both print one JSON line {"impl", "model", "mode", "precision", "batch", "se
 timed). Configurations, each in float32 and in bf16 (autocast on the PyTorch side):
     train    small    B=8, T=256, 5 steps       generate small    B=8, 32-token prompts, 64 new
     train    smollm2  B=4, T=256, 5 steps       generate smollm2  B=4, 32-token prompts, 64 new
---quick: 2 steps, 16 new tokens. --only MODEL:MODE[:PRECISION] picks a subset.
+--quick: 2 steps, 16 new tokens. --only MODEL:MODE[:PRECISION] picks a subset. On a GPU machine:
+--device cuda --peak-tflops P (the GPU's dense peak at the precision, e.g. 989 for an H100 SXM in
+bf16) adds model FLOP utilisation.
 
 The binary is --bin-bench, default: the newest executable target/release/deps/model-* (not *.d),
 i.e. what `cargo bench --bench model --no-run` builds. Without one only the PyTorch side runs and
@@ -43,6 +45,19 @@ CONFIGS = [  # (model, mode, batch, precision)
     ("smollm2", "generate", 4, "bf16"),
 ]
 SEQ = 256
+# (vocab, hidden, layers, heads, kv heads, head dim, intermediate): the two benchmarked models.
+DIMS = {"small": (49152, 128, 4, 4, 2, 32, 344), "smollm2": (49152, 576, 30, 9, 3, 64, 1536)}
+
+
+def flops_per_token(model, mode, context):
+    """Model FLOPs per token (PaLM's accounting): 6N + 12·L·H·hd·T for a training token, 2N +
+    4·L·H·hd·ctx for a generated one, N = the weights of every matrix product (vocabulary head
+    included); T = the sequence length, ctx = the mean context length while decoding."""
+    v, d, layers, h, kvh, hd, inter = DIMS[model]
+    n = layers * (d * h * hd + 2 * d * kvh * hd + h * hd * d + 3 * d * inter) + v * d
+    if mode == "train":
+        return 6 * n + 12 * layers * h * hd * context
+    return 2 * n + 4 * layers * h * hd * context
 PROMPT_LEN = 32  # fixed in model_reference.py (and the Rust binary)
 
 
@@ -85,6 +100,9 @@ def main():
     ap.add_argument("--bin-bench", help="trajflow model benchmark binary (default: newest target/release/deps/model-*)")
     ap.add_argument("--quick", action="store_true", help="2 train steps, 16 new tokens")
     ap.add_argument("--threads", type=int, help="passed to both sides as --threads")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="passed to both sides")
+    ap.add_argument("--peak-tflops", type=float,
+                    help="the device's peak dense TFLOP/s at the benchmarked precision, for an MFU column")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each side N times, alternating, and keep each side's best (noisy machines)")
     ap.add_argument("--only", nargs="*", help="subset of MODEL:MODE[:PRECISION], e.g. small:train smollm2:generate:bf16")
@@ -106,7 +124,8 @@ def main():
     load_before = os.getloadavg()
     rows, raw, failed = [], [], False
     for model, mode, batch, precision in configs:
-        args = ["--model", model, "--mode", mode, "--batch", str(batch), "--precision", precision]
+        args = ["--model", model, "--mode", mode, "--batch", str(batch), "--precision", precision,
+                "--device", a.device]
         if mode == "train":
             args += ["--seq", str(SEQ), "--steps", str(steps)]
             shape = f"B={batch}, T={SEQ}, {steps} steps"
@@ -126,20 +145,29 @@ def main():
             pt = best(pt, r)
         raw += [r for r in (tf, pt) if r is not None]
         ratio = f"**{tf['tokens_per_s'] / pt['tokens_per_s']:.2f}x**" if tf and pt else "-"
+        fpt = flops_per_token(model, mode, SEQ if mode == "train" else PROMPT_LEN + new_tokens / 2)
+
+        def tflops(res):
+            if res is None:
+                return "-"
+            t = res["tokens_per_s"] * fpt / 1e12
+            return f"{t:.3f}" + (f" ({100 * t / a.peak_tflops:.1f}%)" if a.peak_tflops else "")
         rows.append(f"| {model} | {mode} | {precision} | {shape} | {fmt_tps(tf)} | {fmt_tps(pt)} | {ratio} "
-                    f"| {fmt_rss(tf)} | {fmt_rss(pt)} |")
+                    f"| {tflops(tf)} | {tflops(pt)} | {fmt_rss(tf)} | {fmt_rss(pt)} |")
 
     threads = next((r["torch_threads"] for r in raw if r.get("impl") == "pytorch"), None)
     tf_threads = next((r["torch_threads"] for r in raw if r.get("impl") == "trajflow"), None)
     load_after = os.getloadavg()
     cmdline = "python benches/model.py" + (" --quick" if a.quick else "") + \
-        (f" --threads {a.threads}" if a.threads else "") + (f" --repeat {a.repeat}" if a.repeat > 1 else "")
+        (f" --threads {a.threads}" if a.threads else "") + (f" --repeat {a.repeat}" if a.repeat > 1 else "") + \
+        (f" --device {a.device}" if a.device != "cpu" else "") + \
+        (f" --peak-tflops {a.peak_tflops}" if a.peak_tflops else "")
     bin_desc = f"`{os.path.relpath(binary, ROOT)}`" if binary else "none (trajflow not run)"
     out = [
         "# Model benchmarks: trajflow (tch) vs PyTorch/transformers",
         "",
         f"{datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
-        f"{os.cpu_count()} CPU(s), no GPU; CPU; torch threads: trajflow {tf_threads or '-'}, "
+        f"{os.cpu_count()} CPU(s), device {a.device}; torch threads: trajflow {tf_threads or '-'}, "
         f"PyTorch {threads or '-'}; load average (1 min) {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; trajflow binary {bin_desc}; `{cmdline}`.",
         "",
@@ -149,14 +177,17 @@ def main():
         "*train*: tokens/s = B·T·steps / time of the timed steps (forward, next-token NLL, backward, "
         "AdamW lr 1e-5; one untimed warm-up step). *generate*: greedy decoding with KV cache, "
         "tokens/s = generated tokens (B·new) / time (one untimed 4-token warm-up). Peak RSS: "
-        "the process's maxrss (each run is its own process). Ratio = trajflow / PyTorch. *bf16*: "
+        "the process's maxrss (each run is its own process; host memory). Ratio = trajflow / PyTorch. "
+        "TFLOP/s: tokens/s x model FLOPs per token (6N + 12·L·H·hd·T training, 2N + 4·L·H·hd·ctx "
+        "decoding; N = weights of all matrix products); MFU = that / the peak given with --peak-tflops. *bf16*: "
         "trajflow `precision = bf16` (bfloat16 matrix products, float32 weights), PyTorch "
-        "`torch.autocast('cpu', torch.bfloat16)` around the same work. "
+        f"`torch.autocast('{a.device}', torch.bfloat16)` around the same work. "
         f"Each side run {a.repeat} time(s), alternating; the best run of each side is shown.",
         "",
         "| model | mode | precision | shape | trajflow tokens/s | PyTorch tokens/s | ratio "
-        "| trajflow peak RSS (MB) | PyTorch peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| trajflow TFLOP/s" + (" (MFU)" if a.peak_tflops else "") + " | PyTorch TFLOP/s"
+        + (" (MFU)" if a.peak_tflops else "") + " | trajflow peak RSS (MB) | PyTorch peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

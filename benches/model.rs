@@ -3,7 +3,7 @@
 //!
 //!     cargo bench --bench model -- --model small|smollm2 --mode train|generate
 //!                                  [--batch 8] [--seq 256] [--steps 5] [--new-tokens 64]
-//!                                  [--precision float32|bf16]
+//!                                  [--precision float32|bf16] [--device cpu|cuda]
 //!
 //! train: forward + next-token NLL + backward + AdamW step on random tokens, tokens/s = B·T·steps/s.
 //! generate: greedy KV-cache decoding of B prompts of 32 tokens, tokens/s = B·new_tokens/s.
@@ -50,11 +50,16 @@ fn main() {
     let steps: usize = arg(&args, "--steps", 5);
     let new_tokens: usize = arg(&args, "--new-tokens", 64);
     let precision: String = arg(&args, "--precision", "float32".to_string());
+    let device = match arg(&args, "--device", "cpu".to_string()).as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => panic!("unknown device {other}"),
+    };
     tch::manual_seed(0);
     let (mut model, tok) = match which.as_str() {
-        "small" => (Decoder::new(DecoderConfig::small(49152), Device::Cpu), None),
+        "small" => (Decoder::new(DecoderConfig::small(49152), device), None),
         "smollm2" => {
-            let (m, tk) = trajflow::model::load("smollm2-135m", Device::Cpu).expect("run `make model` first");
+            let (m, tk) = trajflow::model::load("smollm2-135m", device).expect("run `make model` first");
             (m, Some(tk))
         }
         other => panic!("unknown model {other}"),
@@ -80,10 +85,13 @@ fn main() {
             let loss = nll_loss(&logp, &Tensor::ones_like(&logp), Reduction::TokenMean);
             opt.backward(&loss, None).expect("a finite loss");
         };
-        step(&random_ids(&mut rng, b, t, vocab));
+        step(&random_ids(&mut rng, b, t, vocab).to(device));
         let start = Instant::now();
         for _ in 0..steps {
-            step(&random_ids(&mut rng, b, t, vocab));
+            step(&random_ids(&mut rng, b, t, vocab).to(device));
+        }
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
         }
         ((b * t) as f64 * steps as f64, start.elapsed().as_secs_f64())
     } else {
@@ -100,7 +108,7 @@ fn main() {
     };
     let shape = if mode == "train" { format!("\"seq\": {t}") } else { format!("\"new_tokens\": {new_tokens}") };
     println!(
-        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"precision\": \"{precision}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
+        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"precision\": \"{precision}\", \"device\": \"{device:?}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
         tokens / seconds,
         peak_rss_mb(),
         tch::get_num_threads()

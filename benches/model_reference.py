@@ -3,7 +3,7 @@
 
     python benches/model_reference.py --model {small,smollm2} --mode {train,generate}
         [--batch 8] [--seq 256] [--steps 5] [--new-tokens 64] [--threads N] [--gguf PATH]
-        [--precision float32|bf16]
+        [--precision float32|bf16] [--device cpu|cuda]
 
 Models (float32, CPU, sdpa attention):
 - small: a random-init LlamaForCausalLM (torch.manual_seed(0)): vocab 49152, hidden 128, ffn 344,
@@ -68,10 +68,15 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def bench_train(model, batch, seq, steps):
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_train(model, batch, seq, steps, device):
     model.train()
     gen = torch.Generator().manual_seed(SEED)
-    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen)
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
 
     def step():
@@ -87,16 +92,17 @@ def bench_train(model, batch, seq, steps):
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = step()
+    sync(device)
     seconds = time.perf_counter() - t0
     assert torch.isfinite(loss).item()
     return batch * seq * steps, seconds
 
 
 @torch.no_grad()
-def bench_generate(model, batch, new_tokens):
+def bench_generate(model, batch, new_tokens, device):
     model.eval()
     gen = torch.Generator().manual_seed(SEED)
-    ids = torch.randint(0, model.config.vocab_size, (batch, PROMPT_LEN), generator=gen)
+    ids = torch.randint(0, model.config.vocab_size, (batch, PROMPT_LEN), generator=gen).to(device)
     mask = torch.ones_like(ids)
 
     def run(n):
@@ -106,6 +112,7 @@ def bench_generate(model, batch, new_tokens):
     run(4)  # warm-up
     t0 = time.perf_counter()
     out = run(new_tokens)
+    sync(device)
     seconds = time.perf_counter() - t0
     assert out.shape == (batch, PROMPT_LEN + new_tokens), out.shape
     return batch * new_tokens, seconds
@@ -121,20 +128,22 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     ap.add_argument("--gguf", default=DEFAULT_GGUF, help="SmolLM2 GGUF (for --model smollm2)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--precision", choices=["float32", "bf16"], default="float32",
                     help="bf16: torch.autocast(cpu, bfloat16) around the timed work (weights stay float32)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    model = small_model() if a.model == "small" else smollm2_model(a.gguf)
+    model = (small_model() if a.model == "small" else smollm2_model(a.gguf)).to(a.device)
 
-    out = {"impl": "pytorch", "model": a.model, "mode": a.mode, "precision": a.precision, "batch": a.batch}
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+    out = {"impl": "pytorch", "model": a.model, "mode": a.mode, "precision": a.precision, "device": a.device,
+           "batch": a.batch}
+    with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
         if a.mode == "train":
-            tokens, seconds = bench_train(model, a.batch, a.seq, a.steps)
+            tokens, seconds = bench_train(model, a.batch, a.seq, a.steps, a.device)
             out["seq"] = a.seq
         else:
-            tokens, seconds = bench_generate(model, a.batch, a.new_tokens)
+            tokens, seconds = bench_generate(model, a.batch, a.new_tokens, a.device)
             out["new_tokens"] = a.new_tokens
     out.update(tokens_per_s=round(tokens / seconds, 2), seconds=round(seconds, 4),
                peak_rss_mb=round(peak_rss_mb(), 1), torch_threads=torch.get_num_threads())
