@@ -50,7 +50,8 @@ fn main() {
     let steps: usize = arg(&args, "--steps", 5);
     let new_tokens: usize = arg(&args, "--new-tokens", 64);
     let precision: String = arg(&args, "--precision", "float32".to_string());
-    let device = match arg(&args, "--device", "cpu".to_string()).as_str() {
+    let device_name: String = arg(&args, "--device", "cpu".to_string());
+    let device = match device_name.as_str() {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
         other => panic!("unknown device {other}"),
@@ -108,7 +109,7 @@ fn main() {
     };
     let shape = if mode == "train" { format!("\"seq\": {t}") } else { format!("\"new_tokens\": {new_tokens}") };
     println!(
-        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"precision\": \"{precision}\", \"device\": \"{device:?}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
+        "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"precision\": \"{precision}\", \"device\": \"{device_name}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
         tokens / seconds,
         peak_rss_mb(),
         tch::get_num_threads()
