@@ -169,7 +169,18 @@ impl Decoder {
             .divide_scalar(hd as f64)
             .multiply_scalar(-(cfg.rope_theta.ln()))
             .exp();
-        Decoder { cfg, vs, embed, blocks, norm, lm_head, inv_freq, adapter: None, precision: Precision::Float32, casts: Default::default() }
+        Decoder {
+            cfg,
+            vs,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            inv_freq,
+            adapter: None,
+            precision: Precision::Float32,
+            casts: Default::default(),
+        }
     }
 
     /// A decoder holding `weights` (every variable must be present, with its shape).
@@ -427,7 +438,8 @@ mod tests {
     #[test]
     fn times_transposed_equals_the_plain_product() {
         tch::manual_seed(7);
-        for (shape, out) in [(vec![4, 1, 576], 1536), (vec![3, 576], 576), (vec![2, 40, 64], 2048), (vec![8, 128], 128)] {
+        for (shape, out) in [(vec![4, 1, 576], 1536), (vec![3, 576], 576), (vec![2, 40, 64], 2048), (vec![8, 128], 128)]
+        {
             let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)).set_requires_grad(true);
             let w = Tensor::randn([out, *shape.last().unwrap()], (Kind::Float, Device::Cpu)).set_requires_grad(true);
             let got = times_transposed(&x, &w);
