@@ -45,20 +45,19 @@ CONFIGS = [  # (model, mode, batch, precision)
     ("smollm2", "generate", 4, "bf16"),
 ]
 SEQ = 256
-# (vocab, hidden, layers, heads, kv heads, head dim, intermediate): the two benchmarked models.
-DIMS = {"small": (49152, 128, 4, 4, 2, 32, 344), "smollm2": (49152, 576, 30, 9, 3, 64, 1536)}
+PROMPT_LEN = 32  # fixed in model_reference.py (and the Rust binary)
 
 
-def flops_per_token(model, mode, context):
+def flops_per_token(dims, mode, context):
     """Model FLOPs per token (PaLM's accounting): 6N + 12·L·H·hd·T for a training token, 2N +
     4·L·H·hd·ctx for a generated one, N = the weights of every matrix product (vocabulary head
-    included); T = the sequence length, ctx = the mean context length while decoding."""
-    v, d, layers, h, kvh, hd, inter = DIMS[model]
+    included); T = the sequence length, ctx = the mean context length while decoding. `dims` as
+    model_reference.py reports them from the model's config."""
+    v, d, layers, h, kvh, hd, inter = dims
     n = layers * (d * h * hd + 2 * d * kvh * hd + h * hd * d + 3 * d * inter) + v * d
     if mode == "train":
         return 6 * n + 12 * layers * h * hd * context
     return 2 * n + 4 * layers * h * hd * context
-PROMPT_LEN = 32  # fixed in model_reference.py (and the Rust binary)
 
 
 def default_bin():
@@ -145,10 +144,11 @@ def main():
             pt = best(pt, r)
         raw += [r for r in (tf, pt) if r is not None]
         ratio = f"**{tf['tokens_per_s'] / pt['tokens_per_s']:.2f}x**" if tf and pt else "-"
-        fpt = flops_per_token(model, mode, SEQ if mode == "train" else PROMPT_LEN + new_tokens / 2)
+        dims = pt.get("dims") if pt else None
+        fpt = dims and flops_per_token(dims, mode, SEQ if mode == "train" else PROMPT_LEN + new_tokens / 2)
 
         def tflops(res):
-            if res is None:
+            if res is None or not fpt:
                 return "-"
             t = res["tokens_per_s"] * fpt / 1e12
             return f"{t:.3f}" + (f" ({100 * t / a.peak_tflops:.1f}%)" if a.peak_tflops else "")

@@ -67,11 +67,10 @@ fn main() {
         }
         other => panic!("unknown model {other}"),
     };
-    model.set_precision(match precision.as_str() {
-        "float32" => Precision::Float32,
-        "bf16" => Precision::Bf16,
-        other => panic!("unknown precision {other}"),
-    });
+    model.set_precision(
+        <Precision as clap::ValueEnum>::from_str(&precision, false)
+            .unwrap_or_else(|e| panic!("--precision {precision}: {e}")),
+    );
     let vocab = model.cfg.vocab_size;
     let mut rng = SplitMix::new(1);
     let (tokens, seconds) = if mode == "train" {

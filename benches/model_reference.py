@@ -22,6 +22,7 @@ generate: B prompts of 32 random tokens (same length, attention mask of ones); m
   tokens/s = B*new_tokens / seconds of the fastest.
 
 Prints one JSON line: {"impl": "pytorch", "model", "mode", "precision", "device", "batch", "seq" | "new_tokens",
+"dims" (vocab, hidden, layers, heads, kv heads, head dim, intermediate: for model FLOPs),
 "tokens_per_s", "seconds", "peak_rss_mb", "torch_threads"}; peak RSS is the process's
 resource.getrusage(RUSAGE_SELF).ru_maxrss (MB), so run one configuration per process.
 """
@@ -149,6 +150,10 @@ def main():
         else:
             tokens, seconds = bench_generate(model, a.batch, a.new_tokens, a.device, a.generations)
             out["new_tokens"] = a.new_tokens
+    c = model.config
+    out["dims"] = [c.vocab_size, c.hidden_size, c.num_hidden_layers, c.num_attention_heads,
+                   c.num_key_value_heads, getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+                   c.intermediate_size]
     out.update(tokens_per_s=round(tokens / seconds, 2), seconds=round(seconds, 4),
                peak_rss_mb=round(peak_rss_mb(), 1), torch_threads=torch.get_num_threads())
     print(json.dumps(out), flush=True)

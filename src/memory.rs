@@ -9,12 +9,13 @@
 //! freed memory stays there for reuse (the CPU analogue of PyTorch's CUDA caching allocator).
 //! With `one_arena`, all threads share one heap: MKL's threads allocate their own packing buffers,
 //! and in per-thread arenas each kept its own pool of freed blocks (small model: peak 2.9 GB with
-//! per-thread arenas, 2.1 GB with one; fragmentation varies, 2.1–3.6 GB over this VM's runs). The libtorch build asks for it; the torch-free build,
-//! whose timely workers allocate concurrently and hold no large buffers for long, does not.
+//! per-thread arenas, 2.1 GB with one; fragmentation varies, 2.1–3.6 GB over this VM's runs). The
+//! libtorch build asks for it; the torch-free build, whose timely workers allocate concurrently
+//! and hold no large buffers for long, does not.
 //! Invariants: it runs once, before the first allocation worth keeping, and never when the user
 //! configured malloc through the environment (`MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_`,
-//! `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TOP_PAD_`, `MALLOC_ARENA_MAX` or a `glibc.malloc` tunable): setting
-//! `MALLOC_MMAP_MAX_=65536` restores glibc's default. Cost: resident memory stays at the
+//! `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TOP_PAD_`, `MALLOC_ARENA_MAX` or a `glibc.malloc` tunable):
+//! setting `MALLOC_MMAP_MAX_=65536` restores glibc's default. Cost: resident memory stays at the
 //! process's peak after a phase ends, and heap fragmentation can raise that peak (measured in
 //! `benches/results/model.md`). Only on glibc; elsewhere it does nothing.
 

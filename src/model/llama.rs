@@ -310,8 +310,8 @@ impl Decoder {
         rms_norm(&x, &self.norm, self.cfg.rms_eps)
     }
 
-    /// [`times_transposed`] in this decoder's precision.
-    fn times_transposed(&self, x: &Tensor, w: &Tensor) -> Tensor {
+    /// `x`·`w`ᵀ ([`times_transposed`]) in this decoder's precision.
+    fn weight_product(&self, x: &Tensor, w: &Tensor) -> Tensor {
         match self.precision {
             Precision::Float32 => times_transposed(x, w),
             p => times_transposed(&x.to_kind(p.matmul_kind()), &self.cast(w, x)),
@@ -342,7 +342,7 @@ impl Decoder {
 
     /// `x` through projection `p`, plus its LoRA update when the adapter is attached and on.
     fn project(&self, p: &Proj, x: &Tensor) -> Tensor {
-        let y = self.times_transposed(x, &p.linear.ws);
+        let y = self.weight_product(x, &p.linear.ws);
         let y = match &p.linear.bs {
             Some(b) => y + b,
             None => y,
@@ -355,7 +355,7 @@ impl Decoder {
 
     /// Logits [B, T, V] of `hidden` states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        self.times_transposed(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
+        self.weight_product(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
     }
 
     /// Logits [B, T, V] for unpadded sequences `ids` [B, T] starting at position 0.

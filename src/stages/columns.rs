@@ -168,7 +168,7 @@ pub fn per_token_f32_pair<U>(
     rows: usize,
     mut fill: impl FnMut(usize, &mut [f32], &mut [f32]) -> Result<(), String>,
 ) -> Result<(ArrayRef, ArrayRef), String> {
-    let mut second = Vec::new();
+    let mut second = Vec::with_capacity((template.offsets[rows] - template.offsets[0]) as usize);
     let (offsets, first) = per_token(template, rows, |i, out: &mut [f32]| {
         let start = second.len();
         second.resize(start + out.len(), 0.0);
