@@ -103,6 +103,48 @@ fn watch_recomputes_only_the_groups_a_file_touches() {
     assert_eq!(rows_per_epoch, vec![(0, 40), (1, 3)]);
 }
 
+/// A batch whitening under `watch` writes each file's own rows and records the statistic; the
+/// dataset reads (and `export`s) as `reprocess` writes it, and is refused as plain input.
+#[test]
+fn watch_records_a_batch_whitening_instead_of_rewriting_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let spec = trajflow::synth::SynthSpec { groups: 10, group_size: 4, id_prefix: "old".into(), ..Default::default() };
+    write_file(&input, "a.parquet", &trajflow::synth::generate(&spec));
+    let spec =
+        trajflow::synth::SynthSpec { groups: 1, group_size: 3, id_prefix: "new".into(), seed: 5, ..Default::default() };
+    write_file(&input, "b.parquet", &trajflow::synth::generate(&spec));
+    let files = vec![input.join("a.parquet"), input.join("b.parquet")];
+    let out = watch_one_by_one("poad_advantages.toml", &files, dir.path(), "1");
+    let commits = trajflow::store::Dataset::open(&out).unwrap().commits().unwrap();
+    let rows_per_epoch: Vec<(u64, u64)> = commits.iter().map(|c| (c.epoch, c.rows)).collect();
+    assert_eq!(rows_per_epoch, vec![(0, 40), (1, 3)], "the second file's 3 rows only");
+    let (w0, w1) = (commits[0].whitening.as_ref().unwrap(), commits[1].whitening.as_ref().unwrap());
+    assert!(w1.moments.n > w0.moments.n, "the statistic grows with the data: {w0:?} then {w1:?}");
+
+    let once = dir.path().join("once");
+    ok(&["reprocess", &pipeline("poad_advantages.toml"), "--input", s(&input), "--output", s(&once)]);
+    assert_same_dataset(&once, &out);
+    let inspected = ok(&["inspect", s(&out), "--rows", "0"]);
+    assert!(inspected.contains("'advantages' is stored before its whitening and whitened when read"), "{inspected}");
+
+    // Other tools get the values as read through `export`: a plain file equal to reprocess's rows.
+    let exported = dir.path().join("export").join("advantages.parquet");
+    ok(&["export", s(&out), "--output", s(&exported)]);
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::copy(&exported, plain.join("advantages.parquet")).unwrap();
+    ok(&["reprocess", &pipeline("grpo_advantages.toml"), "--input", s(&plain), "--output", s(&dir.path().join("g"))]);
+    let batches = trajflow::store::read_part(&exported, None).unwrap();
+    let table = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let order = arrow::compute::sort_to_indices(table.column_by_name("episode_id").unwrap(), None, None).unwrap();
+    let table = arrow::compute::take_record_batch(&table, &order).unwrap();
+    assert_eq!(cells(&table), cells(&read_sorted(&once)));
+
+    let err = fails(&["reprocess", &pipeline("grpo_advantages.toml"), "--input", s(&out), "--output", s(&plain)]);
+    assert!(err.contains("before a deferred whitening") && err.contains("trajflow export"), "{err}");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

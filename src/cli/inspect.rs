@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 
 use crate::error::Result;
@@ -13,28 +13,25 @@ use crate::store::{input_parts, latest_by_episode, read_part, Dataset};
 /// Renders the inspection report.
 pub fn inspect(path: &Path, rows: usize) -> Result<String> {
     let mut s = String::new();
-    let mut batches = Vec::new();
-    let parts = input_parts(path)?;
-    let _ = writeln!(
-        s,
-        "{}: {} part(s){}",
-        path.display(),
-        parts.len(),
-        if Dataset::is_dataset(path) { " (trajflow dataset)" } else { "" }
-    );
-    for p in &parts {
-        match read_part(p, None) {
-            Ok(mut b) => batches.append(&mut b),
-            Err(e) => {
-                let _ = writeln!(s, "  unreadable part skipped: {e}");
-            }
+    let (stored, latest) = if Dataset::is_dataset(path) {
+        let ds = Dataset::open(path)?;
+        let commits = ds.commits()?;
+        let _ = writeln!(s, "{}: {} part(s) (trajflow dataset)", path.display(), commits.len());
+        if let Some(w) = ds.whitening()? {
+            let _ = writeln!(
+                s,
+                "'{}' is stored before its whitening and whitened when read: {} action tokens, mean {:.6}, {:?} \
+                 variance, epsilon {:e} (`trajflow export` writes the values as read)",
+                w.column, w.moments.n, w.moments.mean, w.params.std, w.params.epsilon
+            );
         }
-    }
-    let stored: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let latest = if batches.first().is_some_and(|b| b.column_by_name("episode_id").is_some()) {
-        latest_by_episode(&batches)?
+        let (latest, bad) = ds.read_latest(None, true)?;
+        for e in bad {
+            let _ = writeln!(s, "  unreadable part skipped: {e}");
+        }
+        (commits.iter().map(|c| c.rows as usize).sum(), latest)
     } else {
-        batches
+        plain_files(path, &mut s)?
     };
     let Some(first) = latest.first() else {
         let _ = writeln!(s, "no rows");
@@ -61,6 +58,27 @@ pub fn inspect(path: &Path, rows: usize) -> Result<String> {
         }
     }
     Ok(s)
+}
+
+/// Reads the Parquet files at `path` (a file or a directory of them), reporting unreadable ones
+/// in `s`: the stored row count and the latest row per `episode_id` (all rows without one).
+fn plain_files(path: &Path, s: &mut String) -> Result<(usize, Vec<RecordBatch>)> {
+    let parts = input_parts(path)?;
+    let _ = writeln!(s, "{}: {} part(s)", path.display(), parts.len());
+    let mut batches = Vec::new();
+    for p in &parts {
+        match read_part(p, None) {
+            Ok(mut b) => batches.append(&mut b),
+            Err(e) => {
+                let _ = writeln!(s, "  unreadable part skipped: {e}");
+            }
+        }
+    }
+    let stored = batches.iter().map(|b| b.num_rows()).sum();
+    if batches.first().is_some_and(|b| b.column_by_name("episode_id").is_some()) {
+        return Ok((stored, latest_by_episode(&batches)?));
+    }
+    Ok((stored, batches))
 }
 
 fn type_name(dt: &DataType) -> String {

@@ -125,6 +125,18 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         rows: usize,
     },
+    /// Write a dataset's current rows (the latest per episode_id, a deferred whitening applied) as
+    /// one plain Parquet file, for tools that read Parquet without trajflow.
+    Export {
+        /// A trajflow dataset directory.
+        dataset: PathBuf,
+        /// The Parquet file to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Only these columns (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+    },
     /// Write a synthetic trajectory dataset (seeded; for tests, benchmarks, demos).
     Synth {
         /// Output dataset directory.
@@ -367,6 +379,21 @@ impl From<ClusterArgs> for Cluster {
     }
 }
 
+/// `trajflow export`: the dataset's rows as read, written atomically as one Parquet file.
+fn export(dataset: &Path, output: &Path, columns: Option<&[String]>) -> Result<String> {
+    let ds = Dataset::open(dataset)?;
+    let tag = ds.commits()?.first().map(|c| c.schema.clone()).unwrap_or_default();
+    let (batches, _) = ds.read_latest(columns, false)?;
+    if batches.is_empty() {
+        return Err(Error::file(dataset, "has no rows to export"));
+    }
+    let name = output.file_name().ok_or_else(|| Error::file(output, "is not a file name"))?.to_string_lossy();
+    let dir = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let rows = crate::store::write_part(dir, &name, &batches, &tag)?;
+    Ok(format!("export: {rows} rows of {} -> {}\n", dataset.display(), output.display()))
+}
+
 /// The columns of the first part of an input.
 fn input_columns(input: &Path) -> Result<(InputColumns, Vec<PathBuf>)> {
     let parts = input_parts(input)?;
@@ -568,6 +595,7 @@ pub fn run(cli: Cli) -> Result<String> {
             Ok(s)
         }
         Command::Inspect { dataset, rows } => inspect::inspect(&dataset, rows),
+        Command::Export { dataset, output, columns } => export(&dataset, &output, columns.as_deref()),
         Command::Append { dir, files } => {
             let mut out = String::new();
             for f in files {

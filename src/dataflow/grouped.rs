@@ -90,6 +90,11 @@ fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize, epoch: Optio
 /// What an epoch has touched so far: its capability, the touched groups, and new summaries.
 type PendingEpoch = (Capability<u64>, BTreeSet<String>, Vec<(String, Summary)>);
 
+/// Rows routed to the worker that owns their group (tagged with that worker).
+pub type Routed<'s> = Stream<'s, u64, Vec<(u64, Batch)>>;
+/// Group summaries as differential updates, on the workers holding the groups' rows.
+pub type Summaries<'s> = Stream<'s, u64, Vec<((String, Summary), u64, isize)>>;
+
 /// Renders grouped stage `stage` followed by the local stages `then` on `rows`. With `per_epoch`,
 /// every epoch is its own dataset (training iterations: a batch statistic covers one iteration's
 /// rows, and rows of earlier iterations are never re-emitted).
@@ -101,6 +106,18 @@ pub fn render_grouped<'s>(
     errors: ErrorSlot,
     per_epoch: bool,
 ) -> Stream<'s, u64, Vec<Batch>> {
+    let (routed, summaries) = summarize(rows, plan.clone(), stage, errors.clone(), per_epoch);
+    join(routed, summaries, plan, stage, then, errors, per_epoch)
+}
+
+/// Steps 1–3: rows routed by group, and each group's summary kept up to date in differential.
+pub fn summarize<'s>(
+    rows: Stream<'s, u64, Vec<Batch>>,
+    plan: Arc<Plan>,
+    stage: usize,
+    errors: ErrorSlot,
+    per_epoch: bool,
+) -> (Routed<'s>, Summaries<'s>) {
     let peers = rows.scope().peers();
     let id = plan.stages[stage].id.clone();
 
@@ -185,8 +202,21 @@ pub fn render_grouped<'s>(
     } else {
         summaries.broadcast()
     };
+    (routed, summaries)
+}
 
-    // 4. Join summaries back to rows; emit every touched group's rows once the epoch is complete.
+/// Step 4: summaries joined back to rows; every touched group's rows are emitted once the epoch is
+/// complete, with the stage's columns and the local stages `then` applied.
+fn join<'s>(
+    routed: Routed<'s>,
+    summaries: Summaries<'s>,
+    plan: Arc<Plan>,
+    stage: usize,
+    then: Vec<usize>,
+    errors: ErrorSlot,
+    per_epoch: bool,
+) -> Stream<'s, u64, Vec<Batch>> {
+    let id = plan.stages[stage].id.clone();
     let p = plan;
     routed.binary_frontier(summaries, Pipeline, Pipeline, &format!("GroupJoin[{id}]"), move |_, _| {
         let mut store: Vec<RecordBatch> = Vec::new();

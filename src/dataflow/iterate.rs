@@ -75,7 +75,7 @@ pub fn iterate(
                 }
             });
             gather_to_leader(
-                render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), true, None),
+                render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), true, None, None),
                 &probe,
                 gathered.clone(),
             );

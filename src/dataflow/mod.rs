@@ -4,13 +4,16 @@
 //! each new file its own epoch. Worker 0 announces files; every worker reads its shard of each;
 //! local stages run where the rows are; each grouped stage exchanges rows by group and keeps its
 //! statistics in a differential arrangement ([`grouped`]); each worker writes its own part per
-//! epoch, and parts are committed once the epoch is complete everywhere with no error.
+//! epoch, and parts are committed once the epoch is complete everywhere with no error. Under
+//! `watch`, a batch whitening that ends the pipeline is recorded with the commits instead of
+//! applied ([`deferred`]).
 //!
 //! Every worker builds the same graph in the same order (timely matches channels by creation
 //! order); only the *feeding* of inputs differs by worker.
 
 mod batch;
 pub mod cluster;
+mod deferred;
 mod grouped;
 mod iterate;
 mod local;
@@ -183,7 +186,18 @@ pub fn run(
     let consumer = Arc::new(Mutex::new(consumer));
     let plan = Arc::new(plan);
     let layout = Arc::new(InputLayout::new(&plan, columns));
-    let keep = columns.kept(&plan);
+    let mut deferrable = match &job {
+        Job::Watch { .. } => crate::pipeline::deferral::deferrable(&plan),
+        Job::Reprocess { .. } => None,
+    };
+    let mut keep = columns.kept(&plan);
+    // Rows stored before their whitening keep the segments it needs (left out again when read).
+    if let (Some(k), Some(d)) = (keep.as_mut(), deferrable.as_mut()) {
+        if !k.contains(&d.whitening.segments) {
+            k.push(d.whitening.segments.clone());
+            d.whitening.segments_only_for_whitening = true;
+        }
+    }
     let dataset = Dataset::create(&output)?;
     let errors = ErrorSlot::default();
     let tag = crate::schema::TableSchema::trajectory().tag();
@@ -203,10 +217,12 @@ pub fn run(
         let pending: sink::Pending = Default::default();
         let probe = ProbeHandle::new();
         let gathered = Gathered::default();
+        let recorded: deferred::Recorded = Default::default();
+        let deferral = deferrable.clone().map(|d| (d, recorded.clone()));
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
-            let out = render(rows, p.clone(), e.clone(), false, keep.as_deref());
+            let out = render(rows, p.clone(), e.clone(), false, keep.as_deref(), deferral);
             if gathering {
                 gather_to_leader(out.clone(), &probe, gathered.clone());
             }
@@ -218,6 +234,7 @@ pub fn run(
                 keep.clone(),
                 replay_epoch,
                 pending.clone(),
+                recorded.clone(),
                 e.clone(),
             );
             handle
@@ -241,10 +258,13 @@ pub fn run(
         let mut consumer = if leader { consumer.lock().unwrap_or_else(|p| p.into_inner()).take() } else { None };
         // Hands epoch `t`'s gathered outputs and `files` to the consumer (leader only).
         let mut consume = |t: u64, files: &[PathBuf]| -> Result<()> {
-            match consumer.as_mut() {
-                Some(c) => c.consume(files, gathered.borrow_mut().remove(&t).unwrap_or_default()),
-                None => Ok(()),
+            let Some(c) = consumer.as_mut() else { return Ok(()) };
+            let mut rows = gathered.borrow_mut().remove(&t).unwrap_or_default();
+            if let Some(w) = recorded.borrow().get(&t) {
+                let at = PathBuf::from(format!("epoch {t}"));
+                rows = rows.iter().map(|b| w.apply(b, &at)).collect::<Result<_>>()?;
             }
+            c.consume(files, rows)
         };
         match &job {
             Job::Reprocess { inputs } => {
@@ -426,15 +446,17 @@ fn read_files<'s>(
 }
 
 /// Renders the plan's stages: runs of local stages as one map, grouped stages via [`grouped`]
-/// (`per_epoch`: see [`grouped::render_grouped`]). With `keep` (the output's columns), rows
-/// entering a grouped stage are first cut down to `keep` and what this and later stages read, so
-/// that the grouped stage's exchange moves no column that nothing downstream uses.
+/// (`per_epoch`: see [`grouped::render_grouped`]), and the stage of `deferral` via [`deferred`].
+/// With `keep` (the output's columns), rows entering a grouped stage are first cut down to `keep`
+/// and what this and later stages read, so that the grouped stage's exchange moves no column that
+/// nothing downstream uses.
 fn render<'s>(
     rows: Stream<'s, u64, Vec<Batch>>,
     plan: Arc<Plan>,
     errors: ErrorSlot,
     per_epoch: bool,
     keep: Option<&[String]>,
+    deferral: Option<(crate::pipeline::deferral::Deferred, deferred::Recorded)>,
 ) -> Stream<'s, u64, Vec<Batch>> {
     // Split the stage list at grouped stages: leading locals, then (grouped, locals after it)*.
     let mut leading = Vec::new();
@@ -476,7 +498,12 @@ fn render<'s>(
             }
             stream = stream.map_in_place(move |b| b.rows = batch::select(&b.rows, &live));
         }
-        stream = grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), per_epoch);
+        stream = match &deferral {
+            Some((d, recorded)) if d.stage == g => {
+                deferred::render(stream, plan.clone(), d.clone(), recorded.clone(), errors.clone())
+            }
+            _ => grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), per_epoch),
+        };
     }
     stream
 }

@@ -2,7 +2,7 @@
 //! has passed an epoch (no more rows of it can arrive), writes them as one part file of the
 //! output dataset. The part stays invisible until the driver commits it, which it does only when
 //! the epoch completed on every worker without an error: a failed run leaves the output dataset
-//! exactly as it was.
+//! exactly as it was. A whitening recorded for the epoch ([`super::deferred`]) goes into the commit.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::batch::Batch;
+use super::deferred::Recorded;
 use super::ErrorSlot;
 use crate::store::{Commit, Dataset};
 
@@ -21,7 +22,8 @@ use crate::store::{Commit, Dataset};
 pub type Pending = Rc<RefCell<Vec<Commit>>>;
 
 /// Renders the sink. With `keep`, only those columns are written; epochs up to `replayed` (a
-/// restarted `watch` rebuilding its state) write nothing.
+/// restarted `watch` rebuilding its state) write nothing; an epoch's whitening in `recorded` goes
+/// into its commit.
 #[allow(clippy::too_many_arguments)]
 pub fn write_parts<'s>(
     stream: Stream<'s, u64, Vec<Batch>>,
@@ -31,6 +33,7 @@ pub fn write_parts<'s>(
     keep: Option<Vec<String>>,
     replayed: Option<u64>,
     pending: Pending,
+    recorded: Recorded,
     errors: ErrorSlot,
 ) {
     let mut stash: BTreeMap<u64, Vec<RecordBatch>> = BTreeMap::new();
@@ -56,7 +59,12 @@ pub fn write_parts<'s>(
                 continue;
             }
             match dataset.write_uncommitted(&batches, t, &writer, &schema_tag, Vec::new()) {
-                Ok(commit) => pending.borrow_mut().push(commit),
+                Ok(mut commit) => {
+                    let mut recorded = recorded.borrow_mut();
+                    commit.whitening = recorded.get(&t).cloned();
+                    recorded.retain(|&e, _| e >= t);
+                    pending.borrow_mut().push(commit)
+                }
                 Err(e) => errors.set(e),
             }
         }

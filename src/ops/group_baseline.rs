@@ -46,7 +46,8 @@ pub enum BaselineMode {
 }
 
 /// Which variance estimator a standard deviation uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StdKind {
     /// Bessel-corrected, `m2 / (n − 1)` (veRL default).
     Unbiased,

@@ -16,7 +16,7 @@ pub use super::group_baseline::StdKind;
 use super::segment::ACTION;
 
 /// Count, mean and sum of squared deviations of a set of values.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Moments {
     /// Number of values.
     pub n: u64,
@@ -27,7 +27,7 @@ pub struct Moments {
 }
 
 /// Parameters of [`whiten`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NormalizeParams {
     /// Variance estimator.
     pub std: StdKind,

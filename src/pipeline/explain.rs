@@ -54,7 +54,7 @@ pub fn explain(plan: &Plan) -> String {
                 let _ = write!(
                     s,
                     " -> exchange by {} -> arrange+reduce[{}]",
-                    key.as_deref().unwrap_or("(all rows to one worker)"),
+                    key.as_deref().unwrap_or("episode_id (one statistic, broadcast to every worker)"),
                     st.id
                 );
             }
@@ -64,5 +64,13 @@ pub fn explain(plan: &Plan) -> String {
         let _ = write!(s, " -> map[{}]", local.join(", "));
     }
     let _ = writeln!(s, " -> write parts (one per worker per epoch)");
+    if let Some(d) = super::deferral::deferrable(plan) {
+        let _ = writeln!(
+            s,
+            "  under watch: '{}' is written before whitening (each file writes only its own rows); the statistic \
+             is recorded with every commit and applied when the dataset is read",
+            d.whitening.column
+        );
+    }
     s
 }

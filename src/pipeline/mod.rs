@@ -2,6 +2,7 @@
 //! [`plan::Plan`] (operators built, DAG checked, columns resolved) → a timely dataflow
 //! ([`crate::dataflow`]). Three layers, each with its own errors; only the last touches data.
 
+pub mod deferral;
 pub mod explain;
 pub mod plan;
 pub mod reduction;

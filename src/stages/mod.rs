@@ -86,6 +86,21 @@ pub trait GroupedOp: Describe {
     fn summarize(&self, stats: &mut dyn Iterator<Item = (Stat, usize)>) -> Summary;
     /// Computes the written columns for every row given its group's summary.
     fn apply(&self, input: &StageInput<'_>, summaries: &[Summary]) -> Result<Vec<ArrayRef>, String>;
+    /// For a whole-dataset whitening: what `apply` does, as a [`Deferral`] that `watch` can record
+    /// with the statistic instead of rewriting every row when it moves. `None` for other ops.
+    fn deferral(&self) -> Option<Deferral> {
+        None
+    }
+}
+
+/// A whitening [`GroupedOp::apply`] would perform in place, given the summary's moments.
+pub struct Deferral {
+    /// Logical name of the whitened per-token column (read, and written in place).
+    pub values: &'static str,
+    /// Logical name of the segment column whose action tokens are whitened.
+    pub segments: &'static str,
+    /// Variance estimator, ε and mean handling.
+    pub params: crate::ops::normalize::NormalizeParams,
 }
 
 /// A typed operator.

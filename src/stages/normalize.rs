@@ -5,14 +5,16 @@
 //! and ε = 1e-8; `std = "population"` gives OpenRLHF's ÷N variance; `shift_mean = false` adds the
 //! mean back. Statistics are combined from per-episode moments in a fixed order (Chan's formula),
 //! so they do not depend on batching or worker count. A batch-scope statistic changes whenever any
-//! row arrives, so under `watch` every row is re-emitted: prefer group scope for incremental work.
+//! row arrives; when the stage ends the pipeline, `watch` records it with each commit instead of
+//! re-emitting every row ([`Deferral`], [`crate::store::DeferredWhitening`]); elsewhere every row
+//! is re-emitted.
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Float32Type, UInt8Type};
 
 use super::columns::{per_token_f32, StageInput};
 use super::group_baseline::Std;
-use super::{params, Col, Describe, GroupedOp, ParamError, Stat, Summary};
+use super::{params, Col, Deferral, Describe, GroupedOp, ParamError, Stat, Summary};
 use crate::ops::normalize::{combine, moments, whiten, Moments, NormalizeParams};
 
 #[derive(Debug, serde::Deserialize)]
@@ -118,5 +120,9 @@ impl GroupedOp for Normalize {
             Ok(())
         })?;
         Ok(vec![out])
+    }
+
+    fn deferral(&self) -> Option<Deferral> {
+        (self.scope == Scope::Batch).then_some(Deferral { values: "advantages", segments: "segments", params: self.p })
     }
 }

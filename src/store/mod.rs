@@ -15,13 +15,19 @@
 //! - Parts may differ by nullable columns (a column added to a schema keeps its version, and
 //!   older parts lack it): reading unions the parts' columns by name, in order of first
 //!   appearance, with nulls where a part lacks one; a column with two types is an error naming it.
+//! - A commit may record a [`DeferredWhitening`] instead of whitened values (batch whitening under
+//!   `watch`): its part stores the column before whitening, and [`Dataset::read_latest`] whitens
+//!   it with the statistic of the latest commit that records one. Such a dataset is read through
+//!   trajflow ([`Dataset::read_latest`], `inspect`, `export`), not as plain input files.
 //! - A corrupt part makes reading that part fail with an error naming it; the other parts stay
 //!   readable ([`Dataset::read_latest`] can skip bad parts and report them).
 
 mod part;
+mod whitening;
 
 pub(crate) use part::write_atomically;
 pub use part::{read_part, write_part, PartReader};
+pub use whitening::DeferredWhitening;
 
 use std::collections::HashMap;
 use std::fs;
@@ -50,6 +56,9 @@ pub struct Commit {
     /// Input files this epoch ingested (recorded by the writer of worker 0 only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+    /// The whitening this part's rows still need, with the dataset's statistic as of this commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whitening: Option<DeferredWhitening>,
 }
 
 /// A dataset directory.
@@ -136,7 +145,15 @@ impl Dataset {
     ) -> Result<Commit> {
         let part = format!("part-{epoch:012}-{writer}-{}.parquet", nonce());
         let rows = write_part(&self.dir, &part, batches, schema_tag)?;
-        Ok(Commit { part, rows, epoch, writer: writer.to_string(), schema: schema_tag.to_string(), sources })
+        Ok(Commit {
+            part,
+            rows,
+            epoch,
+            writer: writer.to_string(),
+            schema: schema_tag.to_string(),
+            sources,
+            whitening: None,
+        })
     }
 
     /// Publishes a written part by writing its commit record (atomically).
@@ -147,13 +164,20 @@ impl Dataset {
     }
 
     /// Reads every committed part and returns the latest row of each `episode_id` (later commits
-    /// win), in commit order. With `skip_bad`, unreadable parts are skipped and returned as
-    /// errors instead of failing the whole read.
+    /// win), in commit order, with any deferred whitening applied. With `skip_bad`, unreadable
+    /// parts are skipped and returned as errors instead of failing the whole read.
     pub fn read_latest(&self, columns: Option<&[String]>, skip_bad: bool) -> Result<(Vec<RecordBatch>, Vec<Error>)> {
+        let commits = self.commits()?;
+        let whitening = latest_whitening(&commits);
         let mut batches = Vec::new();
         let mut bad = Vec::new();
-        for path in self.part_paths()? {
-            match read_part(&path, columns) {
+        for c in &commits {
+            let path = self.dir.join(&c.part);
+            let read = match (c.whitening.as_ref(), whitening) {
+                (Some(_), Some(w)) => w.read(&path, columns),
+                _ => read_part(&path, columns),
+            };
+            match read {
                 Ok(mut b) => batches.append(&mut b),
                 Err(e) if skip_bad => bad.push(e),
                 Err(e) => return Err(e),
@@ -161,6 +185,15 @@ impl Dataset {
         }
         Ok((latest_by_episode(&batches)?, bad))
     }
+
+    /// The whitening the dataset's readers apply (that of the latest commit recording one).
+    pub fn whitening(&self) -> Result<Option<DeferredWhitening>> {
+        Ok(latest_whitening(&self.commits()?).cloned())
+    }
+}
+
+fn latest_whitening(commits: &[Commit]) -> Option<&DeferredWhitening> {
+    commits.iter().rev().find_map(|c| c.whitening.as_ref())
 }
 
 /// Keeps the last occurrence of each `episode_id` across `batches` (in order).
@@ -268,7 +301,19 @@ pub fn input_parts(path: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     if Dataset::is_dataset(path) {
-        return Dataset::open(path)?.part_paths();
+        let ds = Dataset::open(path)?;
+        if let Some(w) = ds.whitening()? {
+            return Err(Error::file(
+                path,
+                format!(
+                    "stores '{}' before a deferred whitening (written by `watch`): its part files are not plain \
+                     input; run `trajflow export {} --output FILE.parquet` and read that",
+                    w.column,
+                    path.display()
+                ),
+            ));
+        }
+        return ds.part_paths();
     }
     if !path.is_dir() {
         return Err(Error::file(path, "no such file or directory"));
