@@ -108,38 +108,53 @@ impl std::error::Error for BoundaryError {}
 
 /// Returns one entry per turn `0..n_turns`: the span of that turn's action, or
 /// `None` when the turn has no action tokens. See the module docs for the
-/// checks performed.
+/// checks performed; with several problems, the error is the one at the
+/// earliest token.
+///
+/// The scan works on runs rather than tokens: it checks every code at once
+/// (the largest must be known), finds the next action token with `memchr`,
+/// and inside a run of action tokens only looks for the next change of turn.
 pub fn action_spans(segments: &[u8], turns: &[i32], n_turns: usize) -> Result<Vec<Option<ActionSpan>>, BoundaryError> {
     if segments.len() != turns.len() {
         return Err(BoundaryError::LengthMismatch { segments: segments.len(), turns: turns.len() });
     }
+    // Tokens before the first unknown code are checked as usual; an error there comes first.
+    let all_known = segments.iter().copied().max().is_none_or(|c| Segment::from_u8(c).is_some());
+    let unknown = if all_known { None } else { segments.iter().position(|&c| Segment::from_u8(c).is_none()) };
+    let known = &segments[..unknown.unwrap_or(segments.len())];
     let mut spans: Vec<Option<ActionSpan>> = vec![None; n_turns];
     let mut previous: Option<usize> = None;
-    for (index, (&code, &raw_turn)) in segments.iter().zip(turns).enumerate() {
-        if Segment::from_u8(code).is_none() {
-            return Err(BoundaryError::UnknownSegment { index, code });
-        }
-        if code != ACTION {
-            continue;
-        }
-        let turn = usize::try_from(raw_turn).ok().filter(|&t| t < n_turns).ok_or(BoundaryError::TurnOutOfRange {
-            index,
-            turn: raw_turn,
-            n_turns,
-        })?;
-        if let Some(prev) = previous {
-            if turn < prev {
+    let mut i = 0;
+    while let Some(found) = memchr::memchr(ACTION, &known[i..]) {
+        let run_start = i + found;
+        let run_end = known[run_start..].iter().position(|&c| c != ACTION).map_or(known.len(), |n| run_start + n);
+        // Within the run, each stretch of equal turns is one turn's action tokens.
+        let mut index = run_start;
+        while index < run_end {
+            let raw_turn = turns[index];
+            let stretch = turns[index..run_end].iter().position(|&t| t != raw_turn).map_or(run_end, |n| index + n);
+            let turn = usize::try_from(raw_turn)
+                .ok()
+                .filter(|&t| t < n_turns)
+                .ok_or(BoundaryError::TurnOutOfRange { index, turn: raw_turn, n_turns })?;
+            if let Some(prev) = previous.filter(|&p| turn < p) {
                 return Err(BoundaryError::TurnsDecreasing { index, previous: prev, turn });
             }
+            previous = Some(turn);
+            match &mut spans[turn] {
+                // The turn's earlier tokens ended before this stretch: a non-action token or
+                // another turn's tokens came between.
+                Some(_) => return Err(BoundaryError::NotContiguous { index, turn }),
+                slot @ None => *slot = Some(ActionSpan { turn, start: index, end: stretch }),
+            }
+            index = stretch;
         }
-        previous = Some(turn);
-        match &mut spans[turn] {
-            Some(span) if span.end == index => span.end = index + 1,
-            Some(_) => return Err(BoundaryError::NotContiguous { index, turn }),
-            slot @ None => *slot = Some(ActionSpan { turn, start: index, end: index + 1 }),
-        }
+        i = run_end;
     }
-    Ok(spans)
+    match unknown {
+        Some(index) => Err(BoundaryError::UnknownSegment { index, code: segments[index] }),
+        None => Ok(spans),
+    }
 }
 
 /// Per-token flags, `true` exactly on the last token of each action.
@@ -206,7 +221,70 @@ mod tests {
         assert!(msg.contains("token 2") && msg.contains("turn 0"));
     }
 
+    /// The earlier token-by-token scan: the oracle for [`action_spans`].
+    fn token_by_token(
+        segments: &[u8],
+        turns: &[i32],
+        n_turns: usize,
+    ) -> Result<Vec<Option<ActionSpan>>, BoundaryError> {
+        if segments.len() != turns.len() {
+            return Err(BoundaryError::LengthMismatch { segments: segments.len(), turns: turns.len() });
+        }
+        let mut spans: Vec<Option<ActionSpan>> = vec![None; n_turns];
+        let mut previous: Option<usize> = None;
+        for (index, (&code, &raw_turn)) in segments.iter().zip(turns).enumerate() {
+            if Segment::from_u8(code).is_none() {
+                return Err(BoundaryError::UnknownSegment { index, code });
+            }
+            if code != ACTION {
+                continue;
+            }
+            let turn = usize::try_from(raw_turn)
+                .ok()
+                .filter(|&t| t < n_turns)
+                .ok_or(BoundaryError::TurnOutOfRange { index, turn: raw_turn, n_turns })?;
+            if let Some(prev) = previous {
+                if turn < prev {
+                    return Err(BoundaryError::TurnsDecreasing { index, previous: prev, turn });
+                }
+            }
+            previous = Some(turn);
+            match &mut spans[turn] {
+                Some(span) if span.end == index => span.end = index + 1,
+                Some(_) => return Err(BoundaryError::NotContiguous { index, turn }),
+                slot @ None => *slot = Some(ActionSpan { turn, start: index, end: index + 1 }),
+            }
+        }
+        Ok(spans)
+    }
+
     proptest! {
+        /// Any segments and turns (mostly valid, sometimes not): the same spans or the same error
+        /// as the token-by-token scan.
+        #[test]
+        fn run_scan_equals_token_by_token_scan(
+            tokens in prop::collection::vec((prop_oneof![6 => 0u8..4, 1 => 4u8..6], -1i32..5), 0..40),
+            n_turns in 0usize..5,
+        ) {
+            let (seg, turns): (Vec<u8>, Vec<i32>) = tokens.into_iter().unzip();
+            prop_assert_eq!(action_spans(&seg, &turns, n_turns), token_by_token(&seg, &turns, n_turns));
+        }
+
+        /// Well-formed episodes (actions of non-decreasing turns, observations between): equal too.
+        #[test]
+        fn run_scan_equals_token_by_token_scan_on_episodes(
+            layout in prop::collection::vec((0usize..4, 0usize..3, any::<bool>()), 0..8),
+        ) {
+            let (mut seg, mut turns) = (Vec::new(), Vec::new());
+            for (t, &(alen, olen, skip)) in layout.iter().enumerate() {
+                let t = t as i32 + i32::from(skip);
+                seg.extend(std::iter::repeat_n(ACTION, alen).chain(std::iter::repeat_n(2u8, olen)));
+                turns.extend(std::iter::repeat_n(t, alen + olen));
+            }
+            let n = layout.len() + 1;
+            prop_assert_eq!(action_spans(&seg, &turns, n), token_by_token(&seg, &turns, n));
+        }
+
         #[test]
         fn spans_recover_generated_layout(
             layout in prop::collection::vec((0usize..4, 0usize..3), 0..6),
