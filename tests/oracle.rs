@@ -145,6 +145,39 @@ fn watch_records_a_batch_whitening_instead_of_rewriting_every_row() {
     assert!(err.contains("before a deferred whitening") && err.contains("trajflow export"), "{err}");
 }
 
+/// A dataset written by `watch` keeps superseded rows (an episode sent again with a new reward, and
+/// its group's rows written again); reprocessing it reads only its current rows, as reprocessing
+/// the current episodes themselves.
+#[test]
+fn reprocessing_a_watched_dataset_reads_only_its_current_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let first = [Ep::outcome("e1", "g", 1.0), Ep::outcome("e2", "g", 0.0), Ep::outcome("e3", "g", 0.0)];
+    let update = [Ep::outcome("e2", "g", 1.0)];
+    write_file(&input, "a.parquet", &episodes_batch(&first));
+    write_file(&input, "b.parquet", &episodes_batch(&update));
+    let files = vec![input.join("a.parquet"), input.join("b.parquet")];
+    let watched = watch_one_by_one("grpo_advantages.toml", &files, dir.path(), "2");
+    let current = dir.path().join("current");
+    write_file(&current, "c.parquet", &episodes_batch(&[first[0].clone(), update[0].clone(), first[2].clone()]));
+    // A local-only pipeline writes every row it reads: a superseded row would come out too.
+    let returns = dir.path().join("returns.toml");
+    std::fs::write(&returns, "name = \"r\"\n[[stage]]\nid = \"ret\"\nop = \"discounted_return\"\n").unwrap();
+    for p in [pipeline("grpo_advantages.toml"), s(&returns).to_string()] {
+        let (again, direct) = (dir.path().join("again"), dir.path().join("direct"));
+        let _ = (std::fs::remove_dir_all(&again), std::fs::remove_dir_all(&direct));
+        let out = ok(&["reprocess", &p, "--input", s(&watched), "--output", s(&again), "-w", "2"]);
+        assert!(out.contains("3 input rows from 2 file(s) (3 superseded rows skipped) -> 3 rows"), "{out}");
+        ok(&["reprocess", &p, "--input", s(&current), "--output", s(&direct), "-w", "2"]);
+        let columns = |d: &Path| {
+            let b = read_sorted(d);
+            let keep: Vec<usize> = (0..b.num_columns()).filter(|&i| b.schema().field(i).name() != "keep").collect();
+            cells(&b.project(&keep).unwrap())
+        };
+        assert_eq!(columns(&again), columns(&direct), "{p}");
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

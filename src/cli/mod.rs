@@ -523,20 +523,24 @@ pub fn run(cli: Cli) -> Result<String> {
             let cluster: Cluster = cluster.into();
             let (spec, gather, dataset) = training(&pipeline, &learn, &output, columns, &cluster)?;
             let plan = Plan::with_input(spec, &cols, input.display().to_string())?;
-            let total: u64 = parts.iter().map(|p| PartReader::open(p).map(|r| r.num_rows())).sum::<Result<u64>>()?;
+            let stored: u64 = parts.iter().map(|p| PartReader::open(p).map(|r| r.num_rows())).sum::<Result<u64>>()?;
+            let superseded = crate::store::superseded_rows(&parts)?;
+            let skipped: u64 = superseded.values().map(|ids| ids.len() as u64).sum();
             let start = std::time::Instant::now();
             let report = dataflow::run(
                 plan,
-                Job::Reprocess { inputs: parts.clone() },
+                Job::Reprocess { inputs: parts.clone(), superseded },
                 dataset.clone(),
                 columns,
                 &cluster,
-                progress(Some(total), cluster.is_leader() && !learn.train),
+                progress(Some(stored - skipped), cluster.is_leader() && !learn.train),
                 gather,
             )?;
+            let current = stored - skipped;
+            let skipped = if skipped > 0 { format!(" ({skipped} superseded rows skipped)") } else { String::new() };
             Ok(format!(
-                "reprocess: {} input rows from {} file(s) -> {} rows in {} part(s) of {} ({} worker(s) in this process, {:.2}s)\n",
-                total,
+                "reprocess: {} input rows from {} file(s){skipped} -> {} rows in {} part(s) of {} ({} worker(s) in this process, {:.2}s)\n",
+                current,
                 parts.len(),
                 report.rows_written,
                 report.parts,

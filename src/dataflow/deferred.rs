@@ -129,7 +129,7 @@ mod tests {
     }
 
     fn reprocess(files: &[PathBuf], out: &Path) -> RecordBatch {
-        let job = Job::Reprocess { inputs: files.to_vec() };
+        let job = Job::Reprocess { inputs: files.to_vec(), superseded: Default::default() };
         run(poad(), job, out.into(), Columns::All, &cluster(), Arc::new(|_| ()), Gather::No).unwrap();
         sorted_by_episode(&Dataset::open(out).unwrap().read_latest(None, false).unwrap().0).unwrap()
     }

@@ -28,7 +28,7 @@ pub use source::InputLayout;
 pub use watch::Importer;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,9 @@ pub enum Job {
     Reprocess {
         /// Input part files.
         inputs: Vec<PathBuf>,
+        /// Per file, the `episode_id`s to skip (rows a later commit of its dataset supersedes;
+        /// [`crate::store::superseded_rows`]).
+        superseded: HashMap<PathBuf, HashSet<String>>,
     },
     /// Files dropped into `dir`, one epoch per file, as they arrive.
     Watch {
@@ -185,7 +188,11 @@ pub fn run(
     }
     let consumer = Arc::new(Mutex::new(consumer));
     let plan = Arc::new(plan);
-    let layout = Arc::new(InputLayout::new(&plan, columns));
+    let superseded = match &job {
+        Job::Reprocess { superseded, .. } => superseded.clone(),
+        Job::Watch { .. } => Default::default(),
+    };
+    let layout = Arc::new(InputLayout::new(&plan, columns).skipping(superseded));
     let mut deferrable = match &job {
         Job::Watch { .. } => crate::pipeline::deferral::deferrable(&plan),
         Job::Reprocess { .. } => None,
@@ -267,7 +274,7 @@ pub fn run(
             c.consume(files, rows)
         };
         match &job {
-            Job::Reprocess { inputs } => {
+            Job::Reprocess { inputs, .. } => {
                 if leader {
                     for f in inputs {
                         announce.send(f.display().to_string());

@@ -4,13 +4,15 @@
 //! usual case) are spread over the workers instead of all landing on worker 0. Each file is
 //! checked against the columns the plan needs and its rows against [`crate::schema::rows`]; the
 //! batch is then laid out in the plan's fixed output layout (missing optional columns become
-//! nulls), so that batches from different files can be written to one part.
+//! nulls), so that batches from different files can be written to one part. Parts of a trajflow
+//! dataset are read as the dataset's current rows: rows a later commit supersedes (same
+//! `episode_id`, as `watch` writes them) are skipped.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
@@ -28,6 +30,8 @@ pub struct InputLayout {
     /// Logical name -> column name, for the row checks.
     pub roles: BTreeMap<String, String>,
     required: Vec<(String, crate::schema::ColumnType)>,
+    /// Per file, the `episode_id`s superseded by a later commit of its dataset (skipped).
+    superseded: HashMap<PathBuf, HashSet<String>>,
 }
 
 impl InputLayout {
@@ -60,7 +64,17 @@ impl InputLayout {
             }
         }
         roles.insert("episode_id".into(), "episode_id".into());
-        InputLayout { schema: Arc::new(Schema::new(fields)), roles, required: plan.input_columns.clone() }
+        InputLayout {
+            schema: Arc::new(Schema::new(fields)),
+            roles,
+            required: plan.input_columns.clone(),
+            superseded: HashMap::new(),
+        }
+    }
+
+    /// The layout skipping, in each file, the rows whose `episode_id` is listed for it.
+    pub fn skipping(self, superseded: HashMap<PathBuf, HashSet<String>>) -> InputLayout {
+        InputLayout { superseded, ..self }
     }
 
     /// Reads the row groups of `path` assigned to `worker` of `peers`, checked and laid out.
@@ -80,7 +94,10 @@ impl InputLayout {
         if groups.is_empty() {
             return Ok(Vec::new());
         }
-        let batches = reader.read(Some(&present), Some(groups))?;
+        let mut batches = reader.read(Some(&present), Some(groups))?;
+        if let Some(gone) = self.superseded.get(path) {
+            batches = batches.iter().map(|b| without(path, b, gone)).collect::<Result<_>>()?;
+        }
         batches.iter().map(|b| self.lay_out(path, b)).collect()
     }
 
@@ -103,6 +120,15 @@ impl InputLayout {
         check_rows(path, &batch, &self.roles)?;
         Ok(batch)
     }
+}
+
+/// `batch` without the rows whose `episode_id` is in `gone`.
+fn without(path: &Path, batch: &RecordBatch, gone: &HashSet<String>) -> Result<RecordBatch> {
+    let ids = batch.column_by_name("episode_id").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
+        Error::Schema { file: path.into(), column: "episode_id".into(), message: "missing or not utf8".into() }
+    })?;
+    let keep: BooleanArray = ids.iter().map(|id| Some(!id.is_some_and(|id| gone.contains(id)))).collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
 #[cfg(test)]

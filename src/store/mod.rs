@@ -29,7 +29,7 @@ pub(crate) use part::write_atomically;
 pub use part::{read_part, write_part, PartReader};
 pub use whitening::DeferredWhitening;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -186,6 +186,33 @@ impl Dataset {
         Ok((latest_by_episode(&batches)?, bad))
     }
 
+    /// For every committed part, the `episode_id`s a later commit supersedes: the rows a reader
+    /// of the parts as plain files must skip to see what [`Dataset::read_latest`] sees. Reads only
+    /// the `episode_id` column; parts without superseded rows are left out.
+    pub fn superseded(&self) -> Result<HashMap<PathBuf, HashSet<String>>> {
+        let mut later: HashSet<String> = HashSet::new();
+        let mut out = HashMap::new();
+        for path in self.part_paths()?.into_iter().rev() {
+            let mut here = HashSet::new();
+            for b in read_part(&path, Some(&["episode_id".to_string()]))? {
+                let ids = b.column_by_name("episode_id").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
+                    Error::Schema {
+                        file: path.clone(),
+                        column: "episode_id".into(),
+                        message: "missing or not utf8".into(),
+                    }
+                })?;
+                here.extend(ids.iter().flatten().map(str::to_string));
+            }
+            let gone: HashSet<String> = here.iter().filter(|id| later.contains(*id)).cloned().collect();
+            later.extend(here);
+            if !gone.is_empty() {
+                out.insert(path, gone);
+            }
+        }
+        Ok(out)
+    }
+
     /// The whitening the dataset's readers apply (that of the latest commit recording one).
     pub fn whitening(&self) -> Result<Option<DeferredWhitening>> {
         Ok(latest_whitening(&self.commits()?).cloned())
@@ -292,6 +319,19 @@ pub fn publish_file(src: &Path, dir: &Path) -> Result<PathBuf> {
     let bytes = fs::read(src).map_err(|e| Error::io(src, e))?;
     part::write_atomically(dir, &name, &bytes)?;
     Ok(dir.join(name))
+}
+
+/// The rows to skip when reading `parts` as input: for parts of a trajflow dataset, the
+/// `episode_id`s a later commit of that dataset supersedes ([`Dataset::superseded`]).
+pub fn superseded_rows(parts: &[PathBuf]) -> Result<HashMap<PathBuf, HashSet<String>>> {
+    let mut dirs: Vec<&Path> = parts.iter().filter_map(|p| p.parent()).filter(|d| Dataset::is_dataset(d)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut out = HashMap::new();
+    for d in dirs {
+        out.extend(Dataset::open(d)?.superseded()?);
+    }
+    Ok(out)
 }
 
 /// Lists the input parts behind `path`: a dataset's committed parts, the `*.parquet` files of a
