@@ -85,17 +85,20 @@ fn watch_one_file_at_a_time_equals_reprocess_all_at_once() {
     }
 }
 
+/// Two files in `input`: 10 groups of 4 rollouts, then one brand-new group of 3.
+fn forty_then_three(input: &Path) -> Vec<std::path::PathBuf> {
+    let spec = trajflow::synth::SynthSpec { groups: 10, group_size: 4, id_prefix: "old".into(), ..Default::default() };
+    write_file(input, "a.parquet", &trajflow::synth::generate(&spec));
+    let spec =
+        trajflow::synth::SynthSpec { groups: 1, group_size: 3, id_prefix: "new".into(), seed: 5, ..Default::default() };
+    write_file(input, "b.parquet", &trajflow::synth::generate(&spec));
+    vec![input.join("a.parquet"), input.join("b.parquet")]
+}
+
 #[test]
 fn watch_recomputes_only_the_groups_a_file_touches() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    let spec = trajflow::synth::SynthSpec { groups: 10, group_size: 4, id_prefix: "old".into(), ..Default::default() };
-    write_file(&input, "a.parquet", &trajflow::synth::generate(&spec));
-    // The second file: one brand-new group of 3 rollouts.
-    let spec =
-        trajflow::synth::SynthSpec { groups: 1, group_size: 3, id_prefix: "new".into(), seed: 5, ..Default::default() };
-    write_file(&input, "b.parquet", &trajflow::synth::generate(&spec));
-    let files = vec![input.join("a.parquet"), input.join("b.parquet")];
+    let files = forty_then_three(&dir.path().join("in"));
     let out = watch_one_by_one("loop_advantages.toml", &files, dir.path(), "1");
     let ds = trajflow::store::Dataset::open(&out).unwrap();
     let rows_per_epoch: Vec<(u64, u64)> = ds.commits().unwrap().iter().map(|c| (c.epoch, c.rows)).collect();
@@ -109,12 +112,7 @@ fn watch_recomputes_only_the_groups_a_file_touches() {
 fn watch_records_a_batch_whitening_instead_of_rewriting_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
-    let spec = trajflow::synth::SynthSpec { groups: 10, group_size: 4, id_prefix: "old".into(), ..Default::default() };
-    write_file(&input, "a.parquet", &trajflow::synth::generate(&spec));
-    let spec =
-        trajflow::synth::SynthSpec { groups: 1, group_size: 3, id_prefix: "new".into(), seed: 5, ..Default::default() };
-    write_file(&input, "b.parquet", &trajflow::synth::generate(&spec));
-    let files = vec![input.join("a.parquet"), input.join("b.parquet")];
+    let files = forty_then_three(&input);
     let out = watch_one_by_one("poad_advantages.toml", &files, dir.path(), "1");
     let commits = trajflow::store::Dataset::open(&out).unwrap().commits().unwrap();
     let rows_per_epoch: Vec<(u64, u64)> = commits.iter().map(|c| (c.epoch, c.rows)).collect();

@@ -61,8 +61,14 @@ pub fn run_score(
     model.set_precision(precision);
     let out = Dataset::create(output)?;
     let mut rows = 0;
-    for part in input_parts(input)? {
+    let parts = input_parts(input)?;
+    let superseded = crate::store::superseded_rows(&parts)?;
+    for part in parts {
         for batch in read_part(&part, None)? {
+            let batch = match superseded.get(&part) {
+                Some(gone) => crate::store::without_episodes(&part, &batch, gone)?,
+                None => batch,
+            };
             let tokens = batch.column_by_name("tokens").and_then(|c| c.as_list_opt::<i32>()).ok_or_else(|| {
                 Error::Schema { file: part.clone(), column: "tokens".into(), message: "missing or not a list".into() }
             })?;

@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{new_null_array, ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
 use crate::schema::{check_columns, rows::check_rows, TableSchema};
-use crate::store::PartReader;
+use crate::store::{without_episodes, PartReader};
 
 use super::Columns;
 
@@ -96,7 +96,7 @@ impl InputLayout {
         }
         let mut batches = reader.read(Some(&present), Some(groups))?;
         if let Some(gone) = self.superseded.get(path) {
-            batches = batches.iter().map(|b| without(path, b, gone)).collect::<Result<_>>()?;
+            batches = batches.iter().map(|b| without_episodes(path, b, gone)).collect::<Result<_>>()?;
         }
         batches.iter().map(|b| self.lay_out(path, b)).collect()
     }
@@ -120,15 +120,6 @@ impl InputLayout {
         check_rows(path, &batch, &self.roles)?;
         Ok(batch)
     }
-}
-
-/// `batch` without the rows whose `episode_id` is in `gone`.
-fn without(path: &Path, batch: &RecordBatch, gone: &HashSet<String>) -> Result<RecordBatch> {
-    let ids = batch.column_by_name("episode_id").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
-        Error::Schema { file: path.into(), column: "episode_id".into(), message: "missing or not utf8".into() }
-    })?;
-    let keep: BooleanArray = ids.iter().map(|id| Some(!id.is_some_and(|id| gone.contains(id)))).collect();
-    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
 #[cfg(test)]
