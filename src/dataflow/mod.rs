@@ -208,12 +208,19 @@ pub fn run(
     let dataset = Dataset::create(&output)?;
     let errors = ErrorSlot::default();
     let tag = crate::schema::TableSchema::trajectory().tag();
-    // A restarted `watch` replays what it ingested before, writing nothing for those epochs.
+    // A restarted `watch` replays what it ingested before, writing only what was not committed.
     let replay = match &job {
         Job::Watch { .. } => watch::IngestLog::new(&output).entries()?,
         Job::Reprocess { .. } => Vec::new(),
     };
     let replay_epoch = replay.last().map(|(e, _, _)| *e);
+    // What each writer committed of the replayed epochs. The leader logs a file once its own
+    // parts are committed; another worker may be killed before committing its part of that
+    // epoch, so a replayed epoch still writes the parts its writer has not committed.
+    let committed: Vec<(u64, String)> = match replay_epoch {
+        Some(last) => dataset.commits()?.into_iter().filter(|c| c.epoch <= last).map(|c| (c.epoch, c.writer)).collect(),
+        None => Vec::new(),
+    };
     let (e, p) = (errors.clone(), plan.clone());
     let process = cluster.process_id;
     let output_dir = output.clone();
@@ -239,7 +246,7 @@ pub fn run(
                 format!("w{index}"),
                 tag.clone(),
                 keep.clone(),
-                replay_epoch,
+                committed.iter().filter(|(_, w)| *w == format!("w{index}")).map(|(e, _)| *e).collect(),
                 pending.clone(),
                 recorded.clone(),
                 e.clone(),

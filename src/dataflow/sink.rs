@@ -21,9 +21,9 @@ use crate::store::{Commit, Dataset};
 /// Parts written by this worker and not yet committed.
 pub type Pending = Rc<RefCell<Vec<Commit>>>;
 
-/// Renders the sink. With `keep`, only those columns are written; epochs up to `replayed` (a
-/// restarted `watch` rebuilding its state) write nothing; an epoch's whitening in `recorded` goes
-/// into its commit.
+/// Renders the sink. With `keep`, only those columns are written; epochs in `committed` (replayed
+/// by a restarted `watch` whose part of them this writer had committed) write nothing; an
+/// epoch's whitening in `recorded` goes into its commit.
 #[allow(clippy::too_many_arguments)]
 pub fn write_parts<'s>(
     stream: Stream<'s, u64, Vec<Batch>>,
@@ -31,7 +31,7 @@ pub fn write_parts<'s>(
     writer: String,
     schema_tag: String,
     keep: Option<Vec<String>>,
-    replayed: Option<u64>,
+    committed: std::collections::HashSet<u64>,
     pending: Pending,
     recorded: Recorded,
     errors: ErrorSlot,
@@ -55,7 +55,7 @@ pub fn write_parts<'s>(
                 break;
             }
             let batches = stash.remove(&t).expect("the key was just seen");
-            if batches.is_empty() || errors.is_set() || replayed.is_some_and(|r| t <= r) {
+            if batches.is_empty() || errors.is_set() || committed.contains(&t) {
                 continue;
             }
             match dataset.write_uncommitted(&batches, t, &writer, &schema_tag, Vec::new()) {
