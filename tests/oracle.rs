@@ -141,6 +141,17 @@ fn watch_records_a_batch_whitening_instead_of_rewriting_every_row() {
 
     let err = fails(&["reprocess", &pipeline("grpo_advantages.toml"), "--input", s(&out), "--output", s(&plain)]);
     assert!(err.contains("before a deferred whitening") && err.contains("trajflow export"), "{err}");
+    // One of its part files given alone is refused too.
+    let part = out.join(&commits[1].part);
+    let err = fails(&["reprocess", &pipeline("grpo_advantages.toml"), "--input", s(&part), "--output", s(&plain)]);
+    assert!(err.contains("before a deferred whitening"), "{err}");
+    // Exporting some columns (episode_id left out) gives just those, whitened.
+    let only = dir.path().join("only.parquet");
+    ok(&["export", s(&out), "--output", s(&only), "--columns", "advantages"]);
+    let batches = trajflow::store::read_part(&only, None).unwrap();
+    assert_eq!(batches[0].schema().fields().len(), 1);
+    let whitened: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(whitened, 43);
 }
 
 /// A dataset written by `watch` keeps superseded rows (an episode sent again with a new reward, and

@@ -383,9 +383,24 @@ impl From<ClusterArgs> for Cluster {
 fn export(dataset: &Path, output: &Path, columns: Option<&[String]>) -> Result<String> {
     let ds = Dataset::open(dataset)?;
     let tag = ds.commits()?.first().map(|c| c.schema.clone()).unwrap_or_default();
-    let (batches, _) = ds.read_latest(columns, false)?;
+    // The latest row of each episode is found by episode_id, whether or not it is exported.
+    let with_id = columns.map(|c| {
+        let mut c = c.to_vec();
+        if !c.iter().any(|n| n == "episode_id") {
+            c.push("episode_id".into());
+        }
+        c
+    });
+    let (mut batches, _) = ds.read_latest(with_id.as_deref(), false)?;
     if batches.is_empty() {
         return Err(Error::file(dataset, "has no rows to export"));
+    }
+    if let Some(cols) = columns {
+        let select = |b: &arrow::array::RecordBatch| {
+            let keep: Vec<usize> = cols.iter().filter_map(|c| b.schema().index_of(c).ok()).collect();
+            b.project(&keep)
+        };
+        batches = batches.iter().map(select).collect::<std::result::Result<_, _>>()?;
     }
     let name = output.file_name().ok_or_else(|| Error::file(output, "is not a file name"))?.to_string_lossy();
     let dir = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

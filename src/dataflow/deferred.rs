@@ -31,7 +31,8 @@ use crate::stages::Summary;
 use crate::store::DeferredWhitening;
 
 /// The statistic recorded for each epoch (shared by the stage, the sink and the driver of one
-/// worker). Entries older than the epoch the sink last wrote are dropped.
+/// worker): the stage keeps the latest two; readers take the latest entry at or before their
+/// epoch (a worker that saw no row and no change of the statistic at an epoch records none).
 pub type Recorded = Rc<RefCell<BTreeMap<u64, DeferredWhitening>>>;
 
 /// An epoch not yet passed by both inputs: its capability, its rows, its new summary if any.
@@ -71,11 +72,20 @@ pub fn render<'s>(
                 }
                 let (cap, batches, summary) = pending.remove(&t).expect("the key was just seen");
                 current = summary.or(current);
-                if let Some(s) = current {
-                    let moments = Moments { n: s.n, mean: s.mean, m2: s.m2 };
-                    recorded.borrow_mut().insert(t, DeferredWhitening { moments, ..deferred.whitening.clone() });
-                }
                 let st = &plan.stages[stage];
+                if let Some(s) = current {
+                    if !(s.mean.is_finite() && s.m2.is_finite()) {
+                        let what = format!("mean {} and m2 {} of '{}'", s.mean, s.m2, deferred.source);
+                        errors.set(Error::stage(&st.id, format!("the whitening statistic is not finite ({what})")));
+                        continue;
+                    }
+                    let moments = Moments { n: s.n, mean: s.mean, m2: s.m2 };
+                    let mut recorded = recorded.borrow_mut();
+                    // Keep the previous epoch's entry for a sink or consumer still behind.
+                    let previous = recorded.range(..t).next_back().map(|(&e, _)| e);
+                    recorded.retain(|&e, _| previous.is_some_and(|p| e >= p));
+                    recorded.insert(t, DeferredWhitening { moments, ..deferred.whitening.clone() });
+                }
                 let mut session = output.session(&cap);
                 for b in batches {
                     let Some(raw) = b.rows.column_by_name(&deferred.source).cloned() else {

@@ -193,9 +193,13 @@ pub fn run(
         Job::Watch { .. } => Default::default(),
     };
     let layout = Arc::new(InputLayout::new(&plan, columns).skipping(superseded));
+    let dataset = Dataset::create(&output)?;
+    // A dataset whose earlier commits hold whitened values (written before whitening was
+    // deferred) goes on being whitened when written: its old rows would otherwise stay stale.
+    let whitened_before = dataset.commits()?.iter().any(|c| c.whitening.is_none());
     let mut deferrable = match &job {
-        Job::Watch { .. } => crate::pipeline::deferral::deferrable(&plan),
-        Job::Reprocess { .. } => None,
+        Job::Watch { .. } if !whitened_before => crate::pipeline::deferral::deferrable(&plan),
+        _ => None,
     };
     let mut keep = columns.kept(&plan);
     // Rows stored before their whitening keep the segments it needs (left out again when read).
@@ -205,7 +209,6 @@ pub fn run(
             d.whitening.segments_only_for_whitening = true;
         }
     }
-    let dataset = Dataset::create(&output)?;
     let errors = ErrorSlot::default();
     let tag = crate::schema::TableSchema::trajectory().tag();
     // A restarted `watch` replays what it ingested before, writing only what was not committed.
@@ -274,7 +277,7 @@ pub fn run(
         let mut consume = |t: u64, files: &[PathBuf]| -> Result<()> {
             let Some(c) = consumer.as_mut() else { return Ok(()) };
             let mut rows = gathered.borrow_mut().remove(&t).unwrap_or_default();
-            if let Some(w) = recorded.borrow().get(&t) {
+            if let Some((_, w)) = recorded.borrow().range(..=t).next_back() {
                 let at = PathBuf::from(format!("epoch {t}"));
                 rows = rows.iter().map(|b| w.apply(b, &at)).collect::<Result<_>>()?;
             }

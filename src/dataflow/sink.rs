@@ -60,9 +60,7 @@ pub fn write_parts<'s>(
             }
             match dataset.write_uncommitted(&batches, t, &writer, &schema_tag, Vec::new()) {
                 Ok(mut commit) => {
-                    let mut recorded = recorded.borrow_mut();
-                    commit.whitening = recorded.get(&t).cloned();
-                    recorded.retain(|&e, _| e >= t);
+                    commit.whitening = recorded.borrow().range(..=t).next_back().map(|(_, w)| w.clone());
                     pending.borrow_mut().push(commit)
                 }
                 Err(e) => errors.set(e),

@@ -346,21 +346,33 @@ pub fn without_episodes(path: &Path, batch: &RecordBatch, gone: &HashSet<String>
 /// Lists the input parts behind `path`: a dataset's committed parts, the `*.parquet` files of a
 /// plain directory (sorted by name), or the file itself.
 pub fn input_parts(path: &Path) -> Result<Vec<PathBuf>> {
+    // Parts that store a column before its deferred whitening are not plain input.
+    let refuse = |dataset: &Path, w: &DeferredWhitening| {
+        Error::file(
+            path,
+            format!(
+                "stores '{}' before a deferred whitening (written by `watch`): its part files are not plain input; \
+                 run `trajflow export {} --output FILE.parquet` and read that",
+                w.column,
+                dataset.display()
+            ),
+        )
+    };
     if path.is_file() {
+        if let Some(dir) = path.parent().filter(|d| Dataset::is_dataset(d)) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if let Some(w) =
+                Dataset::open(dir)?.commits()?.iter().find(|c| c.part == name).and_then(|c| c.whitening.as_ref())
+            {
+                return Err(refuse(dir, w));
+            }
+        }
         return Ok(vec![path.to_path_buf()]);
     }
     if Dataset::is_dataset(path) {
         let ds = Dataset::open(path)?;
         if let Some(w) = ds.whitening()? {
-            return Err(Error::file(
-                path,
-                format!(
-                    "stores '{}' before a deferred whitening (written by `watch`): its part files are not plain \
-                     input; run `trajflow export {} --output FILE.parquet` and read that",
-                    w.column,
-                    path.display()
-                ),
-            ));
+            return Err(refuse(path, &w));
         }
         return ds.part_paths();
     }
