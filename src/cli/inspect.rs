@@ -8,7 +8,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 
 use crate::error::Result;
-use crate::store::{input_parts, latest_by_episode, read_part, Dataset};
+use crate::store::{input_parts, latest_by_episode, latest_whitening, read_part, Dataset};
 
 /// Renders the inspection report.
 pub fn inspect(path: &Path, rows: usize) -> Result<String> {
@@ -17,7 +17,7 @@ pub fn inspect(path: &Path, rows: usize) -> Result<String> {
         let ds = Dataset::open(path)?;
         let commits = ds.commits()?;
         let _ = writeln!(s, "{}: {} part(s) (trajflow dataset)", path.display(), commits.len());
-        if let Some(w) = ds.whitening()? {
+        if let Some(w) = latest_whitening(&commits) {
             let _ = writeln!(
                 s,
                 "'{}' is stored before its whitening and whitened when read: {} action tokens, mean {:.6}, {:?} \

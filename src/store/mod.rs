@@ -212,14 +212,10 @@ impl Dataset {
         }
         Ok(out)
     }
-
-    /// The whitening the dataset's readers apply (that of the latest commit recording one).
-    pub fn whitening(&self) -> Result<Option<DeferredWhitening>> {
-        Ok(latest_whitening(&self.commits()?).cloned())
-    }
 }
 
-fn latest_whitening(commits: &[Commit]) -> Option<&DeferredWhitening> {
+/// The whitening a dataset's readers apply: that of the latest of its `commits` recording one.
+pub fn latest_whitening(commits: &[Commit]) -> Option<&DeferredWhitening> {
     commits.iter().rev().find_map(|c| c.whitening.as_ref())
 }
 
@@ -370,11 +366,11 @@ pub fn input_parts(path: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     if Dataset::is_dataset(path) {
-        let ds = Dataset::open(path)?;
-        if let Some(w) = ds.whitening()? {
-            return Err(refuse(path, &w));
+        let commits = Dataset::open(path)?.commits()?;
+        if let Some(w) = latest_whitening(&commits) {
+            return Err(refuse(path, w));
         }
-        return ds.part_paths();
+        return Ok(commits.into_iter().map(|c| path.join(c.part)).collect());
     }
     if !path.is_dir() {
         return Err(Error::file(path, "no such file or directory"));
