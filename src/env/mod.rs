@@ -9,6 +9,7 @@
 //! plans from the current state, so it can take over after any prefix of agent actions. Task ids are split into
 //! train/dev/test by a fixed hash ([`split_of`]), independent of the environment, so held-out ids stay held out.
 
+pub mod bandit;
 pub mod bridge;
 #[cfg(feature = "torch")]
 pub mod demos;
@@ -67,7 +68,7 @@ pub trait Env: Send {
 
 /// Names of the built-in environments accepted by [`by_name`].
 pub const ENV_NAMES: &[&str] =
-    &[household::NAME, household::PICK_NAME, kitchen::NAME, qa::NAME, qa::F1_NAME, tools::NAME];
+    &[household::NAME, household::PICK_NAME, kitchen::NAME, qa::NAME, qa::F1_NAME, tools::NAME, bandit::NAME];
 
 /// Builds an environment by registry name, with default settings: a built-in one (`"household"`,
 /// `"household-pick"`, `"kitchen"`, `"qa"`, `"qa-f1"`, `"tools"`; `"verbose:ENV"`, ENV with longer actions) or a bridged one (`"scienceworld[:TASK]"`, `"twx[:GAME]"`,
@@ -80,6 +81,7 @@ pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
         qa::NAME => Ok(Box::new(qa::Qa::exact_match())),
         qa::F1_NAME => Ok(Box::new(qa::Qa::token_f1())),
         tools::NAME => Ok(Box::new(tools::Tools::new())),
+        bandit::NAME => Ok(Box::new(bandit::Bandit::new())),
         _ if name.starts_with(verbose::PREFIX) => Ok(Box::new(verbose::Verbose::new(&name[verbose::PREFIX.len()..])?)),
         _ => match bridge::Bridge::by_name(name) {
             Some(b) => Ok(Box::new(b)),

@@ -2,12 +2,14 @@
 //! has its own positions, so a row's tokens and log-probs do not depend on what else is in the
 //! batch. Sampling: greedy (temperature 0) or temperature, top-k, top-p; stop tokens and stop
 //! strings; a token budget. Each generated token comes with its log-prob under the distribution
-//! it was sampled from (softmax(logits / temperature), before top-k/top-p truncation; plain
-//! softmax for greedy). Sampling draws from a generator of its own seeded with `seed`, so a run
-//! is reproducible whatever else runs in the process.
+//! it was drawn from — allowed set, temperature, top-k and top-p applied as [`super::drawn`] says
+//! (the masked softmax for greedy) — and the set of tokens it was allowed to be. Sampling draws
+//! from a generator of its own seeded with `seed`, so a run is reproducible whatever else runs in
+//! the process.
 
 use tch::{Kind, Tensor};
 
+use super::drawn::{restrict, Shape};
 use super::llama::Decoder;
 use super::prefix_cache::{assemble, extract, PrefixCache};
 use super::tokenizer::Tok;
@@ -31,6 +33,13 @@ pub struct Sampling {
     pub stop_strings: Vec<String>,
     /// Seed of the sampler.
     pub seed: i64,
+}
+
+impl Sampling {
+    /// The temperature and truncation actions are drawn with.
+    pub fn shape(&self) -> Shape {
+        Shape { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p }
+    }
 }
 
 impl Default for Sampling {
@@ -61,29 +70,16 @@ pub enum Finish {
 pub struct Generation {
     /// Generated token ids (stop token included).
     pub tokens: Vec<i64>,
-    /// Log-prob of each generated token under the sampling distribution.
+    /// Log-prob of each generated token under the distribution it was drawn from.
     pub logprobs: Vec<f32>,
+    /// The tokens each generated token was allowed to be (empty: any): constrained decoding's
+    /// allowed continuations, which the learner applies again.
+    pub allowed: Vec<Vec<i64>>,
+    /// The temperature and truncation the tokens were drawn with; `None` when `logprobs` are the
+    /// plain softmax's whatever the sampling (whole actions scored and chosen, TWOSOME).
+    pub shape: Option<Shape>,
     /// Why generation ended.
     pub finish: Finish,
-}
-
-fn filter_logits(logits: &Tensor, s: &Sampling) -> Tensor {
-    let mut l = logits / s.temperature;
-    if s.top_k > 0 && s.top_k < l.size()[1] {
-        let (kth, _) = l.topk(s.top_k, -1, true, true);
-        let min = kth.narrow(1, s.top_k - 1, 1);
-        l = l.masked_fill(&l.lt_tensor(&min), f64::NEG_INFINITY);
-    }
-    if s.top_p < 1.0 {
-        let (sorted, idx) = l.sort(-1, true);
-        let cum = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
-        // Drop a token when the mass before it already reaches p (the first token always stays).
-        let before = &cum - sorted.softmax(-1, Kind::Float);
-        let drop_sorted = before.ge(s.top_p);
-        let drop = drop_sorted.scatter(-1, &idx, &drop_sorted);
-        l = l.masked_fill(&drop, f64::NEG_INFINITY);
-    }
-    l
 }
 
 /// log softmax(`logits`)[r, `next`[r]] for every row r, as the chosen logit minus the row's
@@ -178,7 +174,7 @@ pub fn generate_cached(
     let mut key_valid = Tensor::cat(&[&reused.key_valid, &Tensor::from_slice(&valid).view([b, t]).to(dev)], 1);
     let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
     let mut out: Vec<Generation> =
-        (0..b).map(|_| Generation { tokens: vec![], logprobs: vec![], finish: Finish::Length }).collect();
+        (0..b).map(|_| Generation { tokens: vec![], logprobs: vec![], allowed: vec![], shape: Some(s.shape()), finish: Finish::Length }).collect();
     let mut done = vec![false; b as usize];
     let mut rng = SplitMix::new(s.seed as u64);
     let _guard = tch::no_grad_guard();
@@ -187,32 +183,20 @@ pub fn generate_cached(
     let mut positions = Tensor::from_slice(&pos).view([b, t]).to(dev);
     for _ in 0..s.max_new_tokens {
         let hidden = model.hidden(&input, &positions, &key_valid, Some(&mut cache));
-        let mut last = model.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1)).squeeze_dim(1).to_kind(Kind::Float);
-        if let Some(allowed) = allowed {
-            let v = last.size()[1];
-            let mut mask = vec![true; (b * v) as usize];
-            for r in 0..b as usize {
-                let next = allowed_next(&allowed[r], &out[r].tokens);
-                if next.is_empty() {
-                    continue;
-                }
-                let row = &mut mask[r * v as usize..(r + 1) * v as usize];
-                row.iter_mut().for_each(|m| *m = false);
-                for &t in &next {
-                    row[t as usize] = true;
-                }
-            }
-            let keep = Tensor::from_slice(&mask).view([b, v]).to(dev);
-            last = last.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
-        }
-        let (next, logp) = if s.temperature <= 0.0 {
-            let next = last.argmax(-1, false);
-            (next.shallow_clone(), chosen_logprob(&last, &next))
-        } else {
-            let probs = filter_logits(&last, s).softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
-            let next = Tensor::from_slice(&sample_rows(&probs, &mut rng)?).to(dev);
-            (next.shallow_clone(), chosen_logprob(&(&last / s.temperature), &next))
+        let last = model.logits(&hidden.narrow(1, hidden.size()[1] - 1, 1)).squeeze_dim(1).to_kind(Kind::Float);
+        let mut allowed_now: Vec<Vec<i64>> = match allowed {
+            Some(allowed) => (0..b as usize).map(|r| allowed_next(&allowed[r], &out[r].tokens)).collect(),
+            None => vec![Vec::new(); b as usize],
         };
+        let sets: Vec<&[i64]> = allowed_now.iter().map(Vec::as_slice).collect();
+        let shaped = s.shape().apply(&restrict(&last, &sets));
+        let next = if s.temperature <= 0.0 {
+            shaped.argmax(-1, false)
+        } else {
+            let probs = shaped.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+            Tensor::from_slice(&sample_rows(&probs, &mut rng)?).to(dev)
+        };
+        let logp = chosen_logprob(&shaped, &next);
         let next: Vec<i64> = Vec::try_from(&next.to_device(tch::Device::Cpu))?;
         let logp: Vec<f32> = Vec::try_from(&logp.to_device(tch::Device::Cpu))?;
         for r in 0..b as usize {
@@ -222,6 +206,7 @@ pub fn generate_cached(
             let g = &mut out[r];
             g.tokens.push(next[r]);
             g.logprobs.push(logp[r]);
+            g.allowed.push(std::mem::take(&mut allowed_now[r]));
             let stop_string = !s.stop_strings.is_empty() && {
                 let text = tok.decode(&g.tokens)?;
                 s.stop_strings.iter().any(|x| text.contains(x.as_str()))

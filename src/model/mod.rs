@@ -6,6 +6,7 @@
 //! word-level tokenizer of a built-in environment ([`env_tokenizer`]), to be trained from scratch.
 
 pub mod config;
+pub mod drawn;
 #[cfg(feature = "torch")]
 pub mod env_tokenizer;
 #[cfg(feature = "torch")]

@@ -6,12 +6,24 @@
 
 use tch::{Kind, Tensor};
 
+use super::drawn::{Drawn, Positions};
 use super::llama::Decoder;
 use crate::error::Result;
 
 /// Log-prob of every token given the tokens before it; the first token of each sequence gets NaN.
 pub fn token_logprobs(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize) -> Result<Vec<Vec<f32>>> {
-    Ok(score(model, seqs, max_batch_tokens, false)?.into_iter().map(|(lp, _)| lp).collect())
+    drawn_logprobs(model, seqs, &[], max_batch_tokens)
+}
+
+/// [`token_logprobs`], where the tokens `drawn[i]` names (if any) get their log-prob under the
+/// distribution they were drawn from (allowed set, temperature, truncation: [`super::drawn`]).
+pub fn drawn_logprobs(
+    model: &Decoder,
+    seqs: &[Vec<i64>],
+    drawn: &[Option<&Drawn>],
+    max_batch_tokens: usize,
+) -> Result<Vec<Vec<f32>>> {
+    Ok(score(model, seqs, drawn, max_batch_tokens, false)?.into_iter().map(|(lp, _)| lp).collect())
 }
 
 /// Log-probs as [`token_logprobs`], plus the entropy of the distribution each token was drawn
@@ -21,7 +33,10 @@ pub fn token_logprobs_and_entropy(
     seqs: &[Vec<i64>],
     max_batch_tokens: usize,
 ) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-    Ok(score(model, seqs, max_batch_tokens, true)?.into_iter().map(|(lp, h)| (lp, h.unwrap_or_default())).collect())
+    Ok(score(model, seqs, &[], max_batch_tokens, true)?
+        .into_iter()
+        .map(|(lp, h)| (lp, h.unwrap_or_default()))
+        .collect())
 }
 
 type Scored = (Vec<f32>, Option<Vec<f32>>);
@@ -63,19 +78,26 @@ pub fn for_each_chunk(
     Ok(())
 }
 
-fn score(model: &Decoder, seqs: &[Vec<i64>], max_batch_tokens: usize, entropy: bool) -> Result<Vec<Scored>> {
+fn score(
+    model: &Decoder,
+    seqs: &[Vec<i64>],
+    drawn: &[Option<&Drawn>],
+    max_batch_tokens: usize,
+    entropy: bool,
+) -> Result<Vec<Scored>> {
     let mut out: Vec<Scored> = vec![(Vec::new(), None); seqs.len()];
     for_each_chunk(model, seqs, max_batch_tokens, |chunk, t, ids, hidden| {
-        let logits = model.logits(hidden).to_kind(Kind::Float);
-        let logp = logits.narrow(1, 0, t as i64 - 1).log_softmax(-1, Kind::Float);
-        let target = ids.narrow(1, 1, t as i64 - 1).unsqueeze(-1);
-        let picked = logp.gather(2, &target, false).squeeze_dim(-1).to_device(tch::Device::Cpu);
-        let picked: Vec<f32> = Vec::try_from(picked.view([-1]))?;
-        let ent: Option<Vec<f32>> = if entropy {
-            let h = crate::train::losses::entropy_from_logits(&logits.narrow(1, 0, t as i64 - 1));
-            Some(Vec::try_from(h.to_device(tch::Device::Cpu).view([-1]))?)
-        } else {
-            None
+        let logits = model.logits(hidden).narrow(1, 0, t as i64 - 1);
+        let target = ids.narrow(1, 1, t as i64 - 1);
+        let mut positions = Positions::default();
+        for (r, &i) in chunk.iter().enumerate() {
+            positions.extend(drawn.get(i).copied().flatten(), |j| r * (t - 1) + j - 1);
+        }
+        let (picked, ent) = super::drawn::log_probs(&logits, &target, &positions, entropy);
+        let picked: Vec<f32> = Vec::try_from(picked.to_device(tch::Device::Cpu).view([-1]))?;
+        let ent: Option<Vec<f32>> = match ent {
+            Some(h) => Some(Vec::try_from(h.to_device(tch::Device::Cpu).view([-1]))?),
+            None => None,
         };
         let row = |flat: &[f32], r: usize, n: usize| {
             let mut v = Vec::with_capacity(n);

@@ -344,6 +344,10 @@ pub struct LearnerSection {
     /// Learning rate (AdamW).
     #[serde(default = "d_lr")]
     pub lr: f64,
+    /// Linear warm-up of the rate over the learner's first N updates (0 = none): a fresh AdamW's
+    /// first steps are as large as its rate whatever the gradient's scale.
+    #[serde(default)]
+    pub warmup: u64,
     /// AdamW weight decay.
     #[serde(default)]
     pub weight_decay: f64,

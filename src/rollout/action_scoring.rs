@@ -92,6 +92,8 @@ pub fn choose(
         out.push(Generation {
             tokens: cs[index].ids.clone(),
             logprobs: token_logps[index].clone(),
+            allowed: vec![Vec::new(); cs[index].ids.len()],
+            shape: None,
             finish: Finish::Stop,
         });
     }

@@ -166,6 +166,9 @@ fn push_tokens(row: &mut EpisodeRow, ids: &[i32], segs: &[u8], turn: i32) {
     if let Some(lp) = row.logp_behavior.as_mut() {
         lp.extend(std::iter::repeat_n(f32::NAN, ids.len()));
     }
+    if let Some(c) = row.allowed_counts.as_mut() {
+        c.extend(std::iter::repeat_n(0, ids.len()));
+    }
 }
 
 /// `actions` as candidates: each action's tokens followed by the end-of-turn token `eos`.
@@ -204,9 +207,22 @@ pub(crate) fn act(
     }
 }
 
-/// Appends generated tokens as `seg` with their behaviour log-probs; an action cut by the token
-/// budget gets the end-of-turn token as template and marks the row truncated (returns true then).
+/// Appends generated tokens as `seg` with their behaviour log-probs, allowed sets and sampling
+/// shape (what the learner needs to rebuild the distribution they were drawn from); an action cut
+/// by the token budget gets the end-of-turn token as template and marks the row truncated
+/// (returns true then).
 fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, seg: Segment) -> bool {
+    if g.allowed.iter().any(|a| !a.is_empty()) && row.allowed_counts.is_none() {
+        row.allowed_counts = Some(vec![0; row.tokens.len()]);
+        row.allowed_tokens = Some(Vec::new());
+    }
+    if let (Some(counts), Some(sets)) = (row.allowed_counts.as_mut(), row.allowed_tokens.as_mut()) {
+        for a in &g.allowed {
+            counts.push(a.len() as i32);
+            sets.extend(a.iter().map(|&t| t as i32));
+        }
+    }
+    row.sampling = g.shape.or(row.sampling);
     row.tokens.extend(g.tokens.iter().map(|&x| x as i32));
     row.segments.extend(std::iter::repeat_n(seg as u8, g.tokens.len()));
     row.turns.extend(std::iter::repeat_n(turn, g.tokens.len()));

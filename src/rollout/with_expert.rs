@@ -15,15 +15,7 @@ pub fn truncate_turns(row: &mut EpisodeRow, n: usize) {
         return;
     }
     let keep = row.turns.iter().take_while(|&&t| (t as usize) < n).count();
-    row.tokens.truncate(keep);
-    row.segments.truncate(keep);
-    row.turns.truncate(keep);
-    if let Some(lp) = row.logp_behavior.as_mut() {
-        lp.truncate(keep);
-    }
-    if let Some(v) = row.values.as_mut() {
-        v.truncate(keep);
-    }
+    row.truncate_tokens(keep);
     row.turn_rewards.truncate(n);
     row.reward = row.turn_rewards.iter().sum();
     row.truncated = true;

@@ -11,6 +11,7 @@ use arrow::datatypes::{Float32Type, Int32Type, UInt8Type};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::model::drawn::{Drawn, Positions, Shape};
 use crate::ops::segment::Segment;
 
 /// One episode as the learner sees it.
@@ -33,6 +34,8 @@ pub struct Example {
     pub returns: Vec<f32>,
     /// Per-token turn index (0 where the rows have none): the spans of turn-level ratios.
     pub turns: Vec<i64>,
+    /// How the behaviour policy drew the tokens, where the row says (None: the plain softmax).
+    pub drawn: Option<Drawn>,
 }
 
 impl Example {
@@ -53,6 +56,73 @@ fn list_f32(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<f32>>
         .as_primitive_opt::<Float32Type>()
         .ok_or_else(|| Error::Usage(format!("column '{name}' is not list<float32>")))?;
     Ok(Some(v.values().to_vec()))
+}
+
+fn int_list(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<i32>>> {
+    let Some(col) = rows.column_by_name(name) else { return Ok(None) };
+    let list = col.as_list_opt::<i32>().ok_or_else(|| Error::Usage(format!("column '{name}' is not a list")))?;
+    if list.is_null(i) {
+        return Ok(None);
+    }
+    let v = list.value(i);
+    let v =
+        v.as_primitive_opt::<Int32Type>().ok_or_else(|| Error::Usage(format!("column '{name}' is not list<int32>")))?;
+    Ok(Some(v.values().to_vec()))
+}
+
+/// Row `i`'s sampling shape (`sample_temperature`, `sample_top_k`, `sample_top_p`), if recorded.
+fn shape(rows: &RecordBatch, i: usize) -> Result<Option<Shape>> {
+    let float = |name: &str| -> Result<Option<f64>> {
+        let Some(col) = rows.column_by_name(name) else { return Ok(None) };
+        let v = col
+            .as_primitive_opt::<Float32Type>()
+            .ok_or_else(|| Error::Usage(format!("column '{name}' is not float32")))?;
+        Ok(v.is_valid(i).then(|| f64::from(v.value(i))))
+    };
+    let Some(temperature) = float("sample_temperature")? else { return Ok(None) };
+    let top_k = match rows.column_by_name("sample_top_k") {
+        Some(col) => {
+            let v = col
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(|| Error::Usage("column 'sample_top_k' is not int32".into()))?;
+            if v.is_valid(i) { i64::from(v.value(i)) } else { 0 }
+        }
+        None => 0,
+    };
+    let top_p = float("sample_top_p")?.unwrap_or(1.0);
+    Ok(Some(Shape { temperature, top_k, top_p }))
+}
+
+/// How row `i`'s trained tokens were drawn: its shape and, per token, whether the policy drew it
+/// (a trained token with a finite behaviour log-prob) and its allowed set (`allowed_counts`,
+/// `allowed_tokens`). None when the row records no shape and no allowed sets.
+fn drawn(rows: &RecordBatch, i: usize, mask: &[f32], behaviour: &[f32]) -> Result<Option<Drawn>> {
+    let counts = int_list(rows, "allowed_counts", i)?;
+    let shape = shape(rows, i)?;
+    if shape.is_none() && counts.is_none() {
+        return Ok(None);
+    }
+    let n = mask.len();
+    let mut allowed = vec![Vec::new(); n];
+    if let Some(counts) = counts {
+        let sets = int_list(rows, "allowed_tokens", i)?.unwrap_or_default();
+        let total: usize = counts.iter().map(|&c| c.max(0) as usize).sum();
+        if counts.len() != n || total != sets.len() {
+            return Err(Error::Usage(format!(
+                "learner: 'allowed_counts' has {} values for {n} tokens and sums to {total}, but 'allowed_tokens' has {}",
+                counts.len(),
+                sets.len()
+            )));
+        }
+        let mut at = 0;
+        for (j, &c) in counts.iter().enumerate() {
+            let c = c.max(0) as usize;
+            allowed[j] = sets[at..at + c].iter().map(|&t| i64::from(t)).collect();
+            at += c;
+        }
+    }
+    let sampled = (0..n).map(|j| mask[j] > 0.0 && behaviour[j].is_finite()).collect();
+    Ok(Some(Drawn { shape: shape.unwrap_or(Shape::PLAIN), sampled, allowed }))
 }
 
 /// Which columns the learner reads.
@@ -135,7 +205,8 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
         if turns.len() != toks.len() {
             return Err(Error::Usage(format!("learner: 'turns' has {} values for {} tokens", turns.len(), toks.len())));
         }
-        let ex = Example { tokens: toks, mask, adv, logp_old, logp_ref, values, returns: ret, turns };
+        let drawn = drawn(rows, i, &mask, &logp_old)?;
+        let ex = Example { tokens: toks, mask, adv, logp_old, logp_ref, values, returns: ret, turns, drawn };
         if ex.trained() > 0 {
             out.push(ex);
         }
@@ -144,7 +215,7 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
 }
 
 /// A padded minibatch: `[B, T−1]` tensors aligned with the predicted tokens `1..T`.
-pub struct Padded {
+pub struct Padded<'a> {
     /// Input ids `[B, T]`.
     pub ids: Tensor,
     /// Positions `[B, T]`.
@@ -167,10 +238,12 @@ pub struct Padded {
     pub returns: Tensor,
     /// Turn index of each predicted token `[B, T−1]` (int64; 0 on padding).
     pub turns: Tensor,
+    /// The predicted tokens drawn from a shaped distribution (flat indices into `[B × (T−1)]`).
+    pub drawn: Positions<'a>,
 }
 
 /// Pads `examples` to their longest length on `device`.
-pub fn pad(examples: &[&Example], device: Device) -> Padded {
+pub fn pad<'a>(examples: &[&'a Example], device: Device) -> Padded<'a> {
     let b = examples.len();
     let t = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(1).max(2);
     let mut ids = vec![0i64; b * t];
@@ -182,7 +255,9 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
     let mut values = vec![0f32; b * (t - 1)];
     let mut returns = vec![0f32; b * (t - 1)];
     let mut turns = vec![0i64; b * (t - 1)];
+    let mut drawn = Positions::default();
     for (r, e) in examples.iter().enumerate() {
+        drawn.extend(e.drawn.as_ref(), |j| r * (t - 1) + j - 1);
         for (j, &id) in e.tokens.iter().enumerate() {
             ids[r * t + j] = id;
             valid[r * t + j] = true;
@@ -213,6 +288,7 @@ pub fn pad(examples: &[&Example], device: Device) -> Padded {
         values: f(&values),
         returns: f(&returns),
         turns: Tensor::from_slice(&turns).view([bi, ti - 1]).to(device),
+        drawn,
     }
 }
 

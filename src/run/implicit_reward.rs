@@ -94,6 +94,7 @@ fn action_example(row: &EpisodeRow) -> Example {
         values: vec![0.0; n],
         returns: vec![0.0; n],
         turns: vec![0; n],
+        drawn: None,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::model::llama::Decoder;
 use crate::synth::SplitMix;
 use crate::train::losses::{
-    clipped_is_pg_loss, dpo_loss, entropy_from_logits, kl_loss, masked_mean, nll_loss, ppo_policy_loss,
+    clipped_is_pg_loss, dpo_loss, kl_loss, masked_mean, nll_loss, ppo_policy_loss,
     sequence_logp_sum, KlEstimator, PpoClip, Reduction,
 };
 use crate::train::optim::{AdamW, Outcome};
@@ -137,15 +137,15 @@ pub struct Stats {
     pub kl_ref: f64,
 }
 
-/// Log-probs of the targets `[B, T−1]` (differentiable), the entropy of each predictive
-/// distribution (detached) and the final hidden states `[B, T, D]`.
-fn forward(model: &Decoder, p: &super::examples::Padded) -> (Tensor, Tensor, Tensor) {
+/// Log-probs of the targets `[B, T−1]` (differentiable) under the distributions they were drawn
+/// from ([`crate::model::drawn`]), the entropy of each (detached) and the final hidden states
+/// `[B, T, D]`.
+fn forward(model: &Decoder, p: &super::examples::Padded<'_>) -> (Tensor, Tensor, Tensor) {
     let t = p.ids.size()[1];
     let hidden = model.hidden(&p.ids, &p.positions, &p.valid, None);
     let logits = model.logits(&hidden).narrow(1, 0, t - 1);
-    let logp = logits.log_softmax(-1, tch::Kind::Float).gather(2, &p.targets.unsqueeze(-1), false).squeeze_dim(-1);
-    let entropy = tch::no_grad(|| entropy_from_logits(&logits.detach()));
-    (logp, entropy, hidden)
+    let (logp, entropy) = crate::model::drawn::log_probs(&logits, &p.targets, &p.drawn, true);
+    (logp, entropy.expect("entropy requested"), hidden)
 }
 
 /// Splits `batch` (indices, in runs of `unit` that stay together) into runs of at most `budget`
@@ -360,19 +360,65 @@ fn weight_stats(logp: &Tensor, logp_old: &Tensor, mask: &Tensor, eps: f64) -> (f
     })
 }
 
-/// Every example's per-token log-probs under `model`.
+/// Every example's per-token log-probs under `model`, each drawn token's under the distribution
+/// it was drawn from.
 fn score(model: &Decoder, examples: &[Example], max_batch_tokens: usize) -> Result<Vec<Vec<f32>>> {
     let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
-    crate::model::score::token_logprobs(model, &seqs, max_batch_tokens)
+    let drawn: Vec<_> = examples.iter().map(|e| e.drawn.as_ref()).collect();
+    crate::model::score::drawn_logprobs(model, &seqs, &drawn, max_batch_tokens)
+}
+
+/// |stored behaviour log-prob − log-prob under the learner now| over the trained tokens that have a
+/// behaviour log-prob: (max, mean, tokens). Before the first update it must be ~0: the learner
+/// trains the distribution the sampler drew from.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Mismatch {
+    /// Largest difference.
+    pub max: f64,
+    /// Mean difference.
+    pub mean: f64,
+    /// Tokens compared.
+    pub tokens: usize,
+}
+
+impl Mismatch {
+    /// Compares `behaviour` (the examples' `logp_old` as read from the rows) with `now`.
+    pub fn of(examples: &[Example], now: &[Vec<f32>]) -> Mismatch {
+        let (mut max, mut sum, mut tokens) = (0f64, 0f64, 0usize);
+        for (e, lp) in examples.iter().zip(now) {
+            for j in (1..e.tokens.len()).filter(|&j| e.mask[j] > 0.0 && e.logp_old[j].is_finite()) {
+                let d = (f64::from(e.logp_old[j]) - f64::from(lp[j])).abs();
+                max = max.max(if d.is_nan() { f64::INFINITY } else { d });
+                sum += d;
+                tokens += 1;
+            }
+        }
+        Mismatch { max, mean: sum / tokens.max(1) as f64, tokens }
+    }
+}
+
+/// The examples' log-probs under `model` now, and how far their stored behaviour log-probs
+/// (`logp_old` as read) are from them; with `recompute` they become the examples' `logp_old`
+/// (LOOP's recompute step).
+pub fn check_behaviour(
+    model: &Decoder,
+    examples: &mut [Example],
+    max_batch_tokens: usize,
+    recompute: bool,
+) -> Result<Mismatch> {
+    let scored = score(model, examples, max_batch_tokens)?;
+    let mismatch = Mismatch::of(examples, &scored);
+    if recompute {
+        for (e, lp) in examples.iter_mut().zip(scored) {
+            e.logp_old = lp;
+        }
+    }
+    Ok(mismatch)
 }
 
 /// Sets every example's `logp_old` to the log-probs under `model` now (LOOP's recompute step).
 pub fn recompute_logp_old(model: &Decoder, examples: &mut [Example], max_batch_tokens: usize) -> Result<()> {
-    let scored = score(model, examples, max_batch_tokens)?;
-    for (e, lp) in examples.iter_mut().zip(scored) {
-        e.logp_old = lp;
-    }
-    Ok(())
+    check_behaviour(model, examples, max_batch_tokens, true).map(|_| ())
 }
 
 /// Sets every example's `logp_ref` to the log-probs under the reference policy `reference`.
@@ -388,6 +434,7 @@ pub fn score_reference(reference: &Decoder, examples: &mut [Example], max_batch_
 mod tests {
     use super::*;
     use crate::model::config::DecoderConfig;
+    use crate::run::examples::from_rows;
     use crate::train::optim::OptimConfig;
     use crate::train::spans::SpanLogp;
 
@@ -406,6 +453,7 @@ mod tests {
             values: vec![0.0; n],
             returns: vec![0.0; n],
             turns: (0..n as i64).map(|j| j / 3).collect(),
+            drawn: None,
         }
     }
 
@@ -572,6 +620,40 @@ mod tests {
         let after = kl_now(&mut ex);
         assert!(before > 0.01 && after < 0.5 * before, "KL to the reference {before} -> {after}");
         assert!(st.kl_ref > 0.0, "{st:?}");
+    }
+
+    /// Rollouts of a fresh small policy on the household env, sampled four ways: constrained
+    /// decoding among the admissible actions with top-k 3, free text at temperature 0.7, free text
+    /// with top-k 5, and free text with top-p 0.9. Before any update the learner's log-probs of
+    /// the trained tokens equal the stored behaviour log-probs within 1e-4 (the run-time check's
+    /// bound); the plain log-softmax the learner used before differs by far more.
+    #[test]
+    fn the_learner_rebuilds_the_behaviour_distribution() {
+        use crate::model::generate::Sampling;
+        use crate::rollout::{rollout, RolloutConfig};
+        use crate::schema::builder::TrajectoryBuilder;
+        let (model, tok) = crate::model::load("small:household", tch::Device::Cpu).unwrap();
+        let cases = [
+            ("constrained, top-k 3", true, Sampling { temperature: 1.0, top_k: 3, ..Default::default() }),
+            ("free text, temperature 0.7", false, Sampling { temperature: 0.7, ..Default::default() }),
+            ("free text, top-k 5", false, Sampling { temperature: 1.0, top_k: 5, ..Default::default() }),
+            ("free text, top-p 0.9", false, Sampling { temperature: 1.0, top_p: 0.9, ..Default::default() }),
+        ];
+        for (name, admissible, sampling) in cases {
+            let sampling = Sampling { max_new_tokens: 6, seed: 11, ..sampling };
+            let mut cfg = RolloutConfig::new("household", vec![0, 1, 2, 3], 2, sampling, 3, "small:household");
+            cfg.admissible = admissible;
+            let mut b = TrajectoryBuilder::default();
+            rollout(&model, &tok, &cfg).unwrap().into_iter().for_each(|r| b.push(r));
+            let mut examples = from_rows(&b.finish(), crate::run::examples::Columns::default()).unwrap();
+            let m = check_behaviour(&model, &mut examples, 4096, false).unwrap();
+            assert!(m.tokens > 20, "{name}: {m:?}");
+            assert!(m.max <= 1e-4, "{name}: {m:?}");
+            // The plain softmax is another distribution: the check can fail.
+            examples.iter_mut().for_each(|e| e.drawn = None);
+            let plain = check_behaviour(&model, &mut examples, 4096, false).unwrap();
+            assert!(plain.max > 1e-2, "{name}: the plain softmax agrees too: {plain:?}");
+        }
     }
 
     #[test]

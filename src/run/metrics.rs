@@ -58,6 +58,15 @@ pub struct IterationMetrics {
     /// DPO: see `pairs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preference_accuracy: Option<f64>,
+    /// Over the update's trained tokens with a behaviour log-prob: the largest and the mean
+    /// |stored behaviour log-prob − the learner's log-prob| before the first gradient step
+    /// (veRL's `training/rollout_probs_diff_*`). ~0 when the learner trains the distribution the
+    /// sampler drew from; large values are warned about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logp_mismatch_max: Option<f64>,
+    /// See `logp_mismatch_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logp_mismatch_mean: Option<f64>,
     /// PPO with a KL penalty: the penalty's KL estimate to the reference policy (mean over updates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_ref: Option<f64>,

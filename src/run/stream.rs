@@ -307,6 +307,7 @@ mod tests {
             values: vec![0.0; 4],
             returns: vec![0.0; 4],
             turns: vec![0; 4],
+            drawn: None,
         };
         truncate_advantages(&mut e, &[-9.0, -2.0, -0.5, -3.0]);
         // Untrained token 0 and token 3 (no behaviour log-prob) keep theirs; π < μ shrinks by

@@ -21,7 +21,7 @@ use super::critic::Critic;
 use super::discriminator::Discriminator;
 use super::examples::{from_rows, Columns, Example};
 use super::implicit_reward;
-use super::learner::{fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats};
+use super::learner::{check_behaviour, fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats};
 use super::metrics::{IterationMetrics, MetricsFile};
 use super::preferences::preference_pairs;
 use super::stream::{truncate_advantages, Staleness};
@@ -53,6 +53,9 @@ use crate::train::spans::Granularity;
 
 /// Latest checkpoints kept in `RUN/checkpoints/` besides checkpoint 0 (older ones are deleted).
 const KEEP_CHECKPOINTS: usize = 2;
+/// A stored behaviour log-prob farther than this from the learner's before the first update is
+/// warned about (float32 rounding of the same computation stays below 1e-4).
+const MISMATCH_WARNING: f64 = 1e-3;
 /// Environment seeds of the dev tasks used for evaluation (fixed for the whole run).
 const EVAL_SEED: u64 = 1_000_000;
 
@@ -83,6 +86,7 @@ fn rl_optimizer(model: &Decoder, spec: &TrainingSpec) -> AdamW {
         lr: l.lr,
         weight_decay: l.weight_decay,
         max_grad_norm: (l.max_grad_norm > 0.0).then_some(l.max_grad_norm),
+        warmup_steps: l.warmup,
         ..Default::default()
     };
     AdamW::new(model.trainable_variables(), cfg)
@@ -555,8 +559,22 @@ impl Trainer {
             from_rows(&rows, cols)?
         };
         // DPO's reference is the policy at the start of the iteration, whatever `logp_old` says.
-        if (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo {
-            recompute_logp_old(&self.model, &mut examples, self.spec.model.max_batch_tokens)?;
+        let recompute =
+            (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo;
+        if l.loss != LossKind::Nll {
+            let mismatch = check_behaviour(&self.model, &mut examples, self.spec.model.max_batch_tokens, recompute)?;
+            if mismatch.tokens > 0 {
+                m.logp_mismatch_max = Some(mismatch.max);
+                m.logp_mismatch_mean = Some(mismatch.mean);
+                if stale.is_none() && mismatch.max > MISMATCH_WARNING {
+                    eprintln!(
+                        "warning: iteration {iteration}: stored behaviour log-probs differ from the learner's by up to \
+                         {:.3e} (mean {:.3e}) before the first update: the learner does not train the distribution \
+                         the sampler drew from",
+                        mismatch.max, mismatch.mean
+                    );
+                }
+            }
         }
         if let Some(stale_rows) = stale_rows {
             // Beyond the staleness bound with `stale = "truncate"`: each action token's advantage

@@ -9,6 +9,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::Field;
 
 use super::TableSchema;
+use crate::model::drawn::Shape;
 
 /// One episode, as stored.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +58,32 @@ pub struct EpisodeRow {
     pub model: Option<String>,
     /// Why the environment broke during the episode (null when it worked).
     pub env_error: Option<String>,
+    /// The temperature and truncation the policy's action tokens were drawn with (None: their
+    /// behaviour log-probs are the plain softmax's, or there are none).
+    pub sampling: Option<Shape>,
+    /// Per token: the size of its allowed set under constrained decoding (0: any).
+    pub allowed_counts: Option<Vec<i32>>,
+    /// The allowed sets of tokens with a non-zero count, concatenated in token order.
+    pub allowed_tokens: Option<Vec<i32>>,
+}
+
+impl EpisodeRow {
+    /// Keeps the first `n` tokens: every per-token list (and the allowed sets of the tokens kept)
+    /// is cut together.
+    pub fn truncate_tokens(&mut self, n: usize) {
+        if let (Some(counts), Some(sets)) = (self.allowed_counts.as_ref(), self.allowed_tokens.as_mut()) {
+            sets.truncate(counts.iter().take(n).map(|&c| c.max(0) as usize).sum());
+        }
+        self.tokens.truncate(n);
+        self.segments.truncate(n);
+        self.turns.truncate(n);
+        for per_token in [self.logp_behavior.as_mut(), self.values.as_mut()].into_iter().flatten() {
+            per_token.truncate(n);
+        }
+        if let Some(c) = self.allowed_counts.as_mut() {
+            c.truncate(n);
+        }
+    }
 }
 
 /// Accumulates rows and builds one batch.
@@ -138,6 +165,21 @@ impl TrajectoryBuilder {
                     "seed" => Arc::new(r.iter().map(|e| e.seed).collect::<Int64Array>()),
                     "model" => strings(|e| e.model.as_deref()),
                     "env_error" => strings(|e| e.env_error.as_deref()),
+                    "sample_temperature" => {
+                        Arc::new(r.iter().map(|e| e.sampling.map(|s| s.temperature as f32)).collect::<Float32Array>())
+                    }
+                    "sample_top_k" => Arc::new(
+                        r.iter().map(|e| e.sampling.map(|s| s.top_k as i32)).collect::<arrow::array::Int32Array>(),
+                    ),
+                    "sample_top_p" => {
+                        Arc::new(r.iter().map(|e| e.sampling.map(|s| s.top_p as f32)).collect::<Float32Array>())
+                    }
+                    "allowed_counts" => {
+                        list(r, |e| e.allowed_counts.as_ref(), |v| Arc::new(arrow::array::Int32Array::from(v)))
+                    }
+                    "allowed_tokens" => {
+                        list(r, |e| e.allowed_tokens.as_ref(), |v| Arc::new(arrow::array::Int32Array::from(v)))
+                    }
                     _ => arrow::array::new_null_array(field.data_type(), n),
                 }
             })

@@ -103,6 +103,8 @@ pub struct AdamW {
     /// Updates done so far.
     pub step: u64,
     micro: u64,
+    /// A micro-batch of the update being accumulated had a non-finite loss: the update is dropped.
+    poisoned: bool,
     /// Non-finite losses skipped so far.
     pub nan_skips: u64,
 }
@@ -113,7 +115,7 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like().to_kind(Kind::Float)).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like().to_kind(Kind::Float)).collect();
-        AdamW { cfg, params, m, v, step: 0, micro: 0, nan_skips: 0 }
+        AdamW { cfg, params, m, v, step: 0, micro: 0, poisoned: false, nan_skips: 0 }
     }
 
     /// Back-propagates `loss` of one micro-batch and updates the parameters every `grad_accum`
@@ -129,6 +131,14 @@ impl AdamW {
                     self.nan_skips, self.cfg.nan_skip_limit
                 )));
             }
+            // The whole accumulated update is dropped: its earlier micro-batches' gradients must
+            // not leak into the next update, and its later ones start a new accumulation of their
+            // own length (the micro-batches left in this update).
+            self.poisoned = true;
+            self.micro += 1;
+            if self.micro >= self.cfg.grad_accum {
+                self.zero_grad();
+            }
             return Ok(Outcome::SkippedNonFinite);
         }
         if let Some((kl, threshold)) = kl_skip {
@@ -141,6 +151,10 @@ impl AdamW {
         self.micro += 1;
         if self.micro < self.cfg.grad_accum {
             return Ok(Outcome::Accumulated);
+        }
+        if self.poisoned {
+            self.zero_grad();
+            return Ok(Outcome::SkippedNonFinite);
         }
         self.micro = 0;
         let grad_norm = self.update();
@@ -192,6 +206,7 @@ impl AdamW {
             }
         }
         self.micro = 0;
+        self.poisoned = false;
     }
 
     /// The optimiser state as named tensors (`adamw.m.NAME`, `adamw.v.NAME`) for checkpoints.
@@ -272,5 +287,33 @@ mod tests {
         let nan = Tensor::from_slice(&[f64::NAN]).sum(Kind::Double);
         assert_eq!(opt.backward(&nan, None).unwrap(), Outcome::SkippedNonFinite);
         assert!(opt.backward(&nan, None).is_err());
+    }
+
+    /// A non-finite loss in the middle of an accumulated update drops that whole update: the
+    /// next update's gradient is its own micro-batches' only (before the fix, the first
+    /// micro-batch's gradient (100, 0) leaked into the next update).
+    #[test]
+    fn a_non_finite_micro_batch_drops_its_whole_update() {
+        let p = Tensor::from_slice(&[0f64, 0.]).set_requires_grad(true);
+        let cfg = OptimConfig { lr: 0.1, grad_accum: 3, max_grad_norm: None, ..Default::default() };
+        let mut opt = AdamW::new(vec![("p".into(), p.shallow_clone())], cfg);
+        let loss = |a: f64, b: f64| (&p * Tensor::from_slice(&[a, b])).sum(Kind::Double);
+        let nan = Tensor::from_slice(&[f64::NAN]).sum(Kind::Double);
+        assert_eq!(opt.backward(&loss(300.0, 0.0), None).unwrap(), Outcome::Accumulated);
+        assert_eq!(opt.backward(&nan, None).unwrap(), Outcome::SkippedNonFinite);
+        assert_eq!(opt.backward(&loss(3.0, 0.0), None).unwrap(), Outcome::SkippedNonFinite);
+        assert_eq!(opt.step, 0, "the poisoned update is not applied");
+        assert_eq!(Vec::<f64>::try_from(&p.grad()).unwrap(), vec![0.0, 0.0]);
+        // The next update: three micro-batches of gradient (0, 3)/3 each.
+        for _ in 0..2 {
+            assert_eq!(opt.backward(&loss(0.0, 3.0), None).unwrap(), Outcome::Accumulated);
+        }
+        match opt.backward(&loss(0.0, 3.0), None).unwrap() {
+            Outcome::Stepped { grad_norm } => assert!((grad_norm - 3.0).abs() < 1e-9, "{grad_norm}"),
+            other => panic!("{other:?}"),
+        }
+        let w = Vec::<f64>::try_from(&p.detach()).unwrap();
+        assert_eq!(w[0], 0.0, "no gradient of the dropped update reached the weights: {w:?}");
+        assert!(w[1] < 0.0);
     }
 }
