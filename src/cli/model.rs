@@ -49,7 +49,9 @@ pub fn run_generate(
     Ok(format!("{reply}\n"))
 }
 
-/// Writes `output`: the rows of `input` plus a per-token log-prob column `column` of `tokens`.
+/// Writes `output`: the rows of `input` plus a per-token log-prob column `column` of `tokens`;
+/// tokens a policy drew (rows with `sample_*`/`allowed_*`) get their log-prob under the
+/// distribution they were drawn from, the others the plain softmax's.
 pub fn run_score(
     spec: &str,
     precision: Precision,
@@ -75,7 +77,13 @@ pub fn run_score(
             let seqs: Vec<Vec<i64>> = (0..tokens.len())
                 .map(|i| tokens.value(i).as_primitive::<Int32Type>().values().iter().map(|&t| t as i64).collect())
                 .collect();
-            let lp = crate::model::score::token_logprobs(&model, &seqs, 8192)?;
+            // Tokens a policy drew are scored under the distribution they were drawn from.
+            let drawn = crate::run::examples::drawn_rows(&batch).map_err(|e| match e {
+                Error::Usage(m) => Error::Usage(format!("{}: {m}", part.display())),
+                other => other,
+            })?;
+            let drawn: Vec<_> = drawn.iter().map(Option::as_ref).collect();
+            let lp = crate::model::score::drawn_logprobs(&model, &seqs, &drawn, 8192)?;
             let list = ListArray::from_iter_primitive::<arrow::datatypes::Float32Type, _, _>(
                 lp.into_iter().map(|v| Some(v.into_iter().map(Some))),
             );

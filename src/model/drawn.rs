@@ -61,7 +61,6 @@ impl Drawn {
 
 #[cfg(feature = "torch")]
 impl Shape {
-
     /// `logits` `[N, V]` divided by the temperature, with truncated tokens at −∞.
     pub fn apply(&self, logits: &Tensor) -> Tensor {
         if self.temperature <= 0.0 {
@@ -144,17 +143,38 @@ impl<'a> Positions<'a> {
     }
 }
 
+/// Whether [`log_probs`] also returns the entropies of the distributions, and how.
+#[cfg(feature = "torch")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entropy {
+    /// None.
+    Skip,
+    /// Detached (a metric).
+    Detached,
+    /// Differentiable (an entropy bonus): keeps `[N, V]` probabilities for the backward pass.
+    Differentiable,
+}
+
 #[cfg(feature = "torch")]
 /// Log-probs of `targets` `[..]` under `logits` `[.., V]` (same leading shape), and the entropies
-/// of those distributions (detached): the plain log-softmax, except at `drawn` positions, where the
-/// distribution is shaped as the sampler's. Differentiable in `logits`.
-pub fn log_probs(logits: &Tensor, targets: &Tensor, drawn: &Positions<'_>, entropy: bool) -> (Tensor, Option<Tensor>) {
+/// of those distributions as `entropy` asks: the plain log-softmax, except at `drawn` positions,
+/// where the distribution is shaped as the sampler's. Differentiable in `logits`.
+pub fn log_probs(
+    logits: &Tensor,
+    targets: &Tensor,
+    drawn: &Positions<'_>,
+    entropy: Entropy,
+) -> (Tensor, Option<Tensor>) {
     let lead = targets.size();
     let v = *logits.size().last().expect("logits have a vocabulary dimension");
     let flat = logits.reshape([-1, v]).to_kind(Kind::Float);
     let target = targets.reshape([-1, 1]);
     let mut logp = flat.log_softmax(-1, Kind::Float).gather(1, &target, false).squeeze_dim(1);
-    let mut ent = entropy.then(|| tch::no_grad(|| entropy_from_logits(&flat.detach())));
+    let h = |l: &Tensor| match entropy {
+        Entropy::Differentiable => entropy_from_logits(l),
+        _ => tch::no_grad(|| entropy_from_logits(&l.detach())),
+    };
+    let mut ent = (entropy != Entropy::Skip).then(|| h(&flat));
     let mut shapes: Vec<Shape> = Vec::new();
     for s in &drawn.shape {
         if !shapes.contains(s) {
@@ -170,8 +190,7 @@ pub fn log_probs(logits: &Tensor, targets: &Tensor, drawn: &Positions<'_>, entro
         let lp = shaped.log_softmax(-1, Kind::Float).gather(1, &target.index_select(0, &idx), false).squeeze_dim(1);
         logp = logp.scatter(0, &idx, &lp);
         if let Some(e) = ent.as_mut() {
-            let h = tch::no_grad(|| entropy_from_logits(&shaped.detach()));
-            *e = e.scatter(0, &idx, &h);
+            *e = e.scatter(0, &idx, &h(&shaped));
         }
     }
     (logp.view(lead.as_slice()), ent.map(|e| e.view(lead.as_slice())))
@@ -197,7 +216,7 @@ mod tests {
         let lp = |allowed: &[i64], shape: Shape, target: i64| {
             let mut d = Positions::default();
             d.push(0, allowed, shape);
-            let (lp, _) = log_probs(&l, &Tensor::from_slice(&[target]), &d, false);
+            let (lp, _) = log_probs(&l, &Tensor::from_slice(&[target]), &d, Entropy::Skip);
             vals(&lp)[0]
         };
         let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-6, "{a} vs {b}");
@@ -230,7 +249,7 @@ mod tests {
         let mut d = Positions::default();
         d.push(0, &[1], Shape::PLAIN);
         d.push(1, &[0, 1], Shape::PLAIN);
-        let (lp, ent) = log_probs(&l, &Tensor::from_slice(&[1i64, 0]), &d, true);
+        let (lp, ent) = log_probs(&l, &Tensor::from_slice(&[1i64, 0]), &d, Entropy::Detached);
         lp.sum(Kind::Float).backward();
         let g = vals(&l.grad());
         assert!(g[..3].iter().all(|&x| x == 0.0), "{g:?}");
@@ -255,7 +274,7 @@ mod tests {
         d.push(2, &[], Shape { top_k: 2, ..Shape::PLAIN });
         d.push(1, &[], Shape::PLAIN); // plain: not recorded
         assert_eq!(d.index, vec![0, 2]);
-        let (lp, _) = log_probs(&l, &Tensor::from_slice(&[3i64, 3, 3]), &d, false);
+        let (lp, _) = log_probs(&l, &Tensor::from_slice(&[3i64, 3, 3]), &d, Entropy::Skip);
         let got = vals(&lp);
         for (g, w) in got.iter().zip([16.0f64 / 30.0, 0.4, 4.0 / 7.0]) {
             assert!((g - w.ln()).abs() < 1e-6, "{got:?}");

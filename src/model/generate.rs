@@ -173,8 +173,15 @@ pub fn generate_cached(
     }
     let mut key_valid = Tensor::cat(&[&reused.key_valid, &Tensor::from_slice(&valid).view([b, t]).to(dev)], 1);
     let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
-    let mut out: Vec<Generation> =
-        (0..b).map(|_| Generation { tokens: vec![], logprobs: vec![], allowed: vec![], shape: Some(s.shape()), finish: Finish::Length }).collect();
+    let mut out: Vec<Generation> = (0..b)
+        .map(|_| Generation {
+            tokens: vec![],
+            logprobs: vec![],
+            allowed: vec![],
+            shape: Some(s.shape()),
+            finish: Finish::Length,
+        })
+        .collect();
     let mut done = vec![false; b as usize];
     let mut rng = SplitMix::new(s.seed as u64);
     let _guard = tch::no_grad_guard();

@@ -6,7 +6,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::drawn::{Drawn, Positions};
+use super::drawn::{Drawn, Entropy, Positions};
 use super::llama::Decoder;
 use crate::error::Result;
 
@@ -93,7 +93,8 @@ fn score(
         for (r, &i) in chunk.iter().enumerate() {
             positions.extend(drawn.get(i).copied().flatten(), |j| r * (t - 1) + j - 1);
         }
-        let (picked, ent) = super::drawn::log_probs(&logits, &target, &positions, entropy);
+        let want = if entropy { Entropy::Detached } else { Entropy::Skip };
+        let (picked, ent) = super::drawn::log_probs(&logits, &target, &positions, want);
         let picked: Vec<f32> = Vec::try_from(picked.to_device(tch::Device::Cpu).view([-1]))?;
         let ent: Option<Vec<f32>> = match ent {
             Some(h) => Some(Vec::try_from(h.to_device(tch::Device::Cpu).view([-1]))?),

@@ -116,6 +116,10 @@ pub struct RolloutSection {
     /// Top-k sampling (0 = off).
     #[serde(default)]
     pub top_k: i64,
+    /// Top-p (nucleus) sampling (1 = off). The learner applies the same truncation (on its own
+    /// logits), so a token it truncates away has log-prob −∞: RL pipelines sample untruncated.
+    #[serde(default = "d_one")]
+    pub top_p: f64,
     /// Turns per episode at most.
     #[serde(default = "d_turns")]
     pub max_turns: usize,
@@ -380,6 +384,10 @@ pub struct LearnerSection {
     /// veRL's `use_kl_loss`). The reference is the policy after the warm start (checkpoint 0).
     #[serde(default)]
     pub kl_coef: f64,
+    /// `ppo`: weight of an entropy bonus `− c·H(π)` on the trained tokens (POAD's `c_ent`, 0.01 in
+    /// its code; 0 = none). H is the entropy of the distribution the tokens were drawn from.
+    #[serde(default)]
+    pub entropy_coef: f64,
     /// The penalty's per-token estimator: `k1`, `k2` or `k3` (GRPO's, ≥ 0).
     #[serde(default = "d_kl_estimator")]
     pub kl_estimator: KlEstimatorName,
@@ -397,6 +405,17 @@ pub enum KlEstimatorName {
     K3,
 }
 
+/// The hidden states a critic's head reads (`[critic] backbone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticBackbone {
+    /// The policy's own, detached.
+    #[default]
+    Policy,
+    /// A frozen copy of the policy before RL (checkpoint 0).
+    Frozen,
+}
+
 /// `[critic]`: a value head on the policy's detached hidden states (POAD, PPO with GAE).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,6 +429,11 @@ pub struct CriticSection {
     /// Value clipping ε around the rollout-time value (0 = none).
     #[serde(default = "d_clip")]
     pub value_clip: f64,
+    /// Whose hidden states the head reads: the `policy`'s (detached; they move with every update)
+    /// or a `frozen` copy of the policy before RL (checkpoint 0), as POAD's critic reads the
+    /// frozen base model: the head then fits a stationary target.
+    #[serde(default)]
+    pub backbone: CriticBackbone,
     /// Per-token value targets written by the stages (the GAE stage's `returns`).
     #[serde(default = "d_returns")]
     pub returns: String,
@@ -797,6 +821,13 @@ impl TrainingSpec {
         if !(r.temperature.is_finite() && r.temperature > 0.0) {
             return bad("rollout", "temperature", format!("must be > 0, got {}", r.temperature));
         }
+        if !(r.top_p > 0.0 && r.top_p <= 1.0) || r.top_k < 0 {
+            return bad(
+                "rollout",
+                "top_p",
+                format!("top_p must be in (0, 1] and top_k ≥ 0, got {} and {}", r.top_p, r.top_k),
+            );
+        }
         let l = &self.learner;
         if let Err(e) = l.reduction.parse::<Reduction>() {
             return bad("learner", "reduction", e);
@@ -822,6 +853,7 @@ impl TrainingSpec {
             ("kl_stop", l.kl_stop),
             ("kl_skip", l.kl_skip),
             ("weight_decay", l.weight_decay),
+            ("entropy_coef", l.entropy_coef),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return bad("learner", key, format!("must be a finite number ≥ 0, got {v}"));

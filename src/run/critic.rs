@@ -1,7 +1,9 @@
-//! The critic (O6 + O15): a value head on the policy's final hidden states, detached from the
-//! backbone (POAD; LOOP's PPO baseline), with its own AdamW. It annotates each iteration's
-//! rollouts with per-token values before the stages run (so GAE sees `V_old`), and is trained on
-//! the stages' returns next to the policy.
+//! The critic (O6 + O15): a value head on final hidden states, detached from the backbone, with
+//! its own AdamW: the policy's own hidden states (LOOP's PPO baseline), or those of a frozen copy
+//! of the policy before RL (POAD's critic on the frozen base model), which do not move under the
+//! head when the policy is updated. It annotates each iteration's rollouts with per-token values
+//! before the stages run (so GAE sees `V_old`), and is trained on the stages' returns next to the
+//! policy.
 //!
 //! Alignment: `values[t]` is the value of the state in which token `t` is generated, i.e. the head
 //! applied to the hidden state of token `t − 1` (so `values[0] = 0`, never an action token);
@@ -28,6 +30,8 @@ pub struct Critic {
     pub opt: AdamW,
     /// Value clipping ε around `V_old` (None = unclipped).
     pub clip: Option<f64>,
+    /// The frozen backbone whose hidden states the head reads (None: the policy's).
+    pub backbone: Option<Decoder>,
 }
 
 impl Critic {
@@ -38,11 +42,13 @@ impl Critic {
             head.vs.variables().into_iter().collect(),
             OptimConfig { lr: cfg.lr, max_grad_norm: Some(1.0), ..Default::default() },
         );
-        Critic { head, opt, clip: (cfg.value_clip > 0.0).then_some(cfg.value_clip) }
+        Critic { head, opt, clip: (cfg.value_clip > 0.0).then_some(cfg.value_clip), backbone: None }
     }
 
-    /// Writes `values` (and `bootstrap_value` of truncated episodes) onto `rows`.
+    /// Writes `values` (and `bootstrap_value` of truncated episodes) onto `rows`; `model` is the
+    /// policy (used unless the critic has a backbone of its own).
     pub fn annotate(&self, model: &Decoder, rows: &mut [EpisodeRow], max_batch_tokens: usize) -> Result<()> {
+        let model = self.backbone.as_ref().unwrap_or(model);
         let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
         for_each_chunk(model, &seqs, max_batch_tokens, |chunk, t, _, hidden| {
             let v: Vec<f32> = Vec::try_from(self.head.values(hidden).to_device(tch::Device::Cpu).view([-1]))?;
@@ -62,8 +68,11 @@ impl Critic {
         })
     }
 
-    /// The value loss of a padded minibatch given the policy's hidden states `[B, T, D]`.
+    /// The value loss of a padded minibatch given the policy's hidden states `[B, T, D]` (the
+    /// backbone's own are computed instead when the critic has one).
     pub fn loss(&self, hidden: &Tensor, p: &Padded) -> Tensor {
+        let own = self.backbone.as_ref().map(|b| tch::no_grad(|| b.hidden(&p.ids, &p.positions, &p.valid, None)));
+        let hidden = own.as_ref().unwrap_or(hidden);
         let t = hidden.size()[1];
         let v_new = self.head.values(&hidden.narrow(1, 0, t - 1));
         value_loss(&v_new, &p.values, &p.returns, &p.mask, self.clip, Reduction::TokenMean)

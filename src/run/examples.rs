@@ -85,7 +85,11 @@ fn shape(rows: &RecordBatch, i: usize) -> Result<Option<Shape>> {
             let v = col
                 .as_primitive_opt::<Int32Type>()
                 .ok_or_else(|| Error::Usage("column 'sample_top_k' is not int32".into()))?;
-            if v.is_valid(i) { i64::from(v.value(i)) } else { 0 }
+            if v.is_valid(i) {
+                i64::from(v.value(i))
+            } else {
+                0
+            }
         }
         None => 0,
     };
@@ -123,6 +127,33 @@ fn drawn(rows: &RecordBatch, i: usize, mask: &[f32], behaviour: &[f32]) -> Resul
     }
     let sampled = (0..n).map(|j| mask[j] > 0.0 && behaviour[j].is_finite()).collect();
     Ok(Some(Drawn { shape: shape.unwrap_or(Shape::PLAIN), sampled, allowed }))
+}
+
+/// How every row of `rows` was drawn (None for rows that record no sampling), as [`from_rows`]
+/// reads it: what `trajflow score` scores the tokens under.
+pub fn drawn_rows(rows: &RecordBatch) -> Result<Vec<Option<Drawn>>> {
+    let segments =
+        rows.column_by_name("segments").ok_or_else(|| Error::Usage("rows have no segments".into()))?.as_list::<i32>();
+    (0..rows.num_rows())
+        .map(|i| {
+            let segs = segments.value(i);
+            let mask: Vec<f32> = segs
+                .as_primitive::<UInt8Type>()
+                .values()
+                .iter()
+                .map(|&s| f32::from(u8::from(s == Segment::Action as u8)))
+                .collect();
+            let behaviour = list_f32(rows, "logp_behavior", i)?.unwrap_or_else(|| vec![f32::NAN; mask.len()]);
+            if behaviour.len() != mask.len() {
+                return Err(Error::Usage(format!(
+                    "'logp_behavior' has {} values for {} tokens",
+                    behaviour.len(),
+                    mask.len()
+                )));
+            }
+            drawn(rows, i, &mask, &behaviour)
+        })
+        .collect()
 }
 
 /// Which columns the learner reads.

@@ -18,11 +18,12 @@ use tch::Tensor;
 use super::critic::Critic;
 use super::examples::{pad, Example};
 use crate::error::Result;
+use crate::model::drawn::Entropy;
 use crate::model::llama::Decoder;
 use crate::synth::SplitMix;
 use crate::train::losses::{
-    clipped_is_pg_loss, dpo_loss, kl_loss, masked_mean, nll_loss, ppo_policy_loss,
-    sequence_logp_sum, KlEstimator, PpoClip, Reduction,
+    clipped_is_pg_loss, dpo_loss, entropy_bonus, kl_loss, masked_mean, nll_loss, ppo_policy_loss, sequence_logp_sum,
+    KlEstimator, PpoClip, Reduction,
 };
 use crate::train::optim::{AdamW, Outcome};
 use crate::train::spans::{at_granularity, Granularity};
@@ -41,6 +42,9 @@ pub enum Objective {
         kl: Option<KlPenalty>,
         /// What one importance ratio covers (the KL penalty stays per token).
         granularity: Granularity,
+        /// Weight of the entropy bonus (POAD's `c_ent`; 0 = none): `− c·H(π)` over the trained
+        /// tokens, reduced like the surrogate, H of the distribution the tokens were drawn from.
+        entropy_coef: f64,
     },
     /// NLL of the trained tokens.
     Nll {
@@ -138,14 +142,15 @@ pub struct Stats {
 }
 
 /// Log-probs of the targets `[B, T−1]` (differentiable) under the distributions they were drawn
-/// from ([`crate::model::drawn`]), the entropy of each (detached) and the final hidden states
+/// from ([`crate::model::drawn`]), the entropy of each (differentiable or not, as asked) and the
+/// final hidden states
 /// `[B, T, D]`.
-fn forward(model: &Decoder, p: &super::examples::Padded<'_>) -> (Tensor, Tensor, Tensor) {
+fn forward(model: &Decoder, p: &super::examples::Padded<'_>, entropy: Entropy) -> (Tensor, Tensor, Tensor) {
     let t = p.ids.size()[1];
     let hidden = model.hidden(&p.ids, &p.positions, &p.valid, None);
     let logits = model.logits(&hidden).narrow(1, 0, t - 1);
-    let (logp, entropy) = crate::model::drawn::log_probs(&logits, &p.targets, &p.drawn, true);
-    (logp, entropy.expect("entropy requested"), hidden)
+    let (logp, h) = crate::model::drawn::log_probs(&logits, &p.targets, &p.drawn, entropy);
+    (logp, h.expect("entropy requested"), hidden)
 }
 
 /// Splits `batch` (indices, in runs of `unit` that stay together) into runs of at most `budget`
@@ -229,7 +234,11 @@ pub fn fit(
                     _ => mb.len() as f64 / batch.len() as f64,
                 };
                 let p = pad(mb, device);
-                let (logp, entropy, hidden) = forward(model, &p);
+                let bonus = match objective {
+                    Objective::Ppo { entropy_coef, .. } if entropy_coef > 0.0 => Entropy::Differentiable,
+                    _ => Entropy::Detached,
+                };
+                let (logp, entropy, hidden) = forward(model, &p, bonus);
                 if let Some(c) = critic.as_deref_mut() {
                     let weight = mb.iter().map(|e| e.trained()).sum::<usize>() as f64 / tokens as f64;
                     let l = c.loss(&hidden, &p);
@@ -238,7 +247,7 @@ pub fn fit(
                 }
                 let mut micro_kl = 0.0;
                 let loss = match objective {
-                    Objective::Ppo { clip: c, reduction, kl: penalty, granularity } => {
+                    Objective::Ppo { clip: c, reduction, kl: penalty, granularity, entropy_coef } => {
                         let (new, old) = (
                             at_granularity(&logp, &p.mask, &p.turns, granularity),
                             at_granularity(&p.logp_old, &p.mask, &p.turns, granularity),
@@ -247,13 +256,18 @@ pub fn fit(
                         clip += weight * out.clip_frac.double_value(&[]);
                         micro_kl = out.approx_kl_k3.double_value(&[]);
                         kl += weight * micro_kl;
-                        match penalty {
+                        let loss = match penalty {
                             Some(KlPenalty { coef, estimator }) => {
                                 let to_ref = kl_loss(&logp, &p.logp_ref, &p.mask, estimator, reduction);
                                 kl_ref += weight * to_ref.double_value(&[]);
                                 out.loss + to_ref * coef
                             }
                             None => out.loss,
+                        };
+                        if entropy_coef > 0.0 {
+                            loss - entropy_bonus(&entropy, &p.mask, reduction) * entropy_coef
+                        } else {
+                            loss
                         }
                     }
                     Objective::Nll { reduction } => nll_loss(&logp, &p.mask, reduction),
@@ -300,7 +314,7 @@ pub fn fit(
                         }
                     }
                 };
-                ent += weight * masked_mean(&entropy, &p.mask).double_value(&[]);
+                ent += weight * masked_mean(&entropy.detach(), &p.mask).double_value(&[]);
                 loss_sum += weight * loss.double_value(&[]);
                 // POAD's KL-skip: this micro-batch contributes no gradient (it still counts toward
                 // the accumulation, so the minibatch's update happens on schedule).
@@ -493,6 +507,7 @@ mod tests {
             reduction,
             kl: None,
             granularity: Granularity::Token,
+            entropy_coef: 0.0,
         };
         let dpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.0, chosen_nll: 0.0 };
         let rpo = Objective::Dpo { beta: 0.5, label_smoothing: 0.1, chosen_nll: 0.7 };
@@ -504,6 +519,7 @@ mod tests {
             reduction: Reduction::TokenMean,
             kl,
             granularity: Granularity::Token,
+            entropy_coef: 0.0,
         };
         // Turn- and trajectory-level ratios (the examples have a turn every 3 tokens).
         let spans = |granularity| Objective::Ppo {
@@ -511,6 +527,7 @@ mod tests {
             reduction: Reduction::SeqMeanTokenMean,
             kl: None,
             granularity,
+            entropy_coef: 0.0,
         };
         let (turn, whole) = (spans(Granularity::Turn(SpanLogp::Mean)), spans(Granularity::Trajectory(SpanLogp::Sum)));
         for objective in
@@ -615,6 +632,7 @@ mod tests {
             reduction: Reduction::TokenMean,
             kl,
             granularity: Granularity::Token,
+            entropy_coef: 0.0,
         };
         let st = fit(&m, &mut opt, None, &ex, objective, &s).unwrap();
         let after = kl_now(&mut ex);

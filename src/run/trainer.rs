@@ -21,7 +21,9 @@ use super::critic::Critic;
 use super::discriminator::Discriminator;
 use super::examples::{from_rows, Columns, Example};
 use super::implicit_reward;
-use super::learner::{check_behaviour, fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats};
+use super::learner::{
+    check_behaviour, fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats,
+};
 use super::metrics::{IterationMetrics, MetricsFile};
 use super::preferences::preference_pairs;
 use super::stream::{truncate_advantages, Staleness};
@@ -34,8 +36,8 @@ use crate::model::lora::{self, LoraConfig};
 use crate::model::tokenizer::Tok;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::{
-    ClipBound, ImitationTokens, KlEstimatorName, LogpOld, LossKind, RatioGranularity, RolloutSource, TrainedRows,
-    TrainingSpec, WarmStartSection,
+    ClipBound, CriticBackbone, ImitationTokens, KlEstimatorName, LogpOld, LossKind, RatioGranularity, RolloutSource,
+    TrainedRows, TrainingSpec, WarmStartSection,
 };
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::reflexion::{
@@ -470,6 +472,7 @@ impl Trainer {
         Sampling {
             temperature: r.temperature,
             top_k: r.top_k,
+            top_p: r.top_p,
             max_new_tokens: r.max_action_tokens,
             seed: self.spec.run.seed as i64,
             ..Default::default()
@@ -559,8 +562,7 @@ impl Trainer {
             from_rows(&rows, cols)?
         };
         // DPO's reference is the policy at the start of the iteration, whatever `logp_old` says.
-        let recompute =
-            (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo;
+        let recompute = (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo;
         if l.loss != LossKind::Nll {
             let mismatch = check_behaviour(&self.model, &mut examples, self.spec.model.max_batch_tokens, recompute)?;
             if mismatch.tokens > 0 {
@@ -592,10 +594,7 @@ impl Trainer {
         }
         if l.kl_coef > 0.0 {
             if self.reference.is_none() {
-                let ckpt = checkpoint_dir(&self.dir, 0);
-                let mut reference = crate::model::load_decoder(&ckpt.to_string_lossy(), self.model.device())?;
-                reference.set_precision(self.spec.model.precision);
-                self.reference = Some(reference);
+                self.reference = Some(self.frozen_policy()?);
             }
             let reference = self.reference.as_ref().expect("loaded above");
             score_reference(reference, &mut examples, self.spec.model.max_batch_tokens)?;
@@ -613,6 +612,7 @@ impl Trainer {
             seed: self.spec.run.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ iteration,
         };
         let objective = self.objective();
+        self.load_critic_backbone()?;
         let stats = fit(&self.model, &mut self.opt, self.critic.as_mut(), &examples, objective, &schedule)?;
         fill_learner(m, &stats);
         if l.loss == LossKind::Dpo {
@@ -623,6 +623,26 @@ impl Trainer {
         }
         m.time_s.insert("learn".into(), t.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Gives a critic with `backbone = "frozen"` its backbone, once (checkpoint 0 exists from the
+    /// first rollout or update on).
+    fn load_critic_backbone(&mut self) -> Result<()> {
+        let frozen = self.spec.critic.as_ref().is_some_and(|s| s.backbone == CriticBackbone::Frozen);
+        if frozen && self.critic.as_ref().is_some_and(|c| c.backbone.is_none()) {
+            let backbone = self.frozen_policy()?;
+            self.critic.as_mut().expect("checked above").backbone = Some(backbone);
+        }
+        Ok(())
+    }
+
+    /// The policy before RL (checkpoint 0), loaded anew: the KL penalty's reference and a frozen
+    /// critic's backbone.
+    fn frozen_policy(&self) -> Result<Decoder> {
+        let ckpt = checkpoint_dir(&self.dir, 0);
+        let mut model = crate::model::load_decoder(&ckpt.to_string_lossy(), self.model.device())?;
+        model.set_precision(self.spec.model.precision);
+        Ok(model)
     }
 
     fn objective(&self) -> Objective {
@@ -646,6 +666,7 @@ impl Trainer {
                     RatioGranularity::Turn => Granularity::Turn(l.span_logp),
                     RatioGranularity::Trajectory => Granularity::Trajectory(l.span_logp),
                 },
+                entropy_coef: l.entropy_coef,
                 kl: (l.kl_coef > 0.0).then_some(KlPenalty {
                     coef: l.kl_coef,
                     estimator: match l.kl_estimator {
@@ -811,6 +832,7 @@ impl Driver for Trainer {
             )?),
             None => None,
         };
+        self.load_critic_backbone()?;
         if let Some(c) = &self.critic {
             c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
         }
