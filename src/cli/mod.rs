@@ -688,12 +688,14 @@ pub fn run(cli: Cli) -> Result<String> {
                 verbose: !quiet,
             };
             let dir = crate::run::run(opts)?;
+            let metrics = crate::run::metrics::MetricsFile::new(&dir).read()?;
             Ok(format!(
-                "run: {} done in {:.1}s\n  metrics: {}\n  curves:  {}\n",
+                "run: {} done in {:.1}s\n  metrics: {}\n  curves:  {}\n{}",
                 dir.display(),
                 start.elapsed().as_secs_f64(),
                 dir.join("metrics.jsonl").display(),
-                dir.join("curves.png").display()
+                dir.join("curves.png").display(),
+                crate::run::gain::verdict(&metrics).unwrap_or_default()
             ))
         }
         #[cfg(feature = "torch")]

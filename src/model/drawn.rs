@@ -92,19 +92,17 @@ pub fn restrict(logits: &Tensor, allowed: &[&[i64]]) -> Tensor {
     if allowed.iter().all(|a| a.is_empty()) {
         return logits.shallow_clone();
     }
-    let v = logits.size()[1] as usize;
-    let mut keep = vec![true; allowed.len() * v];
-    for (r, a) in allowed.iter().enumerate() {
-        if a.is_empty() {
-            continue;
-        }
-        let row = &mut keep[r * v..(r + 1) * v];
-        row.iter_mut().for_each(|k| *k = false);
-        for &t in *a {
-            row[t as usize] = true;
-        }
-    }
-    let keep = Tensor::from_slice(&keep).view([allowed.len() as i64, v as i64]).to(logits.device());
+    let (n, v) = (allowed.len() as i64, logits.size()[1]);
+    let dev = logits.device();
+    let rows: Vec<i64> = allowed.iter().enumerate().flat_map(|(r, a)| std::iter::repeat_n(r as i64, a.len())).collect();
+    let cols: Vec<i64> = allowed.iter().flat_map(|a| a.iter().copied()).collect();
+    let free: Vec<bool> = allowed.iter().map(|a| a.is_empty()).collect();
+    let keep = Tensor::zeros([n, v], (Kind::Bool, dev)).index_put(
+        &[Some(Tensor::from_slice(&rows).to(dev)), Some(Tensor::from_slice(&cols).to(dev))],
+        &Tensor::ones([rows.len() as i64], (Kind::Bool, dev)),
+        false,
+    );
+    let keep = keep.logical_or(&Tensor::from_slice(&free).to(dev).unsqueeze(1));
     logits.masked_fill(&keep.logical_not(), f64::NEG_INFINITY)
 }
 

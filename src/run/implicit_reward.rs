@@ -13,12 +13,12 @@
 //! - Pairs and minibatch order are functions of the rows and the seed (the learner's `fit`), so
 //!   runs are bit-identical on the CPU.
 
-use super::examples::Example;
+use super::examples::{drawn_rows, Example};
 use super::learner::{fit, recompute_logp_old, Objective, Schedule};
 use super::preferences::preference_pairs;
 use crate::error::Result;
 use crate::model::llama::Decoder;
-use crate::model::score::token_logprobs;
+use crate::model::score::drawn_logprobs;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::ImplicitRewardSection;
 use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
@@ -46,7 +46,8 @@ pub fn train_and_reward(
 ) -> Result<ImplicitRewardStats> {
     let mut b = TrajectoryBuilder::default();
     rows.iter().for_each(|r| b.push(r.clone()));
-    let (mut pairs, count) = preference_pairs(&b.finish())?;
+    let batch = b.finish();
+    let (mut pairs, count) = preference_pairs(&batch)?;
     let mut stats = ImplicitRewardStats { pairs: count.pairs, ..Default::default() };
     let reward_model = policy.duplicate()?;
     if !pairs.is_empty() {
@@ -71,9 +72,11 @@ pub fn train_and_reward(
         let right = r.chunks(2).filter(|p| p[0] > p[1]).count();
         stats.accuracy = right as f64 / count.pairs as f64;
     }
-    let examples: Vec<Example> = rows.iter().map(action_example).collect();
-    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
-    let theta = token_logprobs(policy, &seqs, max_batch_tokens)?;
+    // Each row's action tokens under the distribution they were drawn from (the expert's: the
+    // plain softmax), as the pairs φ was trained on.
+    let examples: Vec<Example> =
+        rows.iter().zip(drawn_rows(&batch)?).map(|(row, drawn)| Example { drawn, ..action_example(row) }).collect();
+    let theta = scored(policy, &examples, max_batch_tokens)?;
     let rewards = reward(&reward_model, &theta, cfg.beta, &examples, max_batch_tokens)?;
     for (row, r) in rows.iter_mut().zip(rewards) {
         row.reward = r;
@@ -98,6 +101,13 @@ fn action_example(row: &EpisodeRow) -> Example {
     }
 }
 
+/// Every example's per-token log-probs under `model`, drawn tokens under their distribution.
+fn scored(model: &Decoder, examples: &[Example], max_batch_tokens: usize) -> Result<Vec<Vec<f32>>> {
+    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
+    let drawn: Vec<_> = examples.iter().map(|e| e.drawn.as_ref()).collect();
+    drawn_logprobs(model, &seqs, &drawn, max_batch_tokens)
+}
+
 /// `β·Σ (log π_φ − log π_θ)` over each example's masked tokens, `theta` holding the policy's
 /// per-token log-probs of each example.
 fn reward(
@@ -107,8 +117,7 @@ fn reward(
     examples: &[Example],
     max_batch_tokens: usize,
 ) -> Result<Vec<f32>> {
-    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
-    let phi = token_logprobs(reward_model, &seqs, max_batch_tokens)?;
+    let phi = scored(reward_model, examples, max_batch_tokens)?;
     Ok(examples
         .iter()
         .zip(phi.iter().zip(theta))
@@ -123,6 +132,7 @@ fn reward(
 mod tests {
     use super::*;
     use crate::model::config::DecoderConfig;
+    use crate::model::score::token_logprobs;
     use tch::Device;
 
     /// One-step rows at 4 prefixes: the expert answers token 5, the agent token 9 (except at

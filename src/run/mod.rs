@@ -19,6 +19,7 @@
 pub mod critic;
 pub mod discriminator;
 pub mod examples;
+pub mod gain;
 pub mod group_tracker;
 pub mod implicit_reward;
 pub mod learner;

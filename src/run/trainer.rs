@@ -387,7 +387,9 @@ impl Trainer {
             m.eval_success_rate = Some(first);
             m.eval_final_success_rate = Some(last);
         } else {
-            m.eval_success_rate = Some(success_rate(&rollout(&self.model, &self.tok, &cfg)?));
+            let rows = rollout(&self.model, &self.tok, &cfg)?;
+            m.eval_success_rate = Some(success_rate(&rows));
+            m.eval_outcomes = Some(rows.iter().map(|r| if r.success == Some(true) { '1' } else { '0' }).collect());
         }
         m.time_s.insert("eval".into(), t.elapsed().as_secs_f64());
         Ok(())
