@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ok, pipeline, s};
+use common::{metrics, ok, pipeline, s};
 
 /// The bandit, no warm start, constrained decoding among the buttons at temperature 1 without
 /// truncation, 16 tasks × K = 4 per iteration, 10 iterations at the learning rate most of the
@@ -27,15 +27,6 @@ const BANDIT: &[&str] = &[
     "run.iterations=10",
     "learner.lr=3e-4",
 ];
-
-/// The metrics lines of a run.
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn train(pipeline_file: &str, out: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     let p = pipeline(pipeline_file);

@@ -78,14 +78,6 @@ fn last_weights(run: &Path) -> (u64, Vec<u8>) {
     (n, bytes)
 }
 
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn logged(out: &Path) -> usize {
     std::fs::read_dir(out.join("trajectories").join("_ingested"))
         .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())

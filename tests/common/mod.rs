@@ -38,6 +38,15 @@ pub fn fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The metrics lines of a run directory.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The repository's pipelines directory.
 pub fn pipeline(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines").join(name).display().to_string()
