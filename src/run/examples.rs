@@ -7,7 +7,7 @@
 //! on padding, so nothing stored there (NaN included) reaches a loss.
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float32Type, Int32Type, UInt8Type};
+use arrow::datatypes::{ArrowPrimitiveType, Float32Type, Int32Type, UInt8Type};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -45,7 +45,8 @@ impl Example {
     }
 }
 
-fn list_f32(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<f32>>> {
+/// Row `i` of the list column `name` as `T` values (None: no such column, or null there).
+fn list_values<T: ArrowPrimitiveType>(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<T::Native>>> {
     let Some(col) = rows.column_by_name(name) else { return Ok(None) };
     let list = col.as_list_opt::<i32>().ok_or_else(|| Error::Usage(format!("column '{name}' is not a list")))?;
     if list.is_null(i) {
@@ -53,21 +54,19 @@ fn list_f32(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<f32>>
     }
     let v = list.value(i);
     let v = v
-        .as_primitive_opt::<Float32Type>()
-        .ok_or_else(|| Error::Usage(format!("column '{name}' is not list<float32>")))?;
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| Error::Usage(format!("column '{name}' is not a list of {}", T::DATA_TYPE)))?;
     Ok(Some(v.values().to_vec()))
 }
 
-fn int_list(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<i32>>> {
-    let Some(col) = rows.column_by_name(name) else { return Ok(None) };
-    let list = col.as_list_opt::<i32>().ok_or_else(|| Error::Usage(format!("column '{name}' is not a list")))?;
-    if list.is_null(i) {
-        return Ok(None);
-    }
-    let v = list.value(i);
-    let v =
-        v.as_primitive_opt::<Int32Type>().ok_or_else(|| Error::Usage(format!("column '{name}' is not list<int32>")))?;
-    Ok(Some(v.values().to_vec()))
+fn list_f32(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<f32>>> {
+    list_values::<Float32Type>(rows, name, i)
+}
+
+/// 1.0 on action tokens (the trainable ones), 0.0 elsewhere, for row `i` of `segments`.
+fn action_mask(segments: &arrow::array::ListArray, i: usize) -> Vec<f32> {
+    let segs = segments.value(i);
+    segs.as_primitive::<UInt8Type>().values().iter().map(|&s| f32::from(u8::from(s == Segment::Action as u8))).collect()
 }
 
 /// Row `i`'s sampling shape (`sample_temperature`, `sample_top_k`, `sample_top_p`), if recorded.
@@ -101,7 +100,7 @@ fn shape(rows: &RecordBatch, i: usize) -> Result<Option<Shape>> {
 /// (a trained token with a finite behaviour log-prob) and its allowed set (`allowed_counts`,
 /// `allowed_tokens`). None when the row records no shape and no allowed sets.
 fn drawn(rows: &RecordBatch, i: usize, mask: &[f32], behaviour: &[f32]) -> Result<Option<Drawn>> {
-    let counts = int_list(rows, "allowed_counts", i)?;
+    let counts = list_values::<Int32Type>(rows, "allowed_counts", i)?;
     let shape = shape(rows, i)?;
     if shape.is_none() && counts.is_none() {
         return Ok(None);
@@ -109,7 +108,7 @@ fn drawn(rows: &RecordBatch, i: usize, mask: &[f32], behaviour: &[f32]) -> Resul
     let n = mask.len();
     let mut allowed = vec![Vec::new(); n];
     if let Some(counts) = counts {
-        let sets = int_list(rows, "allowed_tokens", i)?.unwrap_or_default();
+        let sets = list_values::<Int32Type>(rows, "allowed_tokens", i)?.unwrap_or_default();
         let total: usize = counts.iter().map(|&c| c.max(0) as usize).sum();
         if counts.len() != n || total != sets.len() {
             return Err(Error::Usage(format!(
@@ -136,13 +135,7 @@ pub fn drawn_rows(rows: &RecordBatch) -> Result<Vec<Option<Drawn>>> {
         rows.column_by_name("segments").ok_or_else(|| Error::Usage("rows have no segments".into()))?.as_list::<i32>();
     (0..rows.num_rows())
         .map(|i| {
-            let segs = segments.value(i);
-            let mask: Vec<f32> = segs
-                .as_primitive::<UInt8Type>()
-                .values()
-                .iter()
-                .map(|&s| f32::from(u8::from(s == Segment::Action as u8)))
-                .collect();
+            let mask = action_mask(segments, i);
             let behaviour = list_f32(rows, "logp_behavior", i)?.unwrap_or_else(|| vec![f32::NAN; mask.len()]);
             if behaviour.len() != mask.len() {
                 return Err(Error::Usage(format!(
@@ -192,9 +185,7 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
             continue;
         }
         let toks: Vec<i64> = tokens.value(i).as_primitive::<Int32Type>().values().iter().map(|&t| t as i64).collect();
-        let segs = segments.value(i);
-        let segs = segs.as_primitive::<UInt8Type>().values();
-        let mask: Vec<f32> = segs.iter().map(|&s| f32::from(u8::from(s == Segment::Action as u8))).collect();
+        let mask = action_mask(segments, i);
         let per_token = |name: Option<&str>| -> Result<Vec<f32>> {
             let Some(name) = name else { return Ok(vec![0.0; toks.len()]) };
             let v = list_f32(rows, name, i)?
