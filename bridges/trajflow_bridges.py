@@ -20,10 +20,29 @@ import sys
 PROTOCOL = 1
 
 
+def canonical(observation):
+    """ScienceWorld lists the objects of a room in an order that varies from one load of the same
+    variation to the next (two wood cups swap places): consecutive lines indented by one tab are
+    sorted, so that the same (task_id, seed) and actions give the same text."""
+    lines, out, run = observation.split("\n"), [], []
+    for line in lines + [None]:
+        if line is not None and line.startswith("\t") and not line.startswith("\t\t"):
+            run.append(line)
+            continue
+        out.extend(sorted(run))
+        run = []
+        if line is not None:
+            out.append(line)
+    return "\n".join(out)
+
+
 class ScienceWorld:
     """ScienceWorld's 30 tasks; the variation lists are the package's train/dev/test splits."""
 
     max_steps = 100
+    # Its valid action-object combinations name objects otherwise than its gold paths do ("pick up
+    # metal pot" is valid, yet not listed): about a quarter of the expert's actions are not listed.
+    admissible = "partial"
 
     def __init__(self, task=None):
         from scienceworld import ScienceWorldEnv
@@ -52,14 +71,14 @@ class ScienceWorld:
         observation, info = self.env.reset()
         self.gold = self.env.get_gold_action_sequence()
         self.score = 0.0
-        return observation, info["taskDesc"], info["valid"]
+        return canonical(observation), info["taskDesc"], info["valid"]
 
     def step(self, action):
         observation, _, done, info = self.env.step(action)
         score = float(info["score"])
         reward = (score - self.score) / 100.0
         self.score = score
-        return observation, reward, bool(done), score >= 100.0, info["valid"]
+        return canonical(observation), reward, bool(done), score >= 100.0, info["valid"]
 
 
 class TextWorldExpress:
@@ -68,6 +87,7 @@ class TextWorldExpress:
 
     # Cookingworld's gold paths take up to 98 steps with the default parameters.
     max_steps = 100
+    admissible = "complete"
 
     def __init__(self, game=None):
         from textworld_express import TextWorldExpressEnv
@@ -148,7 +168,8 @@ def main(argv):
     if len(argv) not in (1, 2) or argv[0] not in KINDS:
         sys.exit(f"usage: trajflow_bridges.py {{{'|'.join(KINDS)}}} [TASK]")
     env = KINDS[argv[0]](*argv[1:])
-    out.write(json.dumps({"protocol": PROTOCOL, "name": argv[0], "max_steps": env.max_steps}) + "\n")
+    hello = {"protocol": PROTOCOL, "name": argv[0], "max_steps": env.max_steps, "admissible": env.admissible}
+    out.write(json.dumps(hello) + "\n")
     out.flush()
     serve(env, out)
 

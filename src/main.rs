@@ -11,7 +11,10 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAJFLOW_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match trajflow::cli::run(trajflow::cli::Cli::parse()) {
+    let result = trajflow::cli::run(trajflow::cli::Cli::parse());
+    // Idle environment processes are closed as the bridge protocol says, not killed at exit.
+    trajflow::env::bridge::close_idle();
+    match result {
         Ok(out) => print!("{out}"),
         Err(e) => {
             eprintln!("error: {e}");

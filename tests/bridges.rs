@@ -1,13 +1,29 @@
 //! Real environments from PyPI over the JSON-lines protocol (bridges/PROTOCOL.md): TextWorldExpress
 //! and ScienceWorld experts reach their full scores through the bridge, a bridge killed mid-episode
 //! fails only that episode, and a model's rollouts through a bridge are stored token-exactly, with
-//! a broken environment's episode marked and the rest of the batch played.
+//! a broken environment's episode marked and the rest of the batch played. The protocol as a
+//! contract: the bridge's step budget and stable identity in rollouts, its step rewards in demos,
+//! a bridge that cannot start stops `demos`, a model that cannot write an environment's actions
+//! stops a rollout before its first step, and `env-check` passes on the bundled bridges.
 //!
 //! Needs the cache venv with `requirements-envs.txt` (TRAJFLOW_PYTHON, set by `make test`);
 //! without it each test says SKIPPED on stderr and passes.
 #![cfg(feature = "torch")]
 
+mod common;
+
 use trajflow::env::{by_name, Env};
+
+/// The counter fixture (tests/fixtures/counter_bridge.py) with `options`, as a `bridge:` name.
+fn counter(options: &str) -> String {
+    let python = std::env::var("TRAJFLOW_PYTHON").unwrap();
+    format!("bridge:{python} {}/tests/fixtures/counter_bridge.py {options}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The target of counter task `task` (its expert needs that many steps).
+fn target(task: u64) -> usize {
+    (task % 4 + 2) as usize
+}
 
 fn have_python() -> bool {
     let set = std::env::var("TRAJFLOW_PYTHON").is_ok();
@@ -200,4 +216,112 @@ fn a_crashing_bridge_fails_only_its_episodes_in_a_batch() {
             assert!(played_out, "task {task}: played until success or max_turns");
         }
     }
+}
+
+/// Rollouts end at the bridge's own step budget (3) even when the run allows more turns (6), and
+/// rows carry the bridge's identity (hello name and own arguments), not the interpreter's path.
+#[test]
+fn rollouts_keep_the_bridges_step_budget_and_identity() {
+    if !have_python() {
+        return;
+    }
+    let Some((tok, model)) = random_small() else { return };
+    let mut cfg = config(&counter("--max-steps 3"), vec![1, 2, 3]);
+    cfg.max_turns = 6;
+    let rows = trajflow::rollout::rollout(&model, &tok, &cfg).unwrap();
+    for row in &rows {
+        assert!(row.turn_rewards.len() <= 3, "{}: {} turns", row.episode_id, row.turn_rewards.len());
+        assert!(row.task_id.starts_with("counter:--max-steps:3-"), "{}", row.task_id);
+        assert_eq!(row.env.as_deref(), Some("counter:--max-steps:3"));
+        assert!(!row.episode_id.contains('/') && !row.group_id.contains('/'));
+    }
+    assert!(rows.iter().any(|r| r.turn_rewards.len() == 3), "task 3 needs 5 steps: its episodes use the whole budget");
+}
+
+/// `demos` rows keep the environment's shaped step rewards and their sum, as rollouts do.
+#[test]
+fn demos_keep_the_environments_step_rewards() {
+    if !have_python() {
+        return;
+    }
+    let Some((tok, _)) = random_small() else { return };
+    let rows = trajflow::env::demos::expert_rows_of(&counter("--shaped"), &[1, 2], 0, &tok, "smollm2-135m").unwrap();
+    for (row, task) in rows.iter().zip([1, 2]) {
+        let mut want = vec![0.1f32; target(task) - 1];
+        want.push(1.1);
+        assert_eq!(row.turn_rewards.len(), want.len());
+        assert!(row.turn_rewards.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{:?}", row.turn_rewards);
+        assert!((row.reward - want.iter().sum::<f32>()).abs() < 1e-5 && row.success == Some(true));
+    }
+}
+
+/// A bridge that cannot start stops `demos` with its own exit status and stderr, writing nothing.
+#[test]
+fn demos_stop_when_the_bridge_cannot_start() {
+    if !have_python() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let python = std::env::var("TRAJFLOW_PYTHON").unwrap();
+    let env = format!("bridge:{python} -c 'import sys; print(\"no such game\", file=sys.stderr); sys.exit(1)'");
+    let out = dir.path().join("demos");
+    let err = common::fails(&["demos", "--env", &env, "--tasks", "3", "--output", common::s(&out)]);
+    assert!(err.contains("failed on its first demonstration") && err.contains("exit status: 1"), "{err}");
+    assert!(err.contains("no such game") && !err.contains("SIGKILL"), "{err}");
+    assert!(!out.exists());
+}
+
+/// A small model of the household cannot write the counter's actions: the rollout stops before its
+/// first step, naming the model, the environment and an action. The counter's own small model
+/// can, and every action the bridge receives is one of its admissible actions.
+#[test]
+fn a_model_that_cannot_write_the_actions_stops_before_the_first_step() {
+    if !have_python() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sampling =
+        trajflow::model::generate::Sampling { temperature: 1.0, max_new_tokens: 8, seed: 3, ..Default::default() };
+    for (spec, log) in [("small:household", "foreign"), ("", "own")] {
+        let log = dir.path().join(log);
+        let env = counter(&format!("--log {}", log.display()));
+        let spec = if spec.is_empty() { format!("small:{env}") } else { spec.to_string() };
+        let (model, tok) = trajflow::model::load(&spec, tch::Device::Cpu).unwrap();
+        let mut cfg = trajflow::rollout::RolloutConfig::new(&env, vec![1, 2], 2, sampling.clone(), 4, &spec);
+        cfg.admissible = true;
+        let result = trajflow::rollout::rollout(&model, &tok, &cfg);
+        let requests = std::fs::read_to_string(&log).unwrap();
+        let steps: Vec<&str> = requests.lines().filter(|l| l.contains("\"step\"")).collect();
+        if spec == "small:household" {
+            let err = result.err().expect("the household's words cannot write 'inc'").to_string();
+            assert!(err.contains("model 'small:household' cannot write the actions of environment 'counter:--log:"), "{err}");
+            assert!(err.contains("'dec'") || err.contains("'inc'"), "{err}");
+            assert!(steps.is_empty(), "no step was sent: {steps:?}");
+        } else {
+            assert_eq!(result.unwrap().len(), 4);
+            assert!(!steps.is_empty());
+            for step in steps {
+                let action: serde_json::Value = serde_json::from_str(step).unwrap();
+                assert!(["inc", "dec"].contains(&action["action"].as_str().unwrap()), "{step}");
+            }
+        }
+    }
+}
+
+/// `trajflow env-check` passes on both bundled bridges, and names a seeded violation.
+#[test]
+fn env_check_passes_on_the_bundled_bridges() {
+    if !have_python() {
+        return;
+    }
+    for env in ["twx", "scienceworld:find-animal"] {
+        let out = common::ok(&["env-check", env, "--tasks", "2"]);
+        assert!(out.contains("every check holds"), "{out}");
+        assert!(!out.contains("VIOLATED") && !out.contains("skipped"), "{out}");
+    }
+    let out = common::trajflow(&["env-check", &counter("--violate expert-not-admissible"), "--tasks", "1"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success());
+    assert!(stdout.contains("expert_admissible  VIOLATED"), "{stdout}");
+    assert!(stderr.contains("violates the protocol: expert_admissible"), "{stderr}");
 }

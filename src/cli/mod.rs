@@ -211,6 +211,20 @@ pub enum Command {
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
     },
+    /// Check that a bridged environment keeps the protocol of bridges/PROTOCOL.md: its hello
+    /// line, determinism of (task_id, seed), the expert (admissible, solving, within the step
+    /// budget), invalid actions, deadlines, stdout hygiene and close. Prints a table; exits
+    /// non-zero on a violation.
+    EnvCheck {
+        /// A bridged environment: `twx[:GAME]`, `scienceworld[:TASK]` or `bridge:PROGRAM ARGS...`.
+        env: String,
+        /// Train tasks played, each with seeds 0 and 1, twice.
+        #[arg(long, default_value_t = 3)]
+        tasks: usize,
+        /// Deadline per answer in seconds (default: TRAJFLOW_ENV_TIMEOUT, else 60).
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
     /// Write expert demonstrations of a built-in environment as a trajectory dataset.
     #[cfg(feature = "torch")]
     Demos {
@@ -380,6 +394,26 @@ impl From<ClusterArgs> for Cluster {
 }
 
 /// `trajflow export`: the dataset's rows as read, written atomically as one Parquet file.
+/// `trajflow env-check`: prints the conformance table; an error naming the violated checks.
+fn env_check(env: &str, tasks: usize, timeout: Option<f64>) -> Result<String> {
+    use crate::env::bridge::{conformance, deadline, Bridge};
+    let timeout = timeout.map_or_else(deadline, std::time::Duration::from_secs_f64);
+    let bridge = Bridge::by_name_within(env, timeout).ok_or_else(|| {
+        Error::Usage(format!(
+            "env-check: '{env}' is not a bridged environment (twx[:GAME], scienceworld[:TASK], bridge:PROGRAM ARGS...)"
+        ))
+    })?;
+    let findings = conformance::check(bridge, tasks);
+    print!("{}", conformance::table(env, &findings));
+    let violated: Vec<&str> =
+        findings.iter().filter(|f| f.verdict == conformance::Verdict::Violated).map(|f| f.check).collect();
+    if violated.is_empty() {
+        Ok("env-check: every check holds\n".into())
+    } else {
+        Err(Error::Usage(format!("env-check: {env} violates the protocol: {}", violated.join(", "))))
+    }
+}
+
 fn export(dataset: &Path, output: &Path, columns: Option<&[String]>) -> Result<String> {
     let ds = Dataset::open(dataset)?;
     let tag = ds.commits()?.first().map(|c| c.schema.clone()).unwrap_or_default();
@@ -664,6 +698,7 @@ pub fn run(cli: Cli) -> Result<String> {
         }
         #[cfg(feature = "torch")]
         Command::Import { format, input, output, model } => model::run_import(format, &input, &output, &model),
+        Command::EnvCheck { env, tasks, timeout } => env_check(&env, tasks, timeout),
         #[cfg(feature = "torch")]
         Command::Demos { env, tasks, split, output, model } => {
             model::run_demos(&env, split.into(), tasks, &output, &model)

@@ -152,7 +152,16 @@ pub fn run_demos(
     let solved = rows.iter().filter(|r| r.success == Some(true)).count();
     let turns: usize = rows.iter().map(|r| r.turn_rewards.len()).sum();
     let n_rows = rows.len();
+    let failed: Vec<String> = rows.iter().filter_map(|r| r.env_error.clone()).collect();
     write_rows(rows, output, "demos")?;
+    if let Some(first) = failed.first() {
+        return Err(crate::error::Error::Usage(format!(
+            "demos: {} of {n_rows} expert episodes of {env} failed in the environment (written to {} with \
+             env_error set); the first: {first}",
+            failed.len(),
+            output.display()
+        )));
+    }
     Ok(format!("demos: {n_rows} expert episodes of {env} ({solved} solved, {turns} turns) -> {}\n", output.display()))
 }
 

@@ -1,7 +1,9 @@
 //! Expert demonstrations: the environment's expert plays each task to the end, and the episode is
 //! stored as a token-exact trajectory through a model's chat template (the same conversion as
 //! `trajflow import`: observations are user turns, the expert's actions assistant turns), ready
-//! for SFT, StepAgent's expert prefixes and RetroAct's imitation stage.
+//! for SFT, StepAgent's expert prefixes and RetroAct's imitation stage. Rows keep the
+//! environment's step rewards (`turn_rewards`, summed into `reward`), as rollouts do, and every
+//! expert action must survive the model's tokenizer (the rows would train on another text).
 
 use super::{Env, Split};
 use crate::error::Result;
@@ -26,23 +28,27 @@ fn scripted_episode(
     }
     let mut messages = vec![Msg { role: "user".into(), content: first }];
     let mut success = false;
+    let mut rewards = Vec::new();
     for i in 0..env.max_steps() {
         let Some(action) = next(&*env, i) else { break };
         let step = env.step(&action);
         messages.push(Msg { role: "assistant".into(), content: action });
+        rewards.push(step.reward);
         success = step.success;
         if step.done {
             break;
         }
         messages.push(Msg { role: "user".into(), content: step.observation });
     }
+    let id = env.id();
     Conversation {
-        id: format!("{}-expert-{task_id}-{seed}", env.name()),
-        task_id: format!("{}-{task_id}", env.name()),
-        group_id: format!("{}-{task_id}", env.name()),
+        id: format!("{id}-expert-{task_id}-{seed}"),
+        task_id: format!("{id}-{task_id}"),
+        group_id: format!("{id}-{task_id}"),
         messages,
-        reward: f32::from(u8::from(success)),
+        reward: rewards.iter().sum(),
         success: Some(success),
+        turn_rewards: Some(rewards),
     }
 }
 
@@ -124,7 +130,8 @@ pub fn expert_rows_and_choices(
     let mut env = super::by_name(env_name)?;
     tasks
         .iter()
-        .map(|&id| {
+        .enumerate()
+        .map(|(i, &id)| {
             let mut admissible = Vec::new();
             let conv = scripted_episode(env.as_mut(), id, seed, None, |env, _| {
                 let action = env.expert_action();
@@ -133,9 +140,18 @@ pub fn expert_rows_and_choices(
                 }
                 action
             });
-            let mut row = to_row(tok, &conv, env_name, model)?;
+            let env_id = env.id();
+            for m in conv.messages.iter().filter(|m| m.role == "assistant") {
+                crate::rollout::action_tokens(tok, &m.content, model, &env_id)?;
+            }
+            let mut row = to_row(tok, &conv, &env_id, model)?;
             row.seed = Some(seed as i64);
             row.env_error = env.failure();
+            if let (0, Some(error)) = (i, &row.env_error) {
+                return Err(crate::error::Error::Usage(format!(
+                    "environment '{env_name}' failed on its first demonstration (task {id}): {error}"
+                )));
+            }
             Ok((row, admissible))
         })
         .collect()

@@ -47,6 +47,12 @@ pub struct Step {
 pub trait Env: Send {
     /// Registry name of the environment (see [`by_name`]).
     fn name(&self) -> &str;
+    /// The environment's identity in stored data (ids, the `env` column): the same on every
+    /// machine. The registry name, except for a user's bridge (see [`bridge`]), whose identity is
+    /// known once its process has started (after the first reset).
+    fn id(&self) -> String {
+        self.name().to_string()
+    }
     /// Starts a new episode; the same `(task_id, seed)` always produces the same episode.
     fn reset(&mut self, task_id: u64, seed: u64) -> Reset;
     /// Applies one text action. Unknown or invalid actions answer `"Nothing happens."`, reward 0, and leave the
@@ -54,6 +60,12 @@ pub trait Env: Send {
     fn step(&mut self, action: &str) -> Step;
     /// The valid commands in the current state (empty once the episode is done).
     fn admissible_actions(&self) -> Vec<String>;
+    /// Whether [`Env::admissible_actions`] lists every valid action (a bridge may declare its lists
+    /// `partial`: ScienceWorld's omit a quarter of its expert's actions, so constrained decoding
+    /// cannot take those).
+    fn lists_every_valid_action(&self) -> bool {
+        true
+    }
     /// The expert's next action from the current state, or `None` once the episode is done.
     fn expert_action(&self) -> Option<String>;
     /// Step budget of an episode; the episode ends unsuccessfully when it is spent.
@@ -85,6 +97,10 @@ pub fn by_name(name: &str) -> crate::error::Result<Box<dyn Env>> {
         _ if name.starts_with(verbose::PREFIX) => Ok(Box::new(verbose::Verbose::new(&name[verbose::PREFIX.len()..])?)),
         _ => match bridge::Bridge::by_name(name) {
             Some(b) => Ok(Box::new(b)),
+            None if name.starts_with(bridge::USER_PREFIX) => Err(crate::error::Error::Usage(format!(
+                "environment '{name}': the bridge command is empty or has unbalanced quotes \
+                 (quote a path with spaces: bridge:python3 'my envs/env.py')"
+            ))),
             None => Err(crate::error::Error::Usage(format!(
                 "unknown environment '{name}' (built in: {}, verbose:ENV; bridged: {}[:VARIANT], {}PROGRAM ARGS...)",
                 ENV_NAMES.join(", "),

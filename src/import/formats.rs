@@ -33,8 +33,11 @@ pub struct Conversation {
     pub group_id: String,
     /// Messages in order.
     pub messages: Vec<Msg>,
-    /// Outcome reward.
+    /// Outcome reward (the return: the sum of `turn_rewards` where those are known).
     pub reward: f32,
+    /// The reward of each assistant turn, where the source knows them (an environment's step
+    /// rewards); `None`: the whole reward on the last turn.
+    pub turn_rewards: Option<Vec<f32>>,
     /// Success, where known.
     pub success: Option<bool>,
 }
@@ -176,6 +179,7 @@ fn read_chat(format: Format, file: &Path, reward: Option<f32>) -> Result<Vec<Con
                 messages,
                 reward: reward.unwrap_or(r),
                 success: if reward.is_some() { Some(true) } else { s },
+                turn_rewards: None,
             })
         })
         .collect()
@@ -217,6 +221,7 @@ fn read_fireact_rollouts(file: &Path) -> Result<Vec<Conversation>> {
                 messages,
                 reward,
                 success: success.or(Some(reward > 0.0)),
+                turn_rewards: None,
             })
         })
         .collect()
@@ -254,6 +259,7 @@ fn read_knowagent(file: &Path) -> Result<Vec<Conversation>> {
                 messages,
                 reward: f32::from(u8::from(result)),
                 success: Some(result),
+                turn_rewards: None,
             })
         })
         .collect()

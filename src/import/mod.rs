@@ -77,10 +77,17 @@ pub fn to_row(tok: &Tok, conv: &Conversation, env: &str, model: &str) -> Result<
         .iter()
         .map(|&(s, _)| (turn_starts.iter().filter(|&&t| t <= s).count() as i32 - 1).max(0))
         .collect();
-    let mut turn_rewards = vec![0f32; turn_starts.len()];
-    if let Some(last) = turn_rewards.last_mut() {
-        *last = conv.reward;
-    }
+    let turn_rewards = match &conv.turn_rewards {
+        Some(r) if r.len() == turn_starts.len() => r.clone(),
+        Some(r) => return Err(err(format!("{} turn rewards for {} assistant turns", r.len(), turn_starts.len()))),
+        None => {
+            let mut r = vec![0f32; turn_starts.len()];
+            if let Some(last) = r.last_mut() {
+                *last = conv.reward;
+            }
+            r
+        }
+    };
     Ok(EpisodeRow {
         episode_id: conv.id.clone(),
         task_id: conv.task_id.clone(),

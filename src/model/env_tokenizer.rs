@@ -9,9 +9,12 @@
 //!   maps to `<unk>`.
 //! - The chat template writes each message as `<|role|>content<|end|>` with nothing added, so
 //!   rendering is prefix-stable and a rollout can append turns token-exactly.
-//! - The vocabulary is a pure function of the environment: the same on every machine and run.
+//! - The vocabulary is a pure function of the environment: the same on every machine and run, so
+//!   a process walks an environment once. An environment that answers an invalid action with an
+//!   error (which the bridge protocol allows) is walked all the same.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use serde_json::json;
 
@@ -61,8 +64,14 @@ fn episode_texts(env: &mut dyn Env, task: u64, seed: u64, out: &mut Vec<String>)
     let reset = env.reset(task, seed);
     out.push(reset.observation);
     out.push(reset.task);
-    // What an invalid action answers (it changes nothing but the step count).
-    out.push(env.step("<an invalid action>").observation);
+    // What an invalid action answers (it changes nothing but the step count). An environment may
+    // answer it with an error instead, which ends the episode: then the walk starts it again.
+    let invalid = env.step("<an invalid action>");
+    if env.failure().is_some() {
+        env.reset(task, seed);
+    } else {
+        out.push(invalid.observation);
+    }
     for _ in 0..env.max_steps() {
         out.extend(env.admissible_actions());
         let Some(action) = env.expert_action() else { break };
@@ -74,8 +83,20 @@ fn episode_texts(env: &mut dyn Env, task: u64, seed: u64, out: &mut Vec<String>)
     }
 }
 
-/// The tokenizer of the small model for environment `env_name`.
+/// The tokenizer of the small model for environment `env_name`, walked once per process (the
+/// vocabulary is a pure function of the environment; a bridge's walk costs 2×[`TASKS`] episodes).
 pub fn for_env(env_name: &str) -> Result<Tok> {
+    static WALKED: Mutex<BTreeMap<String, Tok>> = Mutex::new(BTreeMap::new());
+    if let Some(tok) = WALKED.lock().expect("env tokenizers").get(env_name) {
+        return Ok(tok.clone());
+    }
+    let tok = walk(env_name)?;
+    WALKED.lock().expect("env tokenizers").insert(env_name.to_string(), tok.clone());
+    Ok(tok)
+}
+
+/// Builds the tokenizer of `env_name` by walking its expert episodes.
+fn walk(env_name: &str) -> Result<Tok> {
     let mut env = by_name(env_name)?;
     let splitter = build(&[])?;
     let mut pieces = BTreeSet::new();
@@ -106,6 +127,31 @@ pub fn for_env(env_name: &str) -> Result<Tok> {
 mod tests {
     use super::*;
     use crate::model::tokenizer::Message;
+
+    const COUNTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/counter_bridge.py");
+
+    /// A bridge may answer an unknown action with an error: the walk still sees every episode.
+    #[test]
+    fn a_bridge_answering_errors_to_unknown_actions_is_walked_all_the_same() {
+        let tok = for_env(&format!("bridge:{} {COUNTER} --strict", crate::env::bridge::python())).unwrap();
+        for text in ["inc", "dec", "The counter shows 4.", "Your task is to: count to 5."] {
+            let ids = tok.encode(text).unwrap();
+            assert!(!ids.contains(&0), "'{text}' has an unknown piece");
+            assert_eq!(tok.decode(&ids).unwrap(), text);
+        }
+    }
+
+    /// Loading a `small:ENV` model (tokenizer and decoder) walks the environment once.
+    #[test]
+    fn loading_a_small_model_walks_its_environment_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests");
+        let spec = format!("small:bridge:{} {COUNTER} --log {}", crate::env::bridge::python(), log.display());
+        crate::model::load(&spec, tch::Device::Cpu).unwrap();
+        crate::model::load_tokenizer(&spec).unwrap();
+        let resets = std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("\"reset\"")).count();
+        assert_eq!(resets as u64, 2 * TASKS, "one walk: {TASKS} tasks x 2 seeds");
+    }
 
     #[test]
     fn actions_round_trip_and_template_is_prefix_stable() {

@@ -12,6 +12,7 @@ use super::gguf::Gguf;
 use crate::error::{Error, Result};
 
 /// A tokenizer with the model's chat template and special tokens.
+#[derive(Clone)]
 pub struct Tok {
     /// The Hugging Face tokenizer.
     pub inner: tokenizers::Tokenizer,

@@ -25,6 +25,11 @@
 //!   and the ALFWorld agents' setting): decoding is constrained to their token sequences, so every
 //!   action is valid, and the behaviour log-probs are those of the constrained distribution. With
 //!   `scoring`, whole actions are scored instead (TWOSOME; see [`action_scoring`]).
+//! - Every admissible (and expert) action the model is given must survive its tokenizer: the
+//!   tokens decode back to exactly the action ([`action_tokens`]), or the rollout stops before the
+//!   first step with an error naming the model, the environment and the action.
+//! - An episode ends at `max_turns` or at the environment's own step budget, whichever is first;
+//!   its ids and `env` column carry the environment's stable identity ([`Env::id`]).
 
 use self::action_scoring::{choose, Candidate};
 use crate::env::{by_name, Env};
@@ -171,12 +176,30 @@ fn push_tokens(row: &mut EpisodeRow, ids: &[i32], segs: &[u8], turn: i32) {
     }
 }
 
-/// `actions` as candidates: each action's tokens followed by the end-of-turn token `eos`.
-pub(crate) fn candidates(tok: &Tok, actions: Vec<String>, eos: i64) -> Result<Vec<Candidate>> {
+/// The tokens of `action`, which model `model` writes for environment `env`; an error naming both
+/// if they do not decode back to exactly `action` (a tokenizer that cannot write the action, such
+/// as a `small:ENV` model's word list on another environment: what it would send is not the
+/// action).
+pub(crate) fn action_tokens(tok: &Tok, action: &str, model: &str, env: &str) -> Result<Vec<i64>> {
+    let ids = tok.encode(action)?;
+    let back = tok.decode(&ids)?;
+    if back != action {
+        return Err(Error::Usage(format!(
+            "model '{model}' cannot write the actions of environment '{env}': the action '{action}' comes back \
+             from its tokenizer as '{back}' (a small:ENV model knows only ENV's words: use small:{env} or \
+             another model)"
+        )));
+    }
+    Ok(ids)
+}
+
+/// `actions` as candidates: each action's tokens ([`action_tokens`]) followed by the end-of-turn
+/// token `eos`.
+pub(crate) fn candidates(tok: &Tok, actions: Vec<String>, eos: i64, model: &str, env: &str) -> Result<Vec<Candidate>> {
     actions
         .into_iter()
         .map(|text| {
-            let mut ids = tok.encode(&text)?;
+            let mut ids = action_tokens(tok, &text, model, env)?;
             ids.push(eos);
             Ok(Candidate { text, ids })
         })
@@ -266,6 +289,14 @@ fn start_episode(tok: &Tok, cfg: &RolloutConfig, i: usize) -> Result<Episode> {
     let mut env = by_name(&cfg.env)?;
     let seed = cfg.seed;
     let reset = env.reset(task, seed);
+    let id = env.id();
+    if i == 0 && cfg.admissible && !env.lists_every_valid_action() {
+        tracing::warn!("environment '{id}' lists only part of its valid actions: constrained decoding cannot take the others");
+    }
+    // Before the first step: the model must be able to write this environment's actions.
+    for action in env.admissible_actions().iter().chain(env.expert_action().as_ref()) {
+        action_tokens(tok, action, &cfg.model_name, &id)?;
+    }
     let plain = format!("{}\n{}", reset.observation, reset.task);
     let first = match cfg.memory.get(&task) {
         Some(memory) => format!("{plain}\n\n{memory}"),
@@ -277,13 +308,13 @@ fn start_episode(tok: &Tok, cfg: &RolloutConfig, i: usize) -> Result<Episode> {
         messages: vec![Message::new("user", &first)],
         text: String::new(),
         row: EpisodeRow {
-            episode_id: format!("{}-{task}-it{}-r{r}", cfg.env, cfg.iteration),
-            task_id: format!("{}-{task}", cfg.env),
-            group_id: format!("{}-{task}@{}", cfg.env, cfg.iteration),
+            episode_id: format!("{id}-{task}-it{}-r{r}", cfg.iteration),
+            task_id: format!("{id}-{task}"),
+            group_id: format!("{id}-{task}@{}", cfg.iteration),
             policy_version: cfg.policy_version,
             logp_behavior: Some(Vec::new()),
             terminated: false,
-            env: Some(cfg.env.clone()),
+            env: Some(id),
             seed: Some(seed as i64),
             model: Some(cfg.model_name.clone()),
             ..Default::default()
@@ -324,7 +355,8 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                     episodes[i].fail(error);
                     continue;
                 }
-                per_row.push(candidates(tok, actions, eos)?);
+                let id = episodes[i].row.env.as_deref().unwrap_or(&cfg.env);
+                per_row.push(candidates(tok, actions, eos, &cfg.model_name, id)?);
             }
             active.retain(|&i| !episodes[i].done);
             Some(per_row)
@@ -360,7 +392,9 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                 _ => None,
             };
             if let Some(e) = corrected {
-                let mut ids: Vec<i32> = tok.encode(&e)?.into_iter().map(|x| x as i32).collect();
+                let id = ep.row.env.as_deref().unwrap_or(&cfg.env);
+                let mut ids: Vec<i32> =
+                    action_tokens(tok, &e, &cfg.model_name, id)?.into_iter().map(|x| x as i32).collect();
                 ids.push(eos as i32);
                 push_tokens(&mut ep.row, &ids, &vec![Segment::Action as u8; ids.len()], t);
                 ep.text.push_str(&e);
@@ -382,7 +416,8 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                 ep.fail(error);
                 continue;
             }
-            if step.done || ep.turn == cfg.max_turns {
+            // The episode's budget: the run's turns, and the environment's own step budget.
+            if step.done || ep.turn == cfg.max_turns.min(ep.env.max_steps()) {
                 ep.done = true;
                 ep.cache = None;
                 ep.row.success = Some(step.success);

@@ -117,7 +117,11 @@ pub fn expert_prefix_rows(
             Some(lists) => Some(
                 chunk
                     .iter()
-                    .map(|d| super::candidates(tok, lists[d.episode][d.step].clone(), eos))
+                    .map(|d| {
+                        let e = &expert[d.episode];
+                        let (model, env) = (e.model.as_deref().unwrap_or("?"), e.env.as_deref().unwrap_or("?"));
+                        super::candidates(tok, lists[d.episode][d.step].clone(), eos, model, env)
+                    })
                     .collect::<Result<Vec<_>>>()?,
             ),
             None => None,

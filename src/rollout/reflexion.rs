@@ -132,7 +132,8 @@ pub fn reflexion(model: &Decoder, tok: &Tok, cfg: &RolloutConfig, r: &ReflexionC
         };
         let mut failed = Vec::new();
         for (&task, (mut row, messages)) in open.iter().zip(played(model, tok, &c)?) {
-            row.episode_id = format!("{}-{task}-it{}-trial{trial}", cfg.env, cfg.iteration);
+            let id = row.env.clone().unwrap_or_else(|| cfg.env.clone());
+            row.episode_id = format!("{id}-{task}-it{}-trial{trial}", cfg.iteration);
             row.trial_index = Some(trial as i32);
             if let Some(mut reflection) = waiting.remove(&task) {
                 reflection.reward = row.reward;
@@ -140,11 +141,11 @@ pub fn reflexion(model: &Decoder, tok: &Tok, cfg: &RolloutConfig, r: &ReflexionC
                 out.push(reflection);
             }
             if row.success != Some(true) && trial + 1 < r.trials {
-                failed.push((task, row.reward, reflection_prompt(&messages)));
+                failed.push((task, row.reward, reflection_prompt(&messages), id));
             }
             out.push(row);
         }
-        let prompts: Vec<String> = failed.iter().map(|(_, _, p)| p.clone()).collect();
+        let prompts: Vec<String> = failed.iter().map(|(_, _, p, _)| p.clone()).collect();
         let sampling = Sampling {
             seed: seed.wrapping_add((cfg.iteration * 1000 + 999) as i64),
             max_new_tokens: r.reflection_tokens,
@@ -152,15 +153,15 @@ pub fn reflexion(model: &Decoder, tok: &Tok, cfg: &RolloutConfig, r: &ReflexionC
         };
         let written = if prompts.is_empty() { Vec::new() } else { reflect(model, tok, &prompts, &sampling)? };
         open.clear();
-        for ((task, reward, _), (mut row, text)) in failed.into_iter().zip(written) {
-            row.episode_id = format!("{}-{task}-it{}-reflection{trial}", cfg.env, cfg.iteration);
-            row.task_id = format!("{}-{task}", cfg.env);
-            row.group_id = format!("{}-{task}@{}", cfg.env, cfg.iteration);
+        for ((task, reward, _, id), (mut row, text)) in failed.into_iter().zip(written) {
+            row.episode_id = format!("{id}-{task}-it{}-reflection{trial}", cfg.iteration);
+            row.task_id = format!("{id}-{task}");
+            row.group_id = format!("{id}-{task}@{}", cfg.iteration);
             row.trial_index = Some(trial as i32);
             row.prev_trial_reward = Some(reward);
             row.policy_version = cfg.policy_version;
             row.terminated = !row.truncated;
-            row.env = Some(cfg.env.clone());
+            row.env = Some(id);
             row.seed = Some(cfg.seed as i64);
             row.model = Some(cfg.model_name.clone());
             reflections.entry(task).or_default().push(text);

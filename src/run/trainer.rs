@@ -338,8 +338,9 @@ impl Trainer {
             }
             let mut row = reflector_prompt_row(&self.tok, &reflection_prompt(&messages))?;
             push_reflection_text(&self.tok, &mut row, &reflection)?;
-            let id = format!("{}-{task}-imitation", r.env);
-            let mut next = crate::import::to_row(&self.tok, &following, &r.env, model)?;
+            let env_id = env.id();
+            let id = format!("{env_id}-{task}-imitation");
+            let mut next = crate::import::to_row(&self.tok, &following, &env_id, model)?;
             next.episode_id = format!("{id}-trial1");
             next.trial_index = Some(1);
             row.episode_id = format!("{id}-reflection0");
@@ -350,7 +351,7 @@ impl Trainer {
             row.reward = next.reward;
             row.turn_rewards = vec![next.reward];
             row.terminated = !row.truncated;
-            row.env = Some(r.env.clone());
+            row.env = Some(env_id);
             row.seed = Some(0);
             row.model = Some(model.clone());
             rows.extend([row, next]);

@@ -14,10 +14,17 @@
 //!   starts a fresh process, so the run goes on.
 //! - An answer `{"error": ...}` is the environment's own error: the episode fails the same way, but
 //!   the process, which kept the protocol, stays.
+//! - A user's bridge is stored under a stable identity ([`Env::id`]): its hello line's `name`, plus
+//!   the arguments after its program file (`counter:--level:3`), never the interpreter's or the
+//!   script's path, so ids are the same on every machine. The bundled bridges keep their registry
+//!   names (`twx:coin`).
+//! - Processes are closed, not killed: a dropped healthy process gets `{"op": "close"}` and end of
+//!   input; the idle pool is closed by [`close_idle`] when the command ends.
 
+pub mod conformance;
 mod process;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -37,8 +44,17 @@ pub const USER_PREFIX: &str = "bridge:";
 /// Step budget assumed until a process has said its own.
 const DEFAULT_MAX_STEPS: usize = 100;
 
-/// Idle processes by command line.
-static POOL: Mutex<Vec<(Vec<String>, LineProcess, usize)>> = Mutex::new(Vec::new());
+/// Idle processes by command line, with their hello lines.
+static POOL: Mutex<Vec<(Vec<String>, LineProcess, Value)>> = Mutex::new(Vec::new());
+
+/// Closes every idle process (`close`, then end of input; killed after a grace period): called
+/// when a command ends, so bridges exit as the protocol says rather than being killed.
+pub fn close_idle() {
+    let idle = std::mem::take(&mut *POOL.lock().expect("bridge pool"));
+    for (_, mut process, _) in idle {
+        process.close();
+    }
+}
 
 /// The Python that runs the bundled bridges: `TRAJFLOW_PYTHON`, else the cache venv's (where
 /// `make setup` installs the environment packages), else `python3`.
@@ -58,11 +74,11 @@ pub fn python() -> String {
 }
 
 /// The command line of environment `name` if it is a bridge: `scienceworld[:TASK]`,
-/// `twx[:GAME]`, or `bridge:PROGRAM ARGS...`.
+/// `twx[:GAME]`, or `bridge:PROGRAM ARGS...` (split as a POSIX shell would: quotes and
+/// backslashes keep spaces in a path; `None` for unbalanced quotes or nothing to run).
 pub fn command_of(name: &str) -> Option<Vec<String>> {
     if let Some(user) = name.strip_prefix(USER_PREFIX) {
-        let argv: Vec<String> = user.split_whitespace().map(String::from).collect();
-        return (!argv.is_empty()).then_some(argv);
+        return shlex::split(user).filter(|argv| !argv.is_empty());
     }
     let (kind, variant) = name.split_once(':').map_or((name, None), |(k, v)| (k, Some(v)));
     if !BRIDGE_NAMES.contains(&kind) || variant == Some("") {
@@ -73,9 +89,31 @@ pub fn command_of(name: &str) -> Option<Vec<String>> {
     Some(argv)
 }
 
+/// A user bridge's own arguments: those after its program file (the last argument that names an
+/// existing file, e.g. the script after an interpreter and its flags), or after the program.
+fn own_arguments(argv: &[String]) -> &[String] {
+    let file = argv.iter().rposition(|a| std::path::Path::new(a).is_file()).unwrap_or(0);
+    &argv[file + 1..]
+}
+
+/// The identity stored for a user bridge whose hello line is `hello`: its `name` (else the program
+/// file's stem), then its own arguments, joined by `:`.
+fn identity(argv: &[String], hello: &Value) -> String {
+    let name = hello.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).map_or_else(
+        || {
+            let file = argv.iter().rfind(|a| std::path::Path::new(a).is_file()).unwrap_or(&argv[0]);
+            std::path::Path::new(file).file_stem().map_or_else(|| file.clone(), |s| s.to_string_lossy().into_owned())
+        },
+        String::from,
+    );
+    std::iter::once(name).chain(own_arguments(argv).iter().cloned()).collect::<Vec<_>>().join(":")
+}
+
 /// The mutable side of a bridge: its process (if running) and the last failure.
 struct Link {
     process: Option<LineProcess>,
+    /// The running process's hello line.
+    hello: Value,
     failure: Option<String>,
     max_steps: usize,
     done: bool,
@@ -86,20 +124,49 @@ pub struct Bridge {
     name: String,
     argv: Vec<String>,
     timeout: Duration,
+    /// The identity in stored data: the registry name of a bundled bridge; a user bridge's from
+    /// its first hello line.
+    id: OnceLock<String>,
     link: Mutex<Link>,
 }
 
 impl Bridge {
     /// A bridge for the registry name `name` (see [`command_of`]); `None` if it is not one.
     pub fn by_name(name: &str) -> Option<Self> {
-        let secs = std::env::var("TRAJFLOW_ENV_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(60.0);
-        Some(Self::new(name, command_of(name)?, Duration::from_secs_f64(secs)))
+        Self::by_name_within(name, deadline())
+    }
+
+    /// [`Bridge::by_name`] with a deadline of `timeout` per answer.
+    pub fn by_name_within(name: &str, timeout: Duration) -> Option<Self> {
+        let bridge = Self::new(name, command_of(name)?, timeout);
+        if !name.starts_with(USER_PREFIX) {
+            bridge.id.get_or_init(|| name.to_string());
+        }
+        Some(bridge)
     }
 
     /// A bridge running `argv`, named `name`, with a deadline of `timeout` per answer.
     pub fn new(name: &str, argv: Vec<String>, timeout: Duration) -> Self {
-        let link = Link { process: None, failure: None, max_steps: DEFAULT_MAX_STEPS, done: true };
-        Bridge { name: name.into(), argv, timeout, link: Mutex::new(link) }
+        let link = Link { process: None, hello: Value::Null, failure: None, max_steps: DEFAULT_MAX_STEPS, done: true };
+        Bridge { name: name.into(), argv, timeout, id: OnceLock::new(), link: Mutex::new(link) }
+    }
+
+    /// The deadline per answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The hello line of the running process (`null` before the first reset).
+    pub fn hello(&self) -> Value {
+        self.link.lock().expect("bridge").hello.clone()
+    }
+
+    /// Ends the running process as the protocol says (`close`); returns whether it exited by
+    /// itself within the grace period. The next reset starts a fresh one.
+    pub fn close(&mut self) -> bool {
+        let link = self.link.get_mut().expect("bridge");
+        link.done = true;
+        link.process.take().is_none_or(|mut p| p.close())
     }
 
     /// The process id of the running process, if any (tests kill it).
@@ -116,8 +183,8 @@ impl Bridge {
                 pool.retain_mut(|(_, p, _)| p.is_alive());
                 pool.iter().position(|(argv, _, _)| *argv == self.argv).map(|i| pool.swap_remove(i))
             };
-            let (process, max_steps) = match pooled {
-                Some((_, p, max_steps)) => (p, max_steps),
+            let (process, hello) = match pooled {
+                Some((_, p, hello)) => (p, hello),
                 None => {
                     let mut p = LineProcess::spawn(&self.argv[0], &self.argv[1..])?;
                     let hello = p.read(self.timeout * 4)?;
@@ -127,12 +194,12 @@ impl Bridge {
                             self.name
                         ));
                     }
-                    let max_steps =
-                        hello.get("max_steps").and_then(Value::as_u64).map_or(DEFAULT_MAX_STEPS, |m| m as usize);
-                    (p, max_steps)
+                    (p, hello)
                 }
             };
-            link.max_steps = max_steps;
+            link.max_steps = hello.get("max_steps").and_then(Value::as_u64).map_or(DEFAULT_MAX_STEPS, |m| m as usize);
+            self.id.get_or_init(|| identity(&self.argv, &hello));
+            link.hello = hello;
             link.process = Some(process);
         }
         Ok(link.process.as_mut().expect("just set"))
@@ -164,9 +231,21 @@ fn text(answer: &Value, key: &str) -> String {
     answer.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
+/// The deadline per answer: `TRAJFLOW_ENV_TIMEOUT` seconds, default 60.
+pub fn deadline() -> Duration {
+    let secs = std::env::var("TRAJFLOW_ENV_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(60.0);
+    Duration::from_secs_f64(secs)
+}
+
 impl Env for Bridge {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A bundled bridge's registry name; a user bridge's hello name and own arguments, once its
+    /// process has started (its registry name before).
+    fn id(&self) -> String {
+        self.id.get().unwrap_or(&self.name).clone()
     }
 
     /// The bridge gets the task id, the seed and the task's split (`"train"`, `"dev"`, `"test"`).
@@ -217,6 +296,11 @@ impl Env for Bridge {
         actions.iter().filter_map(|a| a.as_str().map(String::from)).collect()
     }
 
+    /// Unless the hello line says `"admissible": "partial"`.
+    fn lists_every_valid_action(&self) -> bool {
+        self.link.lock().expect("bridge").hello.get("admissible").and_then(Value::as_str) != Some("partial")
+    }
+
     fn expert_action(&self) -> Option<String> {
         let mut link = self.link.lock().expect("bridge");
         if link.done {
@@ -239,7 +323,7 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         let link = self.link.get_mut().expect("bridge");
         if let Some(p) = link.process.take() {
-            POOL.lock().expect("bridge pool").push((std::mem::take(&mut self.argv), p, link.max_steps));
+            POOL.lock().expect("bridge pool").push((std::mem::take(&mut self.argv), p, std::mem::take(&mut link.hello)));
         }
     }
 }

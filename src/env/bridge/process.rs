@@ -5,7 +5,10 @@
 //! read that a hung child could hold forever. The child's stderr is drained by a second thread
 //! into a bounded tail (the last [`STDERR_TAIL`] lines), quoted in every error, so a bridge that
 //! dies says why. A process that missed a deadline, broke the protocol or exited is killed and
-//! never used again ([`LineProcess::request`] consumes nothing, but the caller drops it).
+//! never used again ([`LineProcess::request`] consumes nothing, but the caller drops it). A
+//! process that closed its stdout is given [`EXIT_GRACE`] to exit on its own first, so the status
+//! quoted is its own, not the kill's. A healthy process is dropped by sending it `close` and
+//! giving it [`EXIT_GRACE`] to exit before it is killed.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -19,10 +22,14 @@ use serde_json::Value;
 /// Lines of the child's stderr kept for error messages.
 pub const STDERR_TAIL: usize = 20;
 
+/// How long a process that closed its stdout, or was asked to close, may take to exit by itself.
+pub const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 /// A running child process with a line protocol on stdin/stdout.
 pub struct LineProcess {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once the child was asked to close (its stdin then is closed too).
+    stdin: Option<ChildStdin>,
     lines: Receiver<std::io::Result<String>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// The command line, for messages.
@@ -32,7 +39,11 @@ pub struct LineProcess {
 impl LineProcess {
     /// Starts `program args...` with piped stdin/stdout/stderr.
     pub fn spawn(program: &str, args: &[String]) -> Result<Self, String> {
-        let command = std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+        let command = std::iter::once(program)
+            .chain(args.iter().map(String::as_str))
+            .map(|a| shlex::try_quote(a).map_or_else(|_| a.to_string(), |q| q.into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -62,7 +73,7 @@ impl LineProcess {
                 t.push_back(line);
             }
         });
-        Ok(LineProcess { child, stdin, lines, stderr, command })
+        Ok(LineProcess { child, stdin: Some(stdin), lines, stderr, command })
     }
 
     /// The operating-system process id.
@@ -81,10 +92,10 @@ impl LineProcess {
             Ok(Ok(line)) => serde_json::from_str::<Value>(&line)
                 .ok()
                 .filter(Value::is_object)
-                .ok_or_else(|| self.fail(&format!("answered a line that is not a JSON object: {line:.200}"))),
+                .ok_or_else(|| self.kill(&format!("answered a line that is not a JSON object: {line:.200}"))),
             Ok(Err(e)) => Err(self.fail(&format!("stdout could not be read: {e}"))),
             Err(RecvTimeoutError::Timeout) => {
-                Err(self.fail(&format!("gave no answer within {:.1} s (killed)", timeout.as_secs_f64())))
+                Err(self.kill(&format!("gave no answer within {:.1} s (killed)", timeout.as_secs_f64())))
             }
             Err(RecvTimeoutError::Disconnected) => Err(self.fail("closed its stdout")),
         }
@@ -92,15 +103,52 @@ impl LineProcess {
 
     /// Sends `request` as one line and waits up to `timeout` for the answer.
     pub fn request(&mut self, request: &Value, timeout: Duration) -> Result<Value, String> {
-        let sent = writeln!(self.stdin, "{request}").and_then(|()| self.stdin.flush());
+        let Some(stdin) = self.stdin.as_mut() else { return Err(self.kill("was asked to close before")) };
+        let sent = writeln!(stdin, "{request}").and_then(|()| stdin.flush());
         if let Err(e) = sent {
             return Err(self.fail(&format!("cannot be written to: {e}")));
         }
         self.read(timeout)
     }
 
-    /// Kills the child and describes what went wrong: `what`, its exit status and its stderr tail.
+    /// Waits up to `grace` for the child to exit by itself; its status if it did.
+    fn exited_within(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if start.elapsed() < grace => std::thread::sleep(Duration::from_millis(10)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Asks a healthy child to close (`{"op": "close"}`, then end of input) and waits up to
+    /// [`EXIT_GRACE`] for it to exit; kills it if it does not. Returns whether it exited by itself.
+    pub fn close(&mut self) -> bool {
+        let Some(mut stdin) = self.stdin.take() else { return !self.is_alive() };
+        if !self.is_alive() {
+            return true;
+        }
+        let _ = writeln!(stdin, "{{\"op\": \"close\"}}").and_then(|()| stdin.flush());
+        drop(stdin);
+        let exited = self.exited_within(EXIT_GRACE).is_some();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        exited
+    }
+
+    /// The child broke the protocol or went away: gives it [`EXIT_GRACE`] to exit by itself (so
+    /// that its own status is quoted), then kills it; see [`LineProcess::kill`].
     fn fail(&mut self, what: &str) -> String {
+        self.exited_within(EXIT_GRACE);
+        self.kill(what)
+    }
+
+    /// Kills the child and describes what went wrong: `what`, its exit status and its stderr tail.
+    fn kill(&mut self, what: &str) -> String {
         let _ = self.child.kill();
         let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
         // The stderr thread may still be draining the last lines of a dying child.
@@ -112,9 +160,9 @@ impl LineProcess {
 }
 
 impl Drop for LineProcess {
+    /// A child still running is asked to close; one that already failed is gone.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.close();
     }
 }
 
@@ -152,6 +200,24 @@ mod tests {
         let err = p.request(&json!({}), Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("closed its stdout") && err.contains("exit status: 3"), "{err}");
         assert!(err.contains("Traceback: boom"), "{err}");
+    }
+
+    #[test]
+    fn a_process_that_exits_by_itself_is_reported_with_its_own_status() {
+        let mut p = sh("read line; exit 1");
+        let err = p.request(&json!({}), Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("exit status: 1"), "not the kill's signal: {err}");
+    }
+
+    #[test]
+    fn a_dropped_process_is_asked_to_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("ops");
+        let p = sh(&format!("while read line; do echo \"$line\" >> '{}'; exit 0; done", log.display()));
+        let pid = p.pid();
+        drop(p);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "{\"op\": \"close\"}\n");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 
     #[test]

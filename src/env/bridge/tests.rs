@@ -1,5 +1,6 @@
 //! The bridge against a tiny protocol-only environment (`tests/fixtures/counter_bridge.py`): plays,
-//! pooling, and the three ways a process breaks (it dies, it hangs, it answers an error).
+//! pooling, the three ways a process breaks (it dies, it hangs, it answers an error), identities,
+//! quoting, `close`, and `env-check` finding each violation the fixture can seed.
 
 use super::*;
 
@@ -7,6 +8,11 @@ const COUNTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/count
 
 fn counter(timeout: Duration) -> Bridge {
     Bridge::new("counter", vec![python(), COUNTER.into()], timeout)
+}
+
+/// The counter bridge with `options`, by its `bridge:` name (as a user writes it).
+fn counter_with(options: &str) -> Bridge {
+    Bridge::by_name(&format!("bridge:{} {COUNTER} {options}", python())).unwrap()
 }
 
 /// Plays the expert to the end; returns the rewards.
@@ -119,4 +125,76 @@ fn names_map_to_command_lines() {
     assert_eq!(&sw[4..], ["scienceworld", "boil"]);
     assert_eq!(command_of("twx").unwrap()[4..], ["twx"]);
     assert!(command_of("household").is_none() && command_of("twx:").is_none() && command_of("bridge: ").is_none());
+    assert_eq!(command_of("bridge:python3 'my envs/env.py' \"a b\" c\\ d").unwrap(), ["python3", "my envs/env.py", "a b", "c d"]);
+    assert!(command_of("bridge:python3 'unbalanced").is_none());
+}
+
+#[test]
+fn identities_are_the_hello_name_and_the_bridges_own_arguments() {
+    let mut env = counter_with("--max-steps 9 --shaped");
+    assert!(env.id().starts_with("bridge:"), "before the process said hello: its registry name");
+    env.reset(0, 0);
+    assert_eq!(env.id(), "counter:--max-steps:9:--shaped", "no interpreter or script path");
+    assert_eq!(env.max_steps(), 9);
+    let mut plain = counter_with("");
+    plain.reset(0, 0);
+    assert_eq!(plain.id(), "counter");
+    let mut nameless = counter_with("--violate no-name");
+    nameless.reset(0, 0);
+    assert_eq!(nameless.id(), "counter_bridge:--violate:no-name", "the script's stem stands in for the name");
+    assert_eq!(Bridge::by_name("twx:coin").unwrap().id(), "twx:coin", "bundled bridges keep their names");
+}
+
+#[test]
+fn a_path_with_a_space_is_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("my bridges").join("counter bridge.py");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::copy(COUNTER, &script).unwrap();
+    let mut env = Bridge::by_name(&format!("bridge:{} '{}' --shaped", python(), script.display())).unwrap();
+    assert_eq!(env.reset(1, 0).observation, "The counter shows 0.");
+    assert!(env.failure().is_none(), "{:?}", env.failure());
+    assert_eq!(env.id(), "counter:--shaped");
+}
+
+#[test]
+fn processes_are_closed_not_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests");
+    let mut env = counter_with(&format!("--log {}", log.display()));
+    env.reset(0, 0);
+    assert!(env.close(), "the counter exits when asked");
+    env.reset(1, 0);
+    drop(env); // to the idle pool
+    close_idle();
+    let requests = std::fs::read_to_string(&log).unwrap();
+    let ops: Vec<&str> = requests.lines().filter_map(|l| l.split('"').nth(3)).collect();
+    assert_eq!(ops, ["reset", "close", "reset", "close"], "{requests}");
+}
+
+#[test]
+fn env_check_holds_on_the_counter_and_names_each_seeded_violation() {
+    let holds = conformance::check(counter_with(""), 2);
+    let violated: Vec<_> = holds.iter().filter(|f| f.verdict != conformance::Verdict::Holds).collect();
+    assert!(violated.is_empty(), "{}", conformance::table("counter", &holds));
+    for (options, check) in [
+        ("--violate no-name", "hello"),
+        ("--violate nondeterministic", "determinism"),
+        ("--violate expert-not-admissible", "expert_admissible"),
+        ("--violate expert-unsolved", "expert_solves"),
+        ("--max-steps 2", "budget"),
+        ("--violate crash-on-invalid", "invalid_action"),
+        ("--violate noisy-stdout", "stdout"),
+        ("--violate ignore-close", "close"),
+    ] {
+        let findings = conformance::check(counter_with(options), 2);
+        let violated: Vec<&str> =
+            findings.iter().filter(|f| f.verdict == conformance::Verdict::Violated).map(|f| f.check).collect();
+        assert_eq!(violated, [check], "{options}:\n{}", conformance::table(options, &findings));
+    }
+    let slow = Bridge::by_name_within(&format!("bridge:{} {COUNTER} --violate slow", python()), Duration::from_millis(500));
+    let findings = conformance::check(slow.unwrap(), 1);
+    let violated: Vec<&str> =
+        findings.iter().filter(|f| f.verdict == conformance::Verdict::Violated).map(|f| f.check).collect();
+    assert_eq!(violated, ["deadlines"], "{}", conformance::table("slow", &findings));
 }
