@@ -180,6 +180,7 @@ fn env_check_holds_on_the_counter_and_names_each_seeded_violation() {
     for (options, check) in [
         ("--violate no-name", "hello"),
         ("--violate nondeterministic", "determinism"),
+        ("--violate varying-lists", "determinism"),
         ("--violate expert-not-admissible", "expert_admissible"),
         ("--violate expert-unsolved", "expert_solves"),
         ("--max-steps 2", "budget"),
@@ -192,6 +193,11 @@ fn env_check_holds_on_the_counter_and_names_each_seeded_violation() {
             findings.iter().filter(|f| f.verdict == conformance::Verdict::Violated).map(|f| f.check).collect();
         assert_eq!(violated, [check], "{options}:\n{}", conformance::table(options, &findings));
     }
+    // Partial lists are hints: that they vary is reported, not a violation.
+    let partial = conformance::check(counter_with("--partial --violate varying-lists"), 2);
+    let table = conformance::table("partial", &partial);
+    assert!(partial.iter().all(|f| f.verdict == conformance::Verdict::Holds), "{table}");
+    assert!(table.contains("the (partial) admissible lists varied in 4"), "{table}");
     let slow = Bridge::by_name_within(&format!("bridge:{} {COUNTER} --violate slow", python()), Duration::from_millis(500));
     let findings = conformance::check(slow.unwrap(), 1);
     let violated: Vec<&str> =
