@@ -295,7 +295,10 @@ fn a_model_that_cannot_write_the_actions_stops_before_the_first_step() {
         let steps: Vec<&str> = requests.lines().filter(|l| l.contains("\"step\"")).collect();
         if spec == "small:household" {
             let err = result.err().expect("the household's words cannot write 'inc'").to_string();
-            assert!(err.contains("model 'small:household' cannot write the actions of environment 'counter:--log:"), "{err}");
+            assert!(
+                err.contains("model 'small:household' cannot write the actions of environment 'counter:--log:"),
+                "{err}"
+            );
             assert!(err.contains("'dec'") || err.contains("'inc'"), "{err}");
             assert!(steps.is_empty(), "no step was sent: {steps:?}");
         } else {

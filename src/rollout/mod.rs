@@ -291,7 +291,9 @@ fn start_episode(tok: &Tok, cfg: &RolloutConfig, i: usize) -> Result<Episode> {
     let reset = env.reset(task, seed);
     let id = env.id();
     if i == 0 && cfg.admissible && !env.lists_every_valid_action() {
-        tracing::warn!("environment '{id}' lists only part of its valid actions: constrained decoding cannot take the others");
+        tracing::warn!(
+            "environment '{id}' lists only part of its valid actions: constrained decoding cannot take the others"
+        );
     }
     // Before the first step: the model must be able to write this environment's actions.
     for action in env.admissible_actions().iter().chain(env.expert_action().as_ref()) {

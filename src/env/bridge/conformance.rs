@@ -96,7 +96,8 @@ impl Clock {
 /// replay), else with the bridge's expert.
 fn play(env: &mut Bridge, task: u64, seed: u64, script: Option<&Play>, clock: &mut Clock) -> Play {
     let reset = clock.time("reset", || env.reset(task, seed));
-    let mut play = Play { transcript: vec![format!("{reset:?}")], experts: Vec::new(), choices: Vec::new(), end: End::Unsolved };
+    let mut play =
+        Play { transcript: vec![format!("{reset:?}")], experts: Vec::new(), choices: Vec::new(), end: End::Unsolved };
     for i in 0..env.max_steps() {
         let admissible = clock.time("admissible", || env.admissible_actions());
         let expert = clock.time("expert", || env.expert_action());
@@ -181,8 +182,7 @@ pub fn check(mut env: Bridge, tasks: usize) -> Vec<Finding> {
     invalid_action(&mut r, &mut env, ids[0], &mut clock);
 
     let deadline = env.timeout();
-    let slowest =
-        clock.0.iter().map(|(op, d)| format!("{op} {:.2} s", d.as_secs_f64())).collect::<Vec<_>>().join(", ");
+    let slowest = clock.0.iter().map(|(op, d)| format!("{op} {:.2} s", d.as_secs_f64())).collect::<Vec<_>>().join(", ");
     match r.owned.get("deadlines").cloned() {
         Some(f) => r.add("deadlines", Verdict::Violated, f),
         None => r.add(
@@ -212,11 +212,15 @@ fn hello_check(r: &mut Report, hello: &Value) {
     let steps_ok = steps.is_none_or(|s| s.as_u64().is_some_and(|n| n > 0));
     let lists_ok = hello.get("admissible").is_none_or(|a| matches!(a.as_str(), Some("complete" | "partial")));
     match (name, steps_ok, lists_ok) {
-        (None, _, _) => r.add("hello", Verdict::Violated, format!("no \"name\" (ids fall back to the file name): {hello}")),
-        (_, false, _) => r.add("hello", Verdict::Violated, format!("\"max_steps\" is not a positive integer: {hello}")),
-        (_, _, false) => {
-            r.add("hello", Verdict::Violated, format!("\"admissible\" is neither \"complete\" nor \"partial\": {hello}"))
+        (None, _, _) => {
+            r.add("hello", Verdict::Violated, format!("no \"name\" (ids fall back to the file name): {hello}"))
         }
+        (_, false, _) => r.add("hello", Verdict::Violated, format!("\"max_steps\" is not a positive integer: {hello}")),
+        (_, _, false) => r.add(
+            "hello",
+            Verdict::Violated,
+            format!("\"admissible\" is neither \"complete\" nor \"partial\": {hello}"),
+        ),
         (Some(n), true, true) => {
             let budget = steps.map_or("not given, 100 assumed".into(), |s| s.to_string());
             r.add("hello", Verdict::Holds, format!("name \"{n}\", max_steps {budget}"))
@@ -280,7 +284,8 @@ fn expert(r: &mut Report, pairs: &[(u64, u64)], plays: &[Play], max_steps: usize
         }
         return;
     }
-    let listed: Vec<&(String, Vec<String>)> = plays.iter().flat_map(|p| &p.choices).filter(|(_, a)| !a.is_empty()).collect();
+    let listed: Vec<&(String, Vec<String>)> =
+        plays.iter().flat_map(|p| &p.choices).filter(|(_, a)| !a.is_empty()).collect();
     let outside = listed.iter().filter(|(e, a)| !a.contains(e)).count();
     match listed.iter().find(|(e, a)| !a.contains(e)) {
         _ if listed.is_empty() => r.add("expert_admissible", Verdict::Skipped, "no admissible lists"),
@@ -296,12 +301,10 @@ fn expert(r: &mut Report, pairs: &[(u64, u64)], plays: &[Play], max_steps: usize
         ),
         None => r.add("expert_admissible", Verdict::Holds, format!("{} expert actions, each admissible", listed.len())),
     }
-    let unsolved: Vec<String> = pairs
-        .iter()
-        .zip(plays)
-        .filter(|(_, p)| p.end == End::Unsolved)
-        .map(|((t, s), _)| format!("task {t} seed {s}"))
-        .collect();
+    let ending = |end: End| -> Vec<String> {
+        pairs.iter().zip(plays).filter(|(_, p)| p.end == end).map(|((t, s), _)| format!("task {t} seed {s}")).collect()
+    };
+    let unsolved = ending(End::Unsolved);
     let solved = plays.iter().filter(|p| p.end == End::Solved).count();
     match unsolved.first() {
         Some(first) => r.add(
@@ -311,23 +314,27 @@ fn expert(r: &mut Report, pairs: &[(u64, u64)], plays: &[Play], max_steps: usize
         ),
         None => {
             let budget = if solved < plays.len() { " (the others stopped by the step budget)" } else { "" };
-            r.add("expert_solves", Verdict::Holds, format!("{solved} of {} expert episodes solved{budget}", plays.len()))
+            r.add(
+                "expert_solves",
+                Verdict::Holds,
+                format!("{solved} of {} expert episodes solved{budget}", plays.len()),
+            )
         }
     }
-    let over: Vec<String> = pairs
-        .iter()
-        .zip(plays)
-        .filter(|(_, p)| p.end == End::OverBudget)
-        .map(|((t, s), _)| format!("task {t} seed {s}"))
-        .collect();
+    let over = ending(End::OverBudget);
     let longest = plays.iter().map(|p| p.choices.len()).max().unwrap_or(0);
     match over.first() {
         Some(first) => r.add(
             "budget",
             Verdict::Violated,
-            format!("the expert needs more than max_steps = {max_steps} steps in {} episodes, e.g. {first}", over.len()),
+            format!(
+                "the expert needs more than max_steps = {max_steps} steps in {} episodes, e.g. {first}",
+                over.len()
+            ),
         ),
-        None => r.add("budget", Verdict::Holds, format!("the expert's longest episode: {longest} of {max_steps} steps")),
+        None => {
+            r.add("budget", Verdict::Holds, format!("the expert's longest episode: {longest} of {max_steps} steps"))
+        }
     }
 }
 
@@ -345,7 +352,9 @@ fn invalid_action(r: &mut Report, env: &mut Bridge, task: u64, clock: &mut Clock
     let next = play(env, task, 0, None, clock);
     match next.end {
         End::Broke(f) => r.broke("invalid_action", &format!("the episode after an invalid action: {f}")),
-        _ if env.pid() != pid => r.add("invalid_action", Verdict::Violated, "the process exited after an invalid action"),
+        _ if env.pid() != pid => {
+            r.add("invalid_action", Verdict::Violated, "the process exited after an invalid action")
+        }
         _ => r.add("invalid_action", Verdict::Holds, format!("{answered}; the process stays")),
     }
 }

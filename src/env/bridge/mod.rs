@@ -7,8 +7,8 @@
 //!   starts nothing; processes of dropped, healthy bridges go back to a pool per command line and
 //!   are reused by the next bridge of that command (a batch of K×tasks episodes needs as many
 //!   processes as episodes in flight, but a run starts them once).
-//! - Every answer has a deadline (`TRAJFLOW_ENV_TIMEOUT` seconds, default 60; the first answer of
-//!   a new process, which may start a JVM, gets 4× that). A process that misses it, exits, or
+//! - Every answer has a deadline (`TRAJFLOW_ENV_TIMEOUT` seconds, default 60; a new process's
+//!   hello line and its first answer, which may start a JVM or load a task, get 4× that each). A process that misses it, exits, or
 //!   breaks the protocol is killed and never reused: the episode in play ends (done, not
 //!   successful) and [`Env::failure`] says why, with the process's stderr tail; the next reset
 //!   starts a fresh process, so the run goes on.
@@ -210,7 +210,10 @@ impl Bridge {
         if link.failure.is_some() {
             return None;
         }
-        let answer = self.process(link).and_then(|p| p.request(&request, self.timeout));
+        let answer = self.process(link).and_then(|p| {
+            let deadline = if p.fresh() { self.timeout * 4 } else { self.timeout };
+            p.request(&request, deadline)
+        });
         let failure = match answer {
             Ok(a) => match a.get("error") {
                 None => return Some(a),
@@ -323,7 +326,11 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         let link = self.link.get_mut().expect("bridge");
         if let Some(p) = link.process.take() {
-            POOL.lock().expect("bridge pool").push((std::mem::take(&mut self.argv), p, std::mem::take(&mut link.hello)));
+            POOL.lock().expect("bridge pool").push((
+                std::mem::take(&mut self.argv),
+                p,
+                std::mem::take(&mut link.hello),
+            ));
         }
     }
 }

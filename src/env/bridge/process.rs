@@ -32,6 +32,8 @@ pub struct LineProcess {
     stdin: Option<ChildStdin>,
     lines: Receiver<std::io::Result<String>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Requests sent so far.
+    requests: usize,
     /// The command line, for messages.
     pub command: String,
 }
@@ -73,7 +75,7 @@ impl LineProcess {
                 t.push_back(line);
             }
         });
-        Ok(LineProcess { child, stdin: Some(stdin), lines, stderr, command })
+        Ok(LineProcess { child, stdin: Some(stdin), lines, stderr, requests: 0, command })
     }
 
     /// The operating-system process id.
@@ -101,8 +103,14 @@ impl LineProcess {
         }
     }
 
+    /// Whether no request was sent yet (the first may load what the hello line did not).
+    pub fn fresh(&self) -> bool {
+        self.requests == 0
+    }
+
     /// Sends `request` as one line and waits up to `timeout` for the answer.
     pub fn request(&mut self, request: &Value, timeout: Duration) -> Result<Value, String> {
+        self.requests += 1;
         let Some(stdin) = self.stdin.as_mut() else { return Err(self.kill("was asked to close before")) };
         let sent = writeln!(stdin, "{request}").and_then(|()| stdin.flush());
         if let Err(e) = sent {

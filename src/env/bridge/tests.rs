@@ -125,7 +125,10 @@ fn names_map_to_command_lines() {
     assert_eq!(&sw[4..], ["scienceworld", "boil"]);
     assert_eq!(command_of("twx").unwrap()[4..], ["twx"]);
     assert!(command_of("household").is_none() && command_of("twx:").is_none() && command_of("bridge: ").is_none());
-    assert_eq!(command_of("bridge:python3 'my envs/env.py' \"a b\" c\\ d").unwrap(), ["python3", "my envs/env.py", "a b", "c d"]);
+    assert_eq!(
+        command_of("bridge:python3 'my envs/env.py' \"a b\" c\\ d").unwrap(),
+        ["python3", "my envs/env.py", "a b", "c d"]
+    );
     assert!(command_of("bridge:python3 'unbalanced").is_none());
 }
 
@@ -172,6 +175,24 @@ fn processes_are_closed_not_killed() {
     assert_eq!(ops, ["reset", "close", "reset", "close"], "{requests}");
 }
 
+/// A new process's first answer may take 4× the deadline (a bridge may load lazily); later answers
+/// may not.
+#[test]
+fn a_lazy_first_reset_gets_four_deadlines() {
+    let within = |options: &str| {
+        let name = format!("bridge:{} {COUNTER} {options}", python());
+        Bridge::by_name_within(&name, Duration::from_millis(500)).unwrap()
+    };
+    let mut lazy = within("--lazy 1.2");
+    lazy.reset(2, 0);
+    assert_eq!(lazy.failure(), None);
+    assert_eq!(lazy.step("inc").observation, "The counter shows 1.");
+    let mut too_lazy = within("--lazy 3");
+    too_lazy.reset(2, 0);
+    let failure = too_lazy.failure().expect("3 s is more than 4 × 0.5 s");
+    assert!(failure.contains("gave no answer within 2.0 s"), "{failure}");
+}
+
 #[test]
 fn env_check_holds_on_the_counter_and_names_each_seeded_violation() {
     let holds = conformance::check(counter_with(""), 2);
@@ -198,7 +219,8 @@ fn env_check_holds_on_the_counter_and_names_each_seeded_violation() {
     let table = conformance::table("partial", &partial);
     assert!(partial.iter().all(|f| f.verdict == conformance::Verdict::Holds), "{table}");
     assert!(table.contains("the (partial) admissible lists varied in 4"), "{table}");
-    let slow = Bridge::by_name_within(&format!("bridge:{} {COUNTER} --violate slow", python()), Duration::from_millis(500));
+    let slow =
+        Bridge::by_name_within(&format!("bridge:{} {COUNTER} --violate slow", python()), Duration::from_millis(500));
     let findings = conformance::check(slow.unwrap(), 1);
     let violated: Vec<&str> =
         findings.iter().filter(|f| f.verdict == conformance::Verdict::Violated).map(|f| f.check).collect();
