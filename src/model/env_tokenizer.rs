@@ -1,6 +1,7 @@
 //! A word-level tokenizer and chat template for the small model trained from scratch on a built-in
 //! environment (`small:household`): its vocabulary is every word piece the environment can say or
-//! accept — observations, task statements and every admissible action along expert episodes.
+//! accept — observations, task statements and every admissible action along expert episodes — plus
+//! the numerals 0–99.
 //!
 //! Invariants:
 //! - Pieces are a word with its leading space (` ?\S+`) or a run of whitespace; decoding
@@ -28,6 +29,8 @@ const SPECIAL: &[&str] = &["<unk>", "<|user|>", "<|assistant|>", "<|system|>", "
 pub const END: &str = "<|end|>";
 /// How many tasks (seeds 0 and 1) of the environment are walked to collect its vocabulary.
 const TASKS: u64 = 300;
+/// The numerals 0..=NUMERALS (alone, or ending a sentence or list item) are in every vocabulary.
+const NUMERALS: u32 = 99;
 const TEMPLATE: &str = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}\
 {% if add_generation_prompt %}<|assistant|>{% endif %}";
 
@@ -119,6 +122,14 @@ fn walk(env_name: &str) -> Result<Tok> {
             }
         }
     }
+    // Environments number their objects ("handtowel 4"), and a walk meets only the numbers its
+    // rooms happened to hold: the numerals are always words.
+    for n in 0..=NUMERALS {
+        for end in ["", ".", ","] {
+            pieces.insert(format!("{n}{end}"));
+            pieces.insert(format!(" {n}{end}"));
+        }
+    }
     pieces.retain(|p| !SPECIAL.contains(&p.as_str()));
     build(&pieces.into_iter().collect::<Vec<_>>())
 }
@@ -151,6 +162,22 @@ mod tests {
         crate::model::load_tokenizer(&spec).unwrap();
         let resets = std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("\"reset\"")).count();
         assert_eq!(resets as u64, 2 * TASKS, "one walk: {TASKS} tasks x 2 seeds");
+    }
+
+    /// Expert episodes of tasks the walk never met (their rooms number objects it did not see,
+    /// "handtowel 4"): every observation and admissible action can be written.
+    #[test]
+    fn every_text_of_unwalked_household_pick_tasks_can_be_written() {
+        let tok = for_env("household-pick").unwrap();
+        let mut env = by_name("household-pick").unwrap();
+        let mut texts = Vec::new();
+        for task in TASKS..TASKS + 1000 {
+            texts.clear();
+            episode_texts(env.as_mut(), task, 0, &mut texts);
+            for text in &texts {
+                assert_eq!(&tok.decode(&tok.encode(text).unwrap()).unwrap(), text, "task {task}");
+            }
+        }
     }
 
     #[test]

@@ -25,9 +25,11 @@
 //!   and the ALFWorld agents' setting): decoding is constrained to their token sequences, so every
 //!   action is valid, and the behaviour log-probs are those of the constrained distribution. With
 //!   `scoring`, whole actions are scored instead (TWOSOME; see [`action_scoring`]).
-//! - Every admissible (and expert) action the model is given must survive its tokenizer: the
-//!   tokens decode back to exactly the action ([`action_tokens`]), or the rollout stops before the
-//!   first step with an error naming the model, the environment and the action.
+//! - The model must be able to write the environment's actions: every admissible (and expert)
+//!   action of the rollout's first state survives its tokenizer (the tokens decode back to exactly
+//!   the action, [`action_tokens`]), or the rollout stops before the first step with an error
+//!   naming the model, the environment and the action. Later, an action it cannot write (a rare
+//!   word) is left out of the choice, with a warning, never sent garbled.
 //! - An episode ends at `max_turns` or at the environment's own step budget, whichever is first;
 //!   its ids and `env` column carry the environment's stable identity ([`Env::id`]).
 
@@ -194,16 +196,30 @@ pub(crate) fn action_tokens(tok: &Tok, action: &str, model: &str, env: &str) -> 
 }
 
 /// `actions` as candidates: each action's tokens ([`action_tokens`]) followed by the end-of-turn
-/// token `eos`.
+/// token `eos`. An action the model cannot write (a word its vocabulary never met, in a state the
+/// first-step check did not see) is left out, with one warning per process: the policy cannot
+/// choose it, rather than sending a garbled action. None writable is the error of
+/// [`action_tokens`].
 pub(crate) fn candidates(tok: &Tok, actions: Vec<String>, eos: i64, model: &str, env: &str) -> Result<Vec<Candidate>> {
-    actions
-        .into_iter()
-        .map(|text| {
-            let mut ids = action_tokens(tok, &text, model, env)?;
-            ids.push(eos);
-            Ok(Candidate { text, ids })
-        })
-        .collect()
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let mut out = Vec::with_capacity(actions.len());
+    let mut first_error = None;
+    for text in actions {
+        match action_tokens(tok, &text, model, env) {
+            Ok(mut ids) => {
+                ids.push(eos);
+                out.push(Candidate { text, ids });
+            }
+            Err(e) => {
+                WARNED.call_once(|| tracing::warn!("an admissible action was left out: {e}"));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if out.is_empty() => Err(e),
+        _ => Ok(out),
+    }
 }
 
 /// One action per prompt: sampled freely, or with `allowed` only among each prompt's candidates —
@@ -296,8 +312,10 @@ fn start_episode(tok: &Tok, cfg: &RolloutConfig, i: usize) -> Result<Episode> {
         );
     }
     // Before the first step: the model must be able to write this environment's actions.
-    for action in env.admissible_actions().iter().chain(env.expert_action().as_ref()) {
-        action_tokens(tok, action, &cfg.model_name, &id)?;
+    if i == 0 {
+        for action in env.admissible_actions().iter().chain(env.expert_action().as_ref()) {
+            action_tokens(tok, action, &cfg.model_name, &id)?;
+        }
     }
     let plain = format!("{}\n{}", reset.observation, reset.task);
     let first = match cfg.memory.get(&task) {
@@ -389,14 +407,16 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
             let body: Vec<i64> = g.tokens.iter().copied().filter(|&x| x != eos).collect();
             let mut action = tok.decode(&body)?;
             let expert = cfg.correction.and_then(|_| ep.env.expert_action()).filter(|e| e != action.trim());
+            let id = ep.row.env.as_deref().unwrap_or(&cfg.env);
+            // An expert action the model cannot write is not imitated.
             let corrected = match (&expert, cfg.correction) {
-                (Some(e), Some(keep)) if uniform(sampling.seed, i, turn) >= keep => Some(e.clone()),
+                (Some(e), Some(keep)) if uniform(sampling.seed, i, turn) >= keep => {
+                    action_tokens(tok, e, &cfg.model_name, id).ok().map(|ids| (e.clone(), ids))
+                }
                 _ => None,
             };
-            if let Some(e) = corrected {
-                let id = ep.row.env.as_deref().unwrap_or(&cfg.env);
-                let mut ids: Vec<i32> =
-                    action_tokens(tok, &e, &cfg.model_name, id)?.into_iter().map(|x| x as i32).collect();
+            if let Some((e, ids)) = corrected {
+                let mut ids: Vec<i32> = ids.into_iter().map(|x| x as i32).collect();
                 ids.push(eos as i32);
                 push_tokens(&mut ep.row, &ids, &vec![Segment::Action as u8; ids.len()], t);
                 ep.text.push_str(&e);
@@ -439,4 +459,23 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
             (e.row, e.messages)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_the_model_cannot_write_are_left_out_and_none_writable_is_an_error() {
+        let tok = crate::model::env_tokenizer::for_env("household").unwrap();
+        let actions = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let kept = candidates(&tok, actions(&["go to cabinet 1", "zorblax the quux"]), 4, "m", "e").unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].text, "go to cabinet 1");
+        assert_eq!(kept[0].ids.last(), Some(&4), "ends with the end-of-turn token");
+        let err =
+            candidates(&tok, actions(&["zorblax the quux"]), 4, "m", "e").err().expect("none writable").to_string();
+        assert!(err.contains("model 'm' cannot write the actions of environment 'e'"), "{err}");
+        assert!(candidates(&tok, Vec::new(), 4, "m", "e").unwrap().is_empty());
+    }
 }
