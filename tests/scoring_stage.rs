@@ -64,3 +64,65 @@ fn logprobs_stage_recomputes_behaviour_logprobs_under_a_model() {
         assert!(max < 1e-4, "stage vs direct scoring differ by {max}");
     }
 }
+
+/// Rows a policy drew among admissible actions at temperature 0.7: the stage scores every drawn
+/// token under the distribution it was drawn from, so a recomputed `logp_behavior` equals the
+/// sampler's (the plain softmax's does not).
+#[test]
+fn logprobs_stage_scores_drawn_tokens_under_the_distribution_they_were_drawn_from() {
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(5);
+    let (model, tok) = trajflow::model::load("small:household", Device::Cpu).unwrap();
+    let folder = dir.path().join("model");
+    model.save_hf_folder(&folder).unwrap();
+    tok.save_hf(&folder).unwrap();
+    let rows = dir.path().join("rows");
+    ok(&[
+        "rollout",
+        "--env",
+        "household",
+        "--model",
+        s(&folder),
+        "--tasks",
+        "3",
+        "--k",
+        "2",
+        "--max-turns",
+        "3",
+        "--temperature",
+        "0.7",
+        "--admissible",
+        "--output",
+        s(&rows),
+    ]);
+    let p = dir.path().join("recompute.toml");
+    let stage = format!("[[stage]]\nid = \"recompute\"\nop = \"logprobs\"\nmodel = \"{}\"\n", folder.display());
+    std::fs::write(&p, format!("name = \"recompute\"\n{stage}write = {{ logp = \"lp\" }}\n")).unwrap();
+    let out = dir.path().join("out");
+    ok(&["reprocess", s(&p), "--input", s(&rows), "--output", s(&out)]);
+    let batch = read_sorted(&out);
+    let (stored, recomputed) = (f32_lists(&batch, "logp_behavior"), f32_lists(&batch, "lp"));
+    let tokens = arrow::array::AsArray::as_list::<i32>(batch.column_by_name("tokens").unwrap());
+    let seqs: Vec<Vec<i64>> = (0..tokens.len())
+        .map(|i| {
+            let row = tokens.value(i);
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Int32Type>(&row)
+                .values()
+                .iter()
+                .map(|&t| t as i64)
+                .collect()
+        })
+        .collect();
+    let plain = trajflow::model::score::token_logprobs(&model, &seqs, 100_000).unwrap();
+    let (mut drawn, mut worst, mut plain_worst) = (0, 0f32, 0f32);
+    for ((b, r), p) in stored.iter().zip(&recomputed).zip(&plain) {
+        for j in (1..b.len()).filter(|&j| b[j].is_finite()) {
+            drawn += 1;
+            worst = worst.max((b[j] - r[j]).abs());
+            plain_worst = plain_worst.max((b[j] - p[j]).abs());
+        }
+    }
+    assert!(drawn > 20, "{drawn} drawn tokens");
+    assert!(worst < 1e-4, "stored and recomputed behaviour log-probs differ by {worst}");
+    assert!(plain_worst > 1e-2, "the plain softmax would differ: {plain_worst}");
+}

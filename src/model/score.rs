@@ -33,7 +33,19 @@ pub fn token_logprobs_and_entropy(
     seqs: &[Vec<i64>],
     max_batch_tokens: usize,
 ) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-    Ok(score(model, seqs, &[], max_batch_tokens, true)?
+    drawn_logprobs_and_entropy(model, seqs, &[], max_batch_tokens, true)
+}
+
+/// [`drawn_logprobs`], plus (with `entropy`; empty otherwise) the entropy of the distribution
+/// each token was drawn from.
+pub fn drawn_logprobs_and_entropy(
+    model: &Decoder,
+    seqs: &[Vec<i64>],
+    drawn: &[Option<&Drawn>],
+    max_batch_tokens: usize,
+    entropy: bool,
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    Ok(score(model, seqs, drawn, max_batch_tokens, entropy)?
         .into_iter()
         .map(|(lp, h)| (lp, h.unwrap_or_default()))
         .collect())

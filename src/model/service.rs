@@ -9,6 +9,8 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
+use crate::model::drawn::Drawn;
+use crate::model::score::drawn_logprobs_and_entropy;
 
 /// Per sequence: log-probs, and entropies when asked for (empty otherwise).
 pub type Scores = Vec<(Vec<f32>, Vec<f32>)>;
@@ -17,6 +19,8 @@ type Reply = Sender<std::result::Result<Scores, String>>;
 
 struct Request {
     seqs: Vec<Vec<i64>>,
+    /// How each sequence's tokens were drawn (empty, or one per sequence).
+    drawn: Vec<Option<Drawn>>,
     entropy: bool,
     reply: Reply,
 }
@@ -45,12 +49,9 @@ impl ModelService {
                 let device = tch::Device::cuda_if_available();
                 let model = crate::model::load_decoder(&spec, device).map_err(|e| e.to_string());
                 for req in rx {
+                    let drawn: Vec<Option<&Drawn>> = req.drawn.iter().map(Option::as_ref).collect();
                     let out = match &model {
-                        Ok(m) if req.entropy => {
-                            crate::model::score::token_logprobs_and_entropy(m, &req.seqs, max_batch_tokens)
-                        }
-                        Ok(m) => crate::model::score::token_logprobs(m, &req.seqs, max_batch_tokens)
-                            .map(|v| v.into_iter().map(|lp| (lp, Vec::new())).collect()),
+                        Ok(m) => drawn_logprobs_and_entropy(m, &req.seqs, &drawn, max_batch_tokens, req.entropy),
                         Err(e) => Err(Error::Model(e.clone())),
                     }
                     .map_err(|e| e.to_string());
@@ -62,13 +63,14 @@ impl ModelService {
     }
 
     /// Per-token log-probs of `seqs` (NaN for each first token) and, with `entropy`, the entropy
-    /// of each token's predictive distribution, computed on the device thread.
-    pub fn score(&self, seqs: Vec<Vec<i64>>, entropy: bool) -> Result<Scores> {
+    /// of each token's predictive distribution, computed on the device thread. Tokens that
+    /// `drawn[i]` names (empty: none) are scored under the distribution they were drawn from.
+    pub fn score(&self, seqs: Vec<Vec<i64>>, drawn: Vec<Option<Drawn>>, entropy: bool) -> Result<Scores> {
         let (reply, rx) = channel();
         self.tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(Request { seqs, entropy, reply })
+            .send(Request { seqs, drawn, entropy, reply })
             .map_err(|_| Error::Model("the device thread has stopped".into()))?;
         rx.recv().map_err(|_| Error::Model("the device thread has stopped".into()))?.map_err(Error::Model)
     }

@@ -53,6 +53,12 @@ impl<'a> StageInput<'a> {
         StageInput { batch, read }
     }
 
+    /// The whole batch, for readers of the trajectory schema's fixed columns (what
+    /// [`crate::run::examples::drawn_rows`] reads).
+    pub fn batch(&self) -> &'a RecordBatch {
+        self.batch
+    }
+
     /// Number of rows.
     pub fn num_rows(&self) -> usize {
         self.batch.num_rows()

@@ -1,6 +1,11 @@
 //! `logprobs`: per-token log-probs of each episode's `tokens` under a model (`model` = a SPEC:
 //! Hugging Face folder, `.gguf` file or short name), written to `logp` (NaN for the first token),
 //! and with `entropy = true` the entropy of each token's predictive distribution (`entropy`).
+//! Tokens a policy drew (rows that record their sampling: `sample_*`, `allowed_*`) get their
+//! log-prob under the distribution they were drawn from — the allowed set, temperature and
+//! truncation ([`crate::model::drawn`]) — as the learner and `trajflow score` compute it, so a
+//! recomputed `logp_behavior` equals the sampler's before any update; other tokens get the plain
+//! softmax's.
 //! Rename the output to recompute behaviour log-probs (`write = { logp = "logp_behavior" }`, LOOP's
 //! recompute step) or reference log-probs (`logp_ref`). The model runs on the process's device
 //! thread ([`crate::model::service`]) and is loaded at the first batch, not at validation.
@@ -11,6 +16,7 @@ use arrow::datatypes::Int32Type;
 use super::columns::{per_token_f32, StageInput};
 use super::{params, Col, Describe, LocalOp, ParamError};
 use crate::model::service::ModelService;
+use crate::run::examples::drawn_rows;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,8 +76,14 @@ impl LocalOp for Logprobs {
         let tokens = input.lists::<Int32Type>("tokens")?;
         let seqs: Vec<Vec<i64>> =
             (0..input.num_rows()).map(|i| tokens.row(i).iter().map(|&t| t as i64).collect()).collect();
+        // Tokens a policy drew are scored under the distribution they were drawn from, when the
+        // rows say how (`segments`, `logp_behavior`, `sample_*`, `allowed_*`).
+        let drawn = match input.batch().column_by_name("segments") {
+            Some(_) => drawn_rows(input.batch()).map_err(|e| format!("how the tokens were drawn: {e}"))?,
+            None => Vec::new(),
+        };
         let scored = ModelService::get(&self.model, self.max_batch_tokens)
-            .score(seqs, self.entropy)
+            .score(seqs, drawn, self.entropy)
             .map_err(|e| e.to_string())?;
         let mut outs = vec![per_token_f32(&tokens, input.num_rows(), |i, out| {
             out.copy_from_slice(&scored[i].0);
