@@ -208,6 +208,24 @@ fn bad_training_sections_are_named() {
     assert!(err.contains("[warm_start]") && err.contains("reflexion"), "{err}");
 }
 
+/// `run.eval_every` evaluates after the warm start, every N iterations and after the last, and the
+/// verdict compares the first and the last evaluation; 0 is refused.
+#[test]
+fn evaluation_every_n_iterations_keeps_the_first_and_the_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline("loop.toml");
+    let out = run(Path::new(&p), &tmp.path().join("r"), &["run.iterations=5", "run.eval_every=2"]);
+    let evaluated: Vec<u64> = metrics(&tmp.path().join("r"))
+        .iter()
+        .filter(|m| m["eval_success_rate"].is_number())
+        .map(|m| m["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evaluated, [0, 2, 4, 5]);
+    assert!(out.contains("after iteration 5"), "{out}");
+    let err = fails(&["run", &p, "--out", s(&tmp.path().join("z")), "--set", "run.eval_every=0"]);
+    assert!(err.contains("[run]") && err.contains("eval_every"), "{err}");
+}
+
 /// `run.iterations = 0` stops after the warm start; `--resume --set` forks such a run into a
 /// variant (the learning benchmark's RetroAct ablations), and its config records the variant.
 #[test]

@@ -495,9 +495,15 @@ pub struct RunSection {
     /// Seed of everything random: initial weights, sampling, minibatch order.
     #[serde(default)]
     pub seed: u64,
-    /// Dev-split tasks played greedily after the warm start and every iteration (0 = none).
+    /// Dev-split tasks played greedily after the warm start and every `eval_every` iterations
+    /// (0 = none).
     #[serde(default = "d_eval")]
     pub eval_tasks: usize,
+    /// Evaluate after every this many iterations (at least 1), and always after the last: on a
+    /// small machine greedy evaluation of hundreds of tasks costs more than an iteration's
+    /// rollouts and update.
+    #[serde(default = "d_eval_every")]
+    pub eval_every: u64,
 }
 
 /// What a stream learner does with rows older than `max_staleness` policy versions.
@@ -727,6 +733,10 @@ fn d_eval() -> usize {
     32
 }
 
+fn d_eval_every() -> u64 {
+    1
+}
+
 impl TrainingSpec {
     /// The training sections of `file`'s top-level table, or `None` if it has no `[model]`
     /// (a data pipeline). Removes the sections it reads from `table`.
@@ -827,6 +837,9 @@ impl TrainingSpec {
                 "top_p",
                 format!("top_p must be in (0, 1] and top_k ≥ 0, got {} and {}", r.top_p, r.top_k),
             );
+        }
+        if self.run.eval_every == 0 {
+            return bad("run", "eval_every", "must be at least 1".into());
         }
         let l = &self.learner;
         if let Err(e) = l.reduction.parse::<Reduction>() {

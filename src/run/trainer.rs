@@ -880,7 +880,10 @@ impl Driver for Trainer {
         self.trajectories.commit(&commit)?;
 
         self.update(iteration, &rows, None, &mut m)?;
-        self.evaluate(&mut m)?;
+        let run = &self.spec.run;
+        if iteration % run.eval_every == 0 || iteration >= run.iterations {
+            self.evaluate(&mut m)?;
+        }
         let extra = match (m.pairs, m.preference_accuracy, m.discriminator_accuracy) {
             (Some(n), Some(a), _) => format!(" | {n} pairs, preference accuracy {a:.3}"),
             (_, _, Some(a)) => format!(" | discriminator accuracy {a:.3}"),
