@@ -294,7 +294,7 @@ fn a_model_that_cannot_write_the_actions_stops_before_the_first_step() {
         let requests = std::fs::read_to_string(&log).unwrap();
         let steps: Vec<&str> = requests.lines().filter(|l| l.contains("\"step\"")).collect();
         if spec == "small:household" {
-            let err = result.err().expect("the household's words cannot write 'inc'").to_string();
+            let err = result.expect_err("the household's words cannot write 'inc'").to_string();
             assert!(
                 err.contains("model 'small:household' cannot write the actions of environment 'counter:--log:"),
                 "{err}"

@@ -11,6 +11,18 @@ use tch::Device;
 use trajflow::model::config::DecoderConfig;
 use trajflow::model::llama::Decoder;
 
+/// The `tokens` column of `batch`, one sequence per row.
+fn token_lists(batch: &arrow::array::RecordBatch) -> Vec<Vec<i64>> {
+    let tokens = arrow::array::AsArray::as_list::<i32>(batch.column_by_name("tokens").unwrap());
+    (0..tokens.len())
+        .map(|i| {
+            let row = tokens.value(i);
+            let ids = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int32Type>(&row);
+            ids.values().iter().map(|&t| t as i64).collect()
+        })
+        .collect()
+}
+
 #[test]
 fn logprobs_stage_recomputes_behaviour_logprobs_under_a_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,17 +48,7 @@ fn logprobs_stage_recomputes_behaviour_logprobs_under_a_model() {
     ok(&["reprocess", s(&p), "--input", s(&input), "--output", s(&w2), "-w", "2"]);
     assert_same_dataset(&w1, &w2);
     let out = read_sorted(&w1);
-    let tokens = out.column_by_name("tokens").unwrap();
-    let tokens = arrow::array::AsArray::as_list::<i32>(tokens);
-    let seqs: Vec<Vec<i64>> = (0..tokens.len())
-        .map(|i| {
-            arrow::array::AsArray::as_primitive::<arrow::datatypes::Int32Type>(&tokens.value(i))
-                .values()
-                .iter()
-                .map(|&t| t as i64)
-                .collect()
-        })
-        .collect();
+    let seqs = token_lists(&out);
     let direct = trajflow::model::score::token_logprobs(&model, &seqs, 100_000).unwrap();
     let got = f32_lists(&out, "logp_behavior");
     let entropy = f32_lists(&out, "entropy");
@@ -102,17 +104,7 @@ fn logprobs_stage_scores_drawn_tokens_under_the_distribution_they_were_drawn_fro
     ok(&["reprocess", s(&p), "--input", s(&rows), "--output", s(&out)]);
     let batch = read_sorted(&out);
     let (stored, recomputed) = (f32_lists(&batch, "logp_behavior"), f32_lists(&batch, "lp"));
-    let tokens = arrow::array::AsArray::as_list::<i32>(batch.column_by_name("tokens").unwrap());
-    let seqs: Vec<Vec<i64>> = (0..tokens.len())
-        .map(|i| {
-            let row = tokens.value(i);
-            arrow::array::AsArray::as_primitive::<arrow::datatypes::Int32Type>(&row)
-                .values()
-                .iter()
-                .map(|&t| t as i64)
-                .collect()
-        })
-        .collect();
+    let seqs = token_lists(&batch);
     let plain = trajflow::model::score::token_logprobs(&model, &seqs, 100_000).unwrap();
     let (mut drawn, mut worst, mut plain_worst) = (0, 0f32, 0f32);
     for ((b, r), p) in stored.iter().zip(&recomputed).zip(&plain) {

@@ -881,7 +881,7 @@ impl Driver for Trainer {
 
         self.update(iteration, &rows, None, &mut m)?;
         let run = &self.spec.run;
-        if iteration % run.eval_every == 0 || iteration >= run.iterations {
+        if iteration.is_multiple_of(run.eval_every) || iteration >= run.iterations {
             self.evaluate(&mut m)?;
         }
         let extra = match (m.pairs, m.preference_accuracy, m.discriminator_accuracy) {
