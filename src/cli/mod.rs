@@ -393,7 +393,6 @@ impl From<ClusterArgs> for Cluster {
     }
 }
 
-/// `trajflow export`: the dataset's rows as read, written atomically as one Parquet file.
 /// `trajflow env-check`: prints the conformance table; an error naming the violated checks.
 fn env_check(env: &str, tasks: usize, timeout: Option<f64>) -> Result<String> {
     use crate::env::bridge::{conformance, deadline, Bridge};
@@ -414,6 +413,7 @@ fn env_check(env: &str, tasks: usize, timeout: Option<f64>) -> Result<String> {
     }
 }
 
+/// `trajflow export`: the dataset's rows as read, written atomically as one Parquet file.
 fn export(dataset: &Path, output: &Path, columns: Option<&[String]>) -> Result<String> {
     let ds = Dataset::open(dataset)?;
     let tag = ds.commits()?.first().map(|c| c.schema.clone()).unwrap_or_default();

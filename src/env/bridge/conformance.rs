@@ -176,7 +176,7 @@ pub fn check(mut env: Bridge, tasks: usize) -> Vec<Finding> {
     let first: Vec<Play> = pairs.iter().map(|&(t, s)| play(&mut env, t, s, None, &mut clock)).collect();
     let again: Vec<Play> =
         pairs.iter().zip(&first).map(|(&(t, s), p)| play(&mut env, t, s, Some(p), &mut clock)).collect();
-    let partial = hello.get("admissible").and_then(Value::as_str) == Some("partial");
+    let partial = !env.lists_every_valid_action();
     determinism(&mut r, &pairs, &first, &again, partial);
     expert(&mut r, &pairs, &first, env.max_steps(), partial);
     invalid_action(&mut r, &mut env, ids[0], &mut clock);

@@ -8,8 +8,8 @@
 //!   are reused by the next bridge of that command (a batch of K×tasks episodes needs as many
 //!   processes as episodes in flight, but a run starts them once).
 //! - Every answer has a deadline (`TRAJFLOW_ENV_TIMEOUT` seconds, default 60; a new process's
-//!   hello line and its first answer, which may start a JVM or load a task, get 4× that each). A process that misses it, exits, or
-//!   breaks the protocol is killed and never reused: the episode in play ends (done, not
+//!   hello line and its first answer, which may start a JVM or load a task, get 4× that each). A
+//!   process that misses it, exits, or breaks the protocol is killed and never reused: the episode in play ends (done, not
 //!   successful) and [`Env::failure`] says why, with the process's stderr tail; the next reset
 //!   starts a fresh process, so the run goes on.
 //! - An answer `{"error": ...}` is the environment's own error: the episode fails the same way, but
@@ -89,24 +89,21 @@ pub fn command_of(name: &str) -> Option<Vec<String>> {
     Some(argv)
 }
 
-/// A user bridge's own arguments: those after its program file (the last argument that names an
-/// existing file, e.g. the script after an interpreter and its flags), or after the program.
-fn own_arguments(argv: &[String]) -> &[String] {
-    let file = argv.iter().rposition(|a| std::path::Path::new(a).is_file()).unwrap_or(0);
-    &argv[file + 1..]
-}
-
 /// The identity stored for a user bridge whose hello line is `hello`: its `name` (else the program
-/// file's stem), then its own arguments, joined by `:`.
+/// file's stem), then its own arguments, joined by `:`. The program file is the last argument that
+/// names an existing file (the script after an interpreter and its flags), else the program; the
+/// bridge's own arguments are those after it.
 fn identity(argv: &[String], hello: &Value) -> String {
+    let file = argv.iter().rposition(|a| std::path::Path::new(a).is_file()).unwrap_or(0);
     let name = hello.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).map_or_else(
         || {
-            let file = argv.iter().rfind(|a| std::path::Path::new(a).is_file()).unwrap_or(&argv[0]);
-            std::path::Path::new(file).file_stem().map_or_else(|| file.clone(), |s| s.to_string_lossy().into_owned())
+            std::path::Path::new(&argv[file])
+                .file_stem()
+                .map_or_else(|| argv[file].clone(), |s| s.to_string_lossy().into())
         },
         String::from,
     );
-    std::iter::once(name).chain(own_arguments(argv).iter().cloned()).collect::<Vec<_>>().join(":")
+    std::iter::once(name).chain(argv[file + 1..].iter().cloned()).collect::<Vec<_>>().join(":")
 }
 
 /// The mutable side of a bridge: its process (if running) and the last failure.
@@ -115,7 +112,6 @@ struct Link {
     /// The running process's hello line.
     hello: Value,
     failure: Option<String>,
-    max_steps: usize,
     done: bool,
 }
 
@@ -147,7 +143,7 @@ impl Bridge {
 
     /// A bridge running `argv`, named `name`, with a deadline of `timeout` per answer.
     pub fn new(name: &str, argv: Vec<String>, timeout: Duration) -> Self {
-        let link = Link { process: None, hello: Value::Null, failure: None, max_steps: DEFAULT_MAX_STEPS, done: true };
+        let link = Link { process: None, hello: Value::Null, failure: None, done: true };
         Bridge { name: name.into(), argv, timeout, id: OnceLock::new(), link: Mutex::new(link) }
     }
 
@@ -197,7 +193,6 @@ impl Bridge {
                     (p, hello)
                 }
             };
-            link.max_steps = hello.get("max_steps").and_then(Value::as_u64).map_or(DEFAULT_MAX_STEPS, |m| m as usize);
             self.id.get_or_init(|| identity(&self.argv, &hello));
             link.hello = hello;
             link.process = Some(process);
@@ -313,7 +308,8 @@ impl Env for Bridge {
     }
 
     fn max_steps(&self) -> usize {
-        self.link.lock().expect("bridge").max_steps
+        let hello = &self.link.lock().expect("bridge").hello;
+        hello.get("max_steps").and_then(Value::as_u64).map_or(DEFAULT_MAX_STEPS, |m| m as usize)
     }
 
     fn failure(&self) -> Option<String> {
