@@ -20,7 +20,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::batch::Batch;
-use super::grouped::{summarize, Routed, Summaries};
+use super::grouped::{summarize, Routed, Scope, Summaries};
 use super::local::attach;
 use super::ErrorSlot;
 use crate::error::Error;
@@ -48,7 +48,7 @@ pub fn render<'s>(
 ) -> Stream<'s, u64, Vec<Batch>> {
     let stage = deferred.stage;
     let id = plan.stages[stage].id.clone();
-    let (routed, summaries): (Routed<'s>, Summaries<'s>) = summarize(rows, plan.clone(), stage, errors.clone(), false);
+    let (routed, summaries): (Routed<'s>, Summaries<'s>) = summarize(rows, plan.clone(), stage, errors.clone(), Scope::Job);
     routed.binary_frontier(summaries, Pipeline, Pipeline, &format!("RecordWhitening[{id}]"), move |_, _| {
         let mut current: Option<Summary> = None;
         let mut pending: BTreeMap<u64, PendingEpoch> = BTreeMap::new();

@@ -21,7 +21,8 @@
 //!   and across incremental vs one-shot runs.
 //! - Work per epoch is proportional to the groups it touches, not to the dataset.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
@@ -77,48 +78,68 @@ fn arranged(key: &str) -> Option<String> {
     (!key.is_empty()).then(|| key.to_string())
 }
 
-/// Splits `rows` into one batch per owning worker: by group, or by episode when the group is
-/// the whole dataset (its rows then stay spread over all workers and only the summary moves).
-fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize, epoch: Option<u64>) -> Result<Vec<(u64, Batch)>> {
+/// Splits `rows` into one batch per owning worker: by group (unscoped, so that a group keeps its
+/// worker across epochs), or by episode when the group is the whole dataset (its rows then stay
+/// spread over all workers and only the summary moves).
+fn partition(plan: &Plan, stage: usize, batch: Batch, peers: usize) -> Result<Vec<(u64, Batch)>> {
     let keys = match grouped_op(plan, stage).group_column() {
-        Some(_) => group_keys(plan, stage, &batch.rows, epoch)?,
+        Some(_) => unscoped_keys(plan, stage, &batch.rows)?,
         None => episode_ids(&batch.rows),
     };
     batch.split_by_keys(&keys, peers)
 }
 
-/// What an epoch has touched so far: its capability, the touched groups, and new summaries.
-type PendingEpoch = (Capability<u64>, BTreeSet<String>, Vec<(String, Summary)>);
+/// The worker owning group `key` (as arranged: scoped by epoch with `per_epoch`), which is the
+/// worker [`partition`] sends its rows to.
+fn owner(key: &str, per_epoch: bool, peers: usize) -> u64 {
+    let group = if per_epoch { key.split_once('/').map_or(key, |(_, g)| g) } else { key };
+    stable_hash(group.as_bytes()) % peers as u64
+}
 
 /// Rows routed to the worker that owns their group (tagged with that worker).
 pub type Routed<'s> = Stream<'s, u64, Vec<(u64, Batch)>>;
 /// Group summaries as differential updates, on the workers holding the groups' rows.
 pub type Summaries<'s> = Stream<'s, u64, Vec<((String, Summary), u64, isize)>>;
 
-/// Renders grouped stage `stage` followed by the local stages `then` on `rows`. With `per_epoch`,
-/// every epoch is its own dataset (training iterations: a batch statistic covers one iteration's
-/// rows, and rows of earlier iterations are never re-emitted).
+/// How a grouped stage's groups relate to epochs.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// Groups span the whole job: rows are upserted into them as epochs go (`reprocess`, which
+    /// has one epoch, and the statistic of a deferred whitening under `watch`).
+    Job,
+    /// Every epoch is its own dataset (training iterations: a batch statistic covers one
+    /// iteration's rows, and rows of earlier iterations are never re-emitted).
+    Epoch,
+    /// Groups span epochs, their rows stored in this row file and handed to the stage whole,
+    /// each epoch its own dataset ([`super::open_groups`]; `watch`).
+    Stored(PathBuf),
+}
+
+/// Renders grouped stage `stage` followed by the local stages `then` on `rows`.
 pub fn render_grouped<'s>(
     rows: Stream<'s, u64, Vec<Batch>>,
     plan: Arc<Plan>,
     stage: usize,
     then: Vec<usize>,
     errors: ErrorSlot,
-    per_epoch: bool,
+    scope: Scope,
 ) -> Stream<'s, u64, Vec<Batch>> {
-    let (routed, summaries) = summarize(rows, plan.clone(), stage, errors.clone(), per_epoch);
+    let per_epoch = !matches!(scope, Scope::Job);
+    let (routed, summaries) = summarize(rows, plan.clone(), stage, errors.clone(), scope);
     join(routed, summaries, plan, stage, then, errors, per_epoch)
 }
 
-/// Steps 1–3: rows routed by group, and each group's summary kept up to date in differential.
+/// Steps 1–3: rows routed by group (and, with [`Scope::Stored`], each touched group reassembled),
+/// and each group's summary kept up to date in differential.
 pub fn summarize<'s>(
     rows: Stream<'s, u64, Vec<Batch>>,
     plan: Arc<Plan>,
     stage: usize,
     errors: ErrorSlot,
-    per_epoch: bool,
+    scope: Scope,
 ) -> (Routed<'s>, Summaries<'s>) {
     let peers = rows.scope().peers();
+    let per_epoch = !matches!(scope, Scope::Job);
     let id = plan.stages[stage].id.clone();
 
     // 1. Route every row to the worker that owns its group.
@@ -127,10 +148,9 @@ pub fn summarize<'s>(
         .unary(Pipeline, &format!("Partition[{id}]"), move |_, _| {
             move |input, output| {
                 input.for_each_stamp(|cap, data| {
-                    let epoch = per_epoch.then(|| *cap.least().expect("a u64 stamp has a least time"));
                     let mut session = output.session(&cap);
                     for batch in data.flat_map(|c| c.drain(..)) {
-                        match partition(&p, stage, batch, peers, epoch) {
+                        match partition(&p, stage, batch, peers) {
                             Ok(parts) => session.give_iterator(parts.into_iter()),
                             Err(err) => e.set(err),
                         }
@@ -140,19 +160,33 @@ pub fn summarize<'s>(
         })
         .container::<Vec<(u64, Batch)>>()
         .exchange(|(worker, _)| *worker);
+    let routed = match scope {
+        Scope::Stored(path) => super::open_groups::render(routed, plan.clone(), stage, path, errors.clone()),
+        Scope::Job | Scope::Epoch => routed,
+    };
 
     // 2. Contributions, as differential updates: +1 for a row's new contribution, −1 for the one it
     //    replaces. A contribution is tagged with its episode's hash, not its id: the reduce only
     //    needs each (tag, stat) with its multiplicity (two episodes sharing a hash and a stat add up
     //    to multiplicity 2, and a retraction cancels exactly one), and sorting u64s is far cheaper.
+    //    With `per_epoch`, every epoch is its own dataset: its contributions are retracted at t + 1,
+    //    once the epoch is complete, so that the arrangement holds only open epochs (and compacts
+    //    to nothing behind the frontier) and no row is remembered past its epoch.
     let (p, e) = (plan.clone(), errors.clone());
     let contributions = routed
         .clone()
-        .unary(Pipeline, &format!("Contributions[{id}]"), move |_, _| {
-            let mut last: HashMap<String, (String, Stat)> = HashMap::new();
-            move |input, output| {
+        .unary_frontier(Pipeline, &format!("Contributions[{id}]"), move |_, _| {
+            // Per epoch (one entry, epoch 0, without `per_epoch`): each episode's current
+            // contribution, and with `per_epoch` the capability to retract them at t + 1.
+            let mut last: BTreeMap<u64, HashMap<String, (String, Stat)>> = BTreeMap::new();
+            let mut open: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
+            move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let t = *cap.least().expect("a u64 stamp has a least time");
+                    if per_epoch {
+                        open.entry(t).or_insert_with(|| cap.delayed(&t, 0));
+                    }
+                    let last = last.entry(if per_epoch { t } else { 0 }).or_default();
                     let mut session = output.session(&cap);
                     for (_, batch) in data.flat_map(|c| c.drain(..)) {
                         let st = &p.stages[stage];
@@ -180,6 +214,16 @@ pub fn summarize<'s>(
                         }
                     }
                 });
+                while let Some((&t, _)) = open.first_key_value() {
+                    if frontier.less_equal(&t) {
+                        break;
+                    }
+                    let cap = open.remove(&t).expect("the key was just seen").delayed(&(t + 1));
+                    let mut session = output.session(&cap);
+                    for (ep, (key, stat)) in last.remove(&t).unwrap_or_default() {
+                        session.give(((arranged(&key), (stable_hash(ep.as_bytes()), stat)), t + 1, -1isize));
+                    }
+                }
             }
         })
         .container::<Vec<((Option<String>, (u64, Stat)), u64, isize)>>();
@@ -196,9 +240,7 @@ pub fn summarize<'s>(
         .map(|((group, summary), t, diff)| ((group.unwrap_or_default(), summary), t, diff));
     // A group's summary goes to the worker holding its rows; the whole-dataset summary to all.
     let summaries = if grouped_op(&plan, stage).group_column().is_some() {
-        summaries.exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| {
-            stable_hash(group.as_bytes()) % peers as u64
-        })
+        summaries.exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| owner(group, per_epoch, peers))
     } else {
         summaries.broadcast()
     };
@@ -206,7 +248,10 @@ pub fn summarize<'s>(
 }
 
 /// Step 4: summaries joined back to rows; every touched group's rows are emitted once the epoch is
-/// complete, with the stage's columns and the local stages `then` applied.
+/// complete, with the stage's columns and the local stages `then` applied. A group is emitted once,
+/// at the epoch its rows arrived (every epoch is its own dataset with `per_epoch`, and `reprocess`
+/// has one epoch; under `watch`, [`super::open_groups`] hands this stage each touched group whole),
+/// so an epoch's rows, groups and summaries are dropped as soon as it is emitted.
 fn join<'s>(
     routed: Routed<'s>,
     summaries: Summaries<'s>,
@@ -219,13 +264,11 @@ fn join<'s>(
     let id = plan.stages[stage].id.clone();
     let p = plan;
     routed.binary_frontier(summaries, Pipeline, Pipeline, &format!("GroupJoin[{id}]"), move |_, _| {
-        let mut store: Vec<RecordBatch> = Vec::new();
-        let mut rows: HashMap<String, BTreeMap<String, (usize, usize)>> = HashMap::new();
-        let mut current: HashMap<String, Summary> = HashMap::new();
-        let mut pending: BTreeMap<u64, PendingEpoch> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, OpenEpoch> = BTreeMap::new();
         move |(in_rows, f_rows), (in_sum, f_sum), output| {
             in_rows.for_each_stamp(|cap, data| {
                 let t = *cap.least().expect("a u64 stamp has a least time");
+                let epoch = pending.entry(t).or_insert_with(|| OpenEpoch::new(cap.delayed(&t, 0)));
                 for (_, batch) in data.flat_map(|c| c.drain(..)) {
                     let keys = match group_keys(&p, stage, &batch.rows, per_epoch.then_some(t)) {
                         Ok(k) => k,
@@ -234,22 +277,20 @@ fn join<'s>(
                             continue;
                         }
                     };
-                    let b = store.len();
+                    let b = epoch.store.len();
                     for (r, (ep, key)) in episode_ids(&batch.rows).into_iter().zip(keys).enumerate() {
-                        rows.entry(key.clone()).or_default().insert(ep, (b, r));
-                        let entry =
-                            pending.entry(t).or_insert_with(|| (cap.delayed(&t, 0), BTreeSet::new(), Vec::new()));
-                        entry.1.insert(key);
+                        epoch.rows.entry(key).or_default().insert(ep, (b, r));
                     }
-                    store.push(batch.rows);
+                    epoch.store.push(batch.rows);
                 }
             });
             in_sum.for_each_stamp(|cap, data| {
                 for ((group, summary), t, diff) in data.flat_map(|c| c.drain(..)) {
-                    let entry = pending.entry(t).or_insert_with(|| (cap.delayed(&t, 0), BTreeSet::new(), Vec::new()));
-                    entry.1.insert(group.clone());
+                    // Retractions only take back an earlier epoch's summaries (or, within an epoch,
+                    // one that an addition replaces): nothing to emit.
                     if diff > 0 {
-                        entry.2.push((group, summary));
+                        let epoch = pending.entry(t).or_insert_with(|| OpenEpoch::new(cap.delayed(&t, 0)));
+                        epoch.summaries.insert(group, summary);
                     }
                 }
             });
@@ -257,10 +298,9 @@ fn join<'s>(
                 if f_rows.less_equal(&t) || f_sum.less_equal(&t) {
                     break;
                 }
-                let (cap, touched, updates) = pending.remove(&t).expect("the key was just seen");
-                current.extend(updates);
-                match emit(&p, stage, &then, &store, &rows, &current, &touched) {
-                    Ok(batches) => output.session(&cap).give_iterator(batches.into_iter()),
+                let epoch = pending.remove(&t).expect("the key was just seen");
+                match emit(&p, stage, &then, &epoch) {
+                    Ok(batches) => output.session(&epoch.cap).give_iterator(batches.into_iter()),
                     Err(err) => errors.set(err),
                 }
             }
@@ -268,24 +308,33 @@ fn join<'s>(
     })
 }
 
-/// Builds the output of one epoch: the current rows of every touched group, with the grouped
-/// stage's columns and the following local stages applied. Rows are taken from the stored batches
-/// they arrived in (a whole batch is reused as is, otherwise its rows are gathered), one output
-/// batch per stored batch, so nothing is copied row by row across batches.
-fn emit(
-    plan: &Plan,
-    stage: usize,
-    then: &[usize],
-    store: &[RecordBatch],
-    rows: &HashMap<String, BTreeMap<String, (usize, usize)>>,
-    current: &HashMap<String, Summary>,
-    touched: &BTreeSet<String>,
-) -> Result<Vec<Batch>> {
+/// What the join holds of an epoch until both its inputs passed it.
+struct OpenEpoch {
+    cap: Capability<u64>,
+    /// The batches its rows arrived in.
+    store: Vec<RecordBatch>,
+    /// Group -> episode -> (batch, row): the current row of each episode.
+    rows: HashMap<String, BTreeMap<String, (usize, usize)>>,
+    /// The epoch's group summaries (a whole-dataset summary is broadcast, under key "").
+    summaries: HashMap<String, Summary>,
+}
+
+impl OpenEpoch {
+    fn new(cap: Capability<u64>) -> OpenEpoch {
+        OpenEpoch { cap, store: Vec::new(), rows: HashMap::new(), summaries: HashMap::new() }
+    }
+}
+
+/// Builds the output of one epoch: the rows of every group, with the grouped stage's columns and
+/// the following local stages applied. Rows are taken from the batches they arrived in (a whole
+/// batch is reused as is, otherwise its rows are gathered), one output batch per arrived batch, so
+/// nothing is copied row by row across batches.
+fn emit(plan: &Plan, stage: usize, then: &[usize], epoch: &OpenEpoch) -> Result<Vec<Batch>> {
     let st = &plan.stages[stage];
     let mut per_batch: BTreeMap<usize, Vec<(u32, Summary)>> = BTreeMap::new();
-    for group in touched {
-        let Some(members) = rows.get(group) else { continue };
-        let summary = current
+    for (group, members) in &epoch.rows {
+        let summary = epoch
+            .summaries
             .get(group)
             .ok_or_else(|| Error::stage(&st.id, format!("group '{group}' has rows but no statistics")))?;
         for &(b, r) in members.values() {
@@ -296,11 +345,12 @@ fn emit(
     let mut out = Vec::with_capacity(per_batch.len());
     for (b, mut picked) in per_batch {
         picked.sort_unstable_by_key(|(r, _)| *r);
-        let batch = if picked.len() == store[b].num_rows() {
-            store[b].clone()
+        let arrived = &epoch.store[b];
+        let batch = if picked.len() == arrived.num_rows() {
+            arrived.clone()
         } else {
             let idx = UInt32Array::from(picked.iter().map(|(r, _)| *r).collect::<Vec<_>>());
-            arrow::compute::take_record_batch(&store[b], &idx)?
+            arrow::compute::take_record_batch(arrived, &idx)?
         };
         let summaries: Vec<Summary> = picked.into_iter().map(|(_, s)| s).collect();
         let arrays = grouped_op(plan, stage)

@@ -25,7 +25,7 @@ use timely::dataflow::operators::{Exchange, Input};
 use timely::dataflow::ProbeHandle;
 
 use super::batch::episode_ids;
-use super::{gather_to_leader, render, sorted_by_episode, Batch, Cluster, ErrorSlot, Gathered};
+use super::{gather_to_leader, render, sorted_by_episode, Batch, Cluster, ErrorSlot, Gathered, Scope};
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
 
@@ -75,7 +75,7 @@ pub fn iterate(
                 }
             });
             gather_to_leader(
-                render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), true, None, None),
+                render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), Scope::Epoch, None, None),
                 &probe,
                 gathered.clone(),
             );

@@ -17,11 +17,13 @@ mod deferred;
 mod grouped;
 mod iterate;
 mod local;
+mod open_groups;
 mod sink;
 mod source;
 
 pub use batch::Batch;
 pub use cluster::Cluster;
+pub use grouped::Scope;
 pub use iterate::{iterate, Driver};
 pub use local::attach;
 pub use source::InputLayout;
@@ -47,6 +49,9 @@ use crate::error::{Error, Result};
 use crate::pipeline::Plan;
 use crate::stages::Operator as Op;
 use crate::store::Dataset;
+
+/// The directory of a `watch` output that holds its workers' private state (row files).
+pub const STATE_DIR: &str = "_state";
 
 /// The first error raised inside the dataflow of this process (operators never panic on data).
 #[derive(Clone, Default)]
@@ -239,7 +244,12 @@ pub fn run(
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
-            let out = render(rows, p.clone(), e.clone(), false, keep.as_deref(), deferral);
+            // Under `watch`, grouped stages keep their groups' rows in this worker's row files.
+            let scope = match &job {
+                Job::Watch { .. } => Scope::Stored(output.join(STATE_DIR).join(format!("w{index}"))),
+                Job::Reprocess { .. } => Scope::Job,
+            };
+            let out = render(rows, p.clone(), e.clone(), scope, keep.as_deref(), deferral);
             if gathering {
                 gather_to_leader(out.clone(), &probe, gathered.clone());
             }
@@ -463,7 +473,8 @@ fn read_files<'s>(
 }
 
 /// Renders the plan's stages: runs of local stages as one map, grouped stages via [`grouped`]
-/// (`per_epoch`: see [`grouped::render_grouped`]), and the stage of `deferral` via [`deferred`].
+/// (`scope`: see [`grouped::Scope`]; a stored scope names the directory of this worker's row
+/// files, one per grouped stage), and the stage of `deferral` via [`deferred`].
 /// With `keep` (the output's columns), rows entering a grouped stage are first cut down to `keep`
 /// and what this and later stages read, so that the grouped stage's exchange moves no column that
 /// nothing downstream uses.
@@ -471,7 +482,7 @@ fn render<'s>(
     rows: Stream<'s, u64, Vec<Batch>>,
     plan: Arc<Plan>,
     errors: ErrorSlot,
-    per_epoch: bool,
+    scope: Scope,
     keep: Option<&[String]>,
     deferral: Option<(crate::pipeline::deferral::Deferred, deferred::Recorded)>,
 ) -> Stream<'s, u64, Vec<Batch>> {
@@ -519,7 +530,13 @@ fn render<'s>(
             Some((d, recorded)) if d.stage == g => {
                 deferred::render(stream, plan.clone(), d.clone(), recorded.clone(), errors.clone())
             }
-            _ => grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), per_epoch),
+            _ => {
+                let scope = match &scope {
+                    Scope::Stored(dir) => Scope::Stored(dir.join(format!("rows-{}.arrows", plan.stages[g].id))),
+                    other => other.clone(),
+                };
+                grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope)
+            }
         };
     }
     stream
