@@ -49,6 +49,8 @@ fn watch_one_by_one(p: &str, files: &[std::path::PathBuf], root: &Path, workers:
             &n,
             "-w",
             workers,
+            "--snapshot-every",
+            "3",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -206,6 +208,14 @@ fn a_restart_writes_the_parts_another_worker_had_not_committed() {
         .collect();
     records.sort();
     std::fs::remove_file(manifest.join(records.last().expect("worker 1 committed parts"))).unwrap();
+    // Killed before committing, worker 1 would not have published its snapshots either.
+    let state = out.join("_state").join("w1");
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "snap") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
     assert_ne!(cells(&read_sorted(&out)), cells(&read_sorted(&once)), "the missing part's rows are lost or stale");
     let wdir = dir.path().join("watch-loop_advantages.toml");
     let restart = ["watch", &pipeline("loop_advantages.toml"), "--input", s(&wdir), "--output", s(&out)];
@@ -270,6 +280,7 @@ fn logged(out: &Path) -> usize {
 
 #[test]
 fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() {
+    let mut restored = 0;
     for seed in [1u64, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
@@ -283,9 +294,9 @@ fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() 
         let watch = || {
             Command::new(bin())
                 .args(["watch", &pipeline("loop_advantages.toml"), "--input", s(&wdir), "--output", s(&out)])
-                .args(["--poll-ms", "10", "--idle-exit", "2", "-w", "2"])
+                .args(["--poll-ms", "10", "--idle-exit", "2", "-w", "2", "--snapshot-every", "1"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         };
@@ -308,9 +319,11 @@ fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() 
         for f in &files[before_kill + 1..] {
             std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
         }
-        let status = watch().wait().unwrap();
-        assert!(status.success());
+        let restart = watch().wait_with_output().unwrap();
+        assert!(restart.status.success());
+        restored += String::from_utf8_lossy(&restart.stderr).contains("from its snapshot") as usize;
         assert_eq!(logged(&out), files.len(), "seed {seed}: every file logged once");
         assert_same_dataset(&once, &out);
     }
+    assert!(restored > 0, "no restart restored from a snapshot");
 }

@@ -101,6 +101,15 @@ pub enum Command {
         /// column the stages write (outputs), or episode_id + the results, without intermediates (final).
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
+        /// Snapshot the grouped stages' state every this many files, so that a restart replays
+        /// only the files after the latest snapshot (0: never; a restart replays every file).
+        /// Not with a deferred whitening or --train, which replay every file.
+        #[arg(long, default_value_t = 100)]
+        snapshot_every: u64,
+        /// Retention window: seal a group this many files after it was last touched; later rows
+        /// for it are late, counted and kept out (default: groups stay open forever).
+        #[arg(long)]
+        seal_after: Option<u64>,
         /// Training on the rows.
         #[command(flatten)]
         learn: TrainArgs,
@@ -608,9 +617,14 @@ pub fn run(cli: Cli) -> Result<String> {
             import,
             import_model,
             columns,
+            snapshot_every,
+            seal_after,
             learn,
             cluster,
         } => {
+            if seal_after == Some(0) {
+                return Err(Error::Usage("--seal-after must be at least 1 (file)".into()));
+            }
             let cluster: Cluster = cluster.into();
             let (spec, gather, dataset) = training(&pipeline, &learn, &output, columns, &cluster)?;
             let import = match import {
@@ -627,6 +641,8 @@ pub fn run(cli: Cli) -> Result<String> {
                 idle_exit: idle_exit.map(Duration::from_secs_f64),
                 max_files,
                 import,
+                snapshot_every,
+                seal_after,
             };
             eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), dataset.display());
             let report = dataflow::run(

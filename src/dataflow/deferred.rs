@@ -168,6 +168,8 @@ mod tests {
             idle_exit: None,
             max_files: Some(2),
             import: None,
+            snapshot_every: 0,
+            seal_after: None,
         };
         let out = dir.path().join("watched");
         let gather = Gather::To(Some(Box::new(Recorder(seen.clone()))));

@@ -2,11 +2,12 @@
 //! rows they belong to.
 //!
 //! ```text
-//! rows ─► partition by hash(group) ─► exchange ─┬─► contributions (+new, −old) ─► reduce per group (differential)
-//!                                               │                                       │ summaries, exchanged to the same worker
-//!                                               └─► GroupJoin ◄─────────────────────────┘
-//!                                                     │ for every group touched at epoch t, once both inputs passed t:
-//!                                                     ▼ all its rows with the stage's columns, then the next local stages
+//! rows ─► partition by hash(group) ─► exchange ─► [watch: open_groups, each touched group whole]
+//!                                               ─┬─► contributions (+new, −old) ─► reduce per group (differential)
+//!                                                │                                       │ summaries, exchanged to the same worker
+//!                                                └─► GroupJoin ◄─────────────────────────┘
+//!                                                      │ for every group of epoch t, once both inputs passed t:
+//!                                                      ▼ its rows with the stage's columns, then the next local stages
 //! ```
 //! Invariants:
 //! - A group's rows, its contributions and its summary all live on the worker `hash(group) % peers`,
@@ -16,13 +17,17 @@
 //! - Rows are upserts keyed by `episode_id`: a row that arrives again replaces the earlier one,
 //!   and its old contribution is retracted. Downstream stages therefore see, for each epoch, the
 //!   current version of every row whose group changed — never a stale row, never a duplicate.
+//! - [`Scope`] says how groups meet epochs. Under `watch` ([`Scope::Stored`]) a group's rows stay
+//!   in a row file on disk and each touched group is handed to the stage whole, so, as for
+//!   training iterations ([`Scope::Epoch`]), the differential state and the join hold one open
+//!   epoch: contributions are retracted at t + 1 and the arrangement compacts to nothing behind
+//!   the frontier. Memory then grows with the number of stored rows only by the row file's index.
 //! - The reduce sees a group's contributions in sorted order with multiplicities, whatever the
 //!   arrival order or worker count, so summaries (and outputs) are bit-identical across `-w N`
 //!   and across incremental vs one-shot runs.
 //! - Work per epoch is proportional to the groups it touches, not to the dataset.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
@@ -37,6 +42,7 @@ use timely::dataflow::Stream;
 use super::batch::{episode_ids, Batch};
 use super::cluster::stable_hash;
 use super::local::{attach, run_local};
+use super::open_groups::Storage;
 use super::ErrorSlot;
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
@@ -110,9 +116,9 @@ pub enum Scope {
     /// Every epoch is its own dataset (training iterations: a batch statistic covers one
     /// iteration's rows, and rows of earlier iterations are never re-emitted).
     Epoch,
-    /// Groups span epochs, their rows stored in this row file and handed to the stage whole,
-    /// each epoch its own dataset ([`super::open_groups`]; `watch`).
-    Stored(PathBuf),
+    /// Groups span epochs, their rows stored on disk as [`Storage`] says and handed to the stage
+    /// whole, each epoch its own dataset ([`super::open_groups`]; `watch`).
+    Stored(Storage),
 }
 
 /// Renders grouped stage `stage` followed by the local stages `then` on `rows`.
@@ -161,7 +167,7 @@ pub fn summarize<'s>(
         .container::<Vec<(u64, Batch)>>()
         .exchange(|(worker, _)| *worker);
     let routed = match scope {
-        Scope::Stored(path) => super::open_groups::render(routed, plan.clone(), stage, path, errors.clone()),
+        Scope::Stored(storage) => super::open_groups::render(routed, plan.clone(), stage, storage, errors.clone()),
         Scope::Job | Scope::Epoch => routed,
     };
 

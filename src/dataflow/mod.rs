@@ -18,12 +18,14 @@ mod grouped;
 mod iterate;
 mod local;
 mod open_groups;
+mod row_file;
 mod sink;
 mod source;
 
 pub use batch::Batch;
 pub use cluster::Cluster;
 pub use grouped::Scope;
+pub use open_groups::Storage;
 pub use iterate::{iterate, Driver};
 pub use local::attach;
 pub use source::InputLayout;
@@ -100,6 +102,11 @@ pub enum Job {
         max_files: Option<usize>,
         /// Also ingest `*.jsonl` chat logs, converted by this.
         import: Option<Importer>,
+        /// Snapshot the grouped stages' stores every this many epochs (0: never; a restart then
+        /// replays every ingested file).
+        snapshot_every: u64,
+        /// Seal a group this many epochs after it was last touched; later rows for it are late.
+        seal_after: Option<u64>,
     },
 }
 
@@ -201,11 +208,13 @@ pub fn run(
     let dataset = Dataset::create(&output)?;
     // A dataset whose earlier commits hold whitened values (written before whitening was
     // deferred) goes on being whitened when written: its old rows would otherwise stay stale.
-    let whitened_before = dataset.commits()?.iter().any(|c| c.whitening.is_none());
     let mut deferrable = match &job {
-        Job::Watch { .. } if !whitened_before => crate::pipeline::deferral::deferrable(&plan),
-        _ => None,
+        Job::Watch { .. } => crate::pipeline::deferral::deferrable(&plan),
+        Job::Reprocess { .. } => None,
     };
+    if deferrable.is_some() && dataset.commits()?.iter().any(|c| c.whitening.is_none()) {
+        deferrable = None;
+    }
     let mut keep = columns.kept(&plan);
     // Rows stored before their whitening keep the segments it needs (left out again when read).
     if let (Some(k), Some(d)) = (keep.as_mut(), deferrable.as_mut()) {
@@ -216,17 +225,41 @@ pub fn run(
     }
     let errors = ErrorSlot::default();
     let tag = crate::schema::TableSchema::trajectory().tag();
-    // A restarted `watch` replays what it ingested before, writing only what was not committed.
-    let replay = match &job {
+    // A restarted `watch` replays what it ingested before, writing only what was not committed:
+    // from its grouped stages' latest complete snapshot when it has one, else from the start.
+    // Snapshots cover the stored groups; a deferred whitening or a consumer (learner) rebuilds
+    // its state by replaying the whole log, so they turn snapshots off.
+    let logged = match &job {
         Job::Watch { .. } => watch::IngestLog::new(&output).entries()?,
         Job::Reprocess { .. } => Vec::new(),
     };
+    let snapshots = deferrable.is_none() && !gathering;
+    let stored_stages: Vec<String> =
+        plan.stages.iter().filter(|s| matches!(s.op, Op::Grouped(_))).map(|s| s.id.clone()).collect();
+    let restore = match (&job, logged.last()) {
+        (Job::Watch { snapshot_every, .. }, Some((last, _, _))) if snapshots && *snapshot_every > 0 => {
+            let workers = cluster.processes * cluster.threads;
+            open_groups::restorable(&output.join(STATE_DIR), workers, &stored_stages, *last)
+        }
+        _ => None,
+    };
+    if let Some(t) = restore {
+        eprintln!("watch: restoring the grouped stages' state as of epoch {t} from its snapshot");
+    }
+    let (seen_before, replay): (Vec<_>, Vec<_>) = logged.into_iter().partition(|(e, _, _)| restore.is_some_and(|t| *e <= t));
+    let seen_before: Vec<PathBuf> = seen_before.into_iter().map(|(_, _, landed)| landed).collect();
+    let next_epoch = restore.map_or(0, |t| t + 1);
     let replay_epoch = replay.last().map(|(e, _, _)| *e);
     // What each writer committed of the replayed epochs. The leader logs a file once its own
     // parts are committed; another worker may be killed before committing its part of that
     // epoch, so a replayed epoch still writes the parts its writer has not committed.
     let committed: Vec<(u64, String)> = match replay_epoch {
-        Some(last) => dataset.commits()?.into_iter().filter(|c| c.epoch <= last).map(|c| (c.epoch, c.writer)).collect(),
+        Some(last) => dataset
+            .commits_from(next_epoch)?
+            .into_iter()
+            .filter(|c| c.epoch <= last)
+            .map(|c| (c.epoch, c.writer))
+            .collect(),
         None => Vec::new(),
     };
     let (e, p) = (errors.clone(), plan.clone());
@@ -246,7 +279,12 @@ pub fn run(
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
             // Under `watch`, grouped stages keep their groups' rows in this worker's row files.
             let scope = match &job {
-                Job::Watch { .. } => Scope::Stored(output.join(STATE_DIR).join(format!("w{index}"))),
+                Job::Watch { snapshot_every, seal_after, .. } => Scope::Stored(Storage {
+                    dir: output.join(STATE_DIR).join(format!("w{index}")),
+                    restore,
+                    snapshot_every: if snapshots { *snapshot_every } else { 0 },
+                    seal_after: *seal_after,
+                }),
                 Job::Reprocess { .. } => Scope::Job,
             };
             let out = render(rows, p.clone(), e.clone(), scope, keep.as_deref(), deferral);
@@ -267,10 +305,18 @@ pub fn run(
             handle
         });
         let mut report = RunReport::default();
+        let snapshot_dir = match &job {
+            Job::Watch { snapshot_every, .. } if snapshots && *snapshot_every > 0 => {
+                Some(output.join(STATE_DIR).join(format!("w{index}")))
+            }
+            _ => None,
+        };
         let commit_done = |report: &mut RunReport| -> Result<()> {
             let mut pend = pending.borrow_mut();
-            let (done, wait): (Vec<_>, Vec<_>) = pend.drain(..).partition(|c| !probe.less_equal(&c.epoch));
-            *pend = wait;
+            let (done, wait): (Vec<_>, Vec<_>) = pend.commits.drain(..).partition(|c| !probe.less_equal(&c.epoch));
+            pend.commits = wait;
+            let written_through = pend.through;
+            drop(pend);
             if e.is_set() {
                 return Ok(());
             }
@@ -278,6 +324,11 @@ pub fn run(
                 dataset.commit(&c)?;
                 report.rows_written += c.rows;
                 report.parts += 1;
+            }
+            // This worker's parts of every epoch its sink has written are now committed: its
+            // snapshots of those epochs may be restored from.
+            if let Some(dir) = &snapshot_dir {
+                open_groups::publish_snapshots(dir, |t| t < written_through)?;
             }
             Ok(())
         };
@@ -310,7 +361,7 @@ pub fn run(
                     consume(0, inputs)?;
                 }
             }
-            Job::Watch { dir, poll, idle_exit, max_files, import } => {
+            Job::Watch { dir, poll, idle_exit, max_files, import, .. } => {
                 if !leader {
                     announce.close();
                     while !probe.done() {
@@ -321,7 +372,11 @@ pub fn run(
                     let mut watcher = watch::Watcher::new(dir.clone(), layout.clone(), import.clone());
                     let log = watch::IngestLog::new(&output);
                     let mut last_new = Instant::now();
-                    let mut next = 0u64;
+                    let mut next = next_epoch;
+                    announce.advance_to(next);
+                    for landed in &seen_before {
+                        watcher.mark_seen(landed.clone());
+                    }
                     // Each logged file is replayed as its own epoch again, so that the grouped
                     // state (and a consumer) sees exactly what it saw the first time.
                     if !replay.is_empty() {
@@ -375,6 +430,7 @@ pub fn run(
                             break;
                         }
                         worker.step_or_park(Some(*poll));
+                        commit_done(&mut report)?;
                     }
                     report.epochs = ingested as u64;
                     announce.close();
@@ -473,8 +529,7 @@ fn read_files<'s>(
 }
 
 /// Renders the plan's stages: runs of local stages as one map, grouped stages via [`grouped`]
-/// (`scope`: see [`grouped::Scope`]; a stored scope names the directory of this worker's row
-/// files, one per grouped stage), and the stage of `deferral` via [`deferred`].
+/// (`scope`: see [`grouped::Scope`]), and the stage of `deferral` via [`deferred`].
 /// With `keep` (the output's columns), rows entering a grouped stage are first cut down to `keep`
 /// and what this and later stages read, so that the grouped stage's exchange moves no column that
 /// nothing downstream uses.
@@ -531,11 +586,7 @@ fn render<'s>(
                 deferred::render(stream, plan.clone(), d.clone(), recorded.clone(), errors.clone())
             }
             _ => {
-                let scope = match &scope {
-                    Scope::Stored(dir) => Scope::Stored(dir.join(format!("rows-{}.arrows", plan.stages[g].id))),
-                    other => other.clone(),
-                };
-                grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope)
+                grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope.clone())
             }
         };
     }

@@ -18,8 +18,18 @@ use super::deferred::Recorded;
 use super::ErrorSlot;
 use crate::store::{Commit, Dataset};
 
-/// Parts written by this worker and not yet committed.
-pub type Pending = Rc<RefCell<Vec<Commit>>>;
+/// What this worker's sink has written: parts not yet committed, and the epoch below which every
+/// epoch is written (or had nothing to write).
+pub type Pending = Rc<RefCell<Written>>;
+
+/// See [`Pending`].
+#[derive(Default)]
+pub struct Written {
+    /// Parts written and not yet committed.
+    pub commits: Vec<Commit>,
+    /// Every epoch below this one is written.
+    pub through: u64,
+}
 
 /// Renders the sink. With `keep`, only those columns are written; epochs in `committed` (replayed
 /// by a restarted `watch` whose part of them this writer had committed) write nothing; an
@@ -61,10 +71,11 @@ pub fn write_parts<'s>(
             match dataset.write_uncommitted(&batches, t, &writer, &schema_tag, Vec::new()) {
                 Ok(mut commit) => {
                     commit.whitening = recorded.borrow().range(..=t).next_back().map(|(_, w)| w.clone());
-                    pending.borrow_mut().push(commit)
+                    pending.borrow_mut().commits.push(commit)
                 }
                 Err(e) => errors.set(e),
             }
         }
+        pending.borrow_mut().through = frontier.frontier().first().copied().unwrap_or(u64::MAX);
     });
 }

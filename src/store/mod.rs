@@ -96,11 +96,18 @@ impl Dataset {
 
     /// All commit records, in commit order (epoch, writer, nonce).
     pub fn commits(&self) -> Result<Vec<Commit>> {
+        self.commits_from(0)
+    }
+
+    /// The commit records of epochs ≥ `epoch`, in commit order; the others are not read (their
+    /// epoch is in their name).
+    pub fn commits_from(&self, epoch: u64) -> Result<Vec<Commit>> {
         let mdir = self.dir.join(MANIFEST_DIR);
         let mut names = Vec::new();
         for entry in fs::read_dir(&mdir).map_err(|e| Error::io(&mdir, e))? {
             let name = entry.map_err(|e| Error::io(&mdir, e))?.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".json") && !name.starts_with('.') {
+            let from = name.split('-').next().and_then(|e| e.parse::<u64>().ok()).is_none_or(|e| e >= epoch);
+            if name.ends_with(".json") && !name.starts_with('.') && from {
                 names.push(name);
             }
         }
