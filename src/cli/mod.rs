@@ -134,6 +134,16 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         rows: usize,
     },
+    /// Merge a dataset's small parts and commit records into a few large parts, and fold a
+    /// `watch` output's ingest log; safe while `watch` writes to it (epochs it has not logged are
+    /// left alone) and while readers read it.
+    Compact {
+        /// A trajflow dataset directory.
+        dataset: PathBuf,
+        /// Rows per merged part.
+        #[arg(long, default_value_t = 200_000)]
+        target_rows: usize,
+    },
     /// Write a dataset's current rows (the latest per episode_id, a deferred whitening applied) as
     /// one plain Parquet file, for tools that read Parquet without trajflow.
     Export {
@@ -567,6 +577,46 @@ fn progress(total: Option<u64>, leader: bool) -> Arc<dyn Fn(u64) + Send + Sync> 
     Arc::new(move |n| bar.inc(n))
 }
 
+/// `trajflow compact`: the dataset's parts, then its ingest log, through the last logged epoch
+/// (every epoch when it has no ingest log).
+fn compact(dir: &Path, target_rows: usize) -> Result<String> {
+    if target_rows == 0 {
+        return Err(Error::Usage("--target-rows must be at least 1".into()));
+    }
+    let count = |d: &Path| walk_count(d);
+    let before = count(dir);
+    let ds = Dataset::open(dir)?;
+    let log = dataflow::IngestLog::new(dir);
+    let through = log.last_epoch()?.unwrap_or(u64::MAX);
+    let done = crate::store::compact(&ds, through, target_rows)?;
+    let folded = match through {
+        u64::MAX => 0,
+        t => log.fold(t)?,
+    };
+    Ok(format!(
+        "compact: {} part(s) merged into {} ({} rows, {} superseded rows left out), {folded} ingest record(s) folded, \
+         {} leftover file(s) deleted; {} -> {} files under {}\n",
+        done.parts_merged,
+        done.parts_written,
+        done.rows,
+        done.superseded,
+        done.leftovers,
+        before,
+        count(dir),
+        dir.display()
+    ))
+}
+
+/// Number of files under `dir`, recursively.
+fn walk_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { walk_count(&e.path()) } else { 1 })
+        .sum()
+}
+
 /// Runs a parsed command line; returns what to print on stdout.
 pub fn run(cli: Cli) -> Result<String> {
     match cli.command {
@@ -664,6 +714,7 @@ pub fn run(cli: Cli) -> Result<String> {
             Ok(s)
         }
         Command::Inspect { dataset, rows } => inspect::inspect(&dataset, rows),
+        Command::Compact { dataset, target_rows } => compact(&dataset, target_rows),
         Command::Export { dataset, output, columns } => export(&dataset, &output, columns.as_deref()),
         Command::Append { dir, files } => {
             let mut out = String::new();

@@ -15,6 +15,7 @@ mod batch;
 pub mod cluster;
 mod deferred;
 mod grouped;
+mod ingest_log;
 mod iterate;
 mod local;
 mod open_groups;
@@ -25,6 +26,7 @@ mod source;
 pub use batch::Batch;
 pub use cluster::Cluster;
 pub use grouped::Scope;
+pub use ingest_log::IngestLog;
 pub use open_groups::Storage;
 pub use iterate::{iterate, Driver};
 pub use local::attach;
@@ -230,7 +232,7 @@ pub fn run(
     // Snapshots cover the stored groups; a deferred whitening or a consumer (learner) rebuilds
     // its state by replaying the whole log, so they turn snapshots off.
     let logged = match &job {
-        Job::Watch { .. } => watch::IngestLog::new(&output).entries()?,
+        Job::Watch { .. } => IngestLog::new(&output).entries()?,
         Job::Reprocess { .. } => Vec::new(),
     };
     let snapshots = deferrable.is_none() && !gathering;
@@ -370,7 +372,7 @@ pub fn run(
                     }
                 } else {
                     let mut watcher = watch::Watcher::new(dir.clone(), layout.clone(), import.clone());
-                    let log = watch::IngestLog::new(&output);
+                    let log = IngestLog::new(&output);
                     let mut last_new = Instant::now();
                     let mut next = next_epoch;
                     announce.advance_to(next);

@@ -22,9 +22,11 @@
 //! - A corrupt part makes reading that part fail with an error naming it; the other parts stay
 //!   readable ([`Dataset::read_latest`] can skip bad parts and report them).
 
+mod compact;
 mod part;
 mod whitening;
 
+pub use compact::{compact, Compacted};
 pub(crate) use part::write_atomically;
 pub use part::{read_part, write_part, PartReader};
 pub use whitening::DeferredWhitening;
@@ -59,6 +61,41 @@ pub struct Commit {
     /// The whitening this part's rows still need, with the dataset's statistic as of this commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whitening: Option<DeferredWhitening>,
+}
+
+/// A file of the manifest: one part's commit, or a compaction's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Record {
+    /// Parts that replace earlier records ([`compact`]).
+    Compaction(Compaction),
+    /// One part.
+    Commit(Commit),
+}
+
+/// The record of a compaction: merged parts, in commit order, standing where the first record
+/// they replace stood.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Compaction {
+    /// The merged parts' commits.
+    pub compacted: Vec<Commit>,
+    /// The manifest records (file names) this compaction replaces.
+    pub replaces: Vec<String>,
+    /// The part files of those records (deleted once this record is written).
+    pub replaced_parts: Vec<String>,
+}
+
+/// The (first, last) epoch a manifest record's name says it holds: `<epoch>-<writer>-<nonce>`
+/// for a part, `<first>-c<last>-<nonce>` for a compaction; a name of another shape (0, MAX).
+fn record_epochs(name: &str) -> (u64, u64) {
+    let mut fields = name.split('-');
+    let first = fields.next().and_then(|e| e.parse::<u64>().ok());
+    let last = fields.next().and_then(|w| w.strip_prefix('c')).and_then(|e| e.parse::<u64>().ok());
+    match (first, last) {
+        (Some(a), Some(b)) => (a, b),
+        (Some(a), None) => (a, a),
+        _ => (0, u64::MAX),
+    }
 }
 
 /// A dataset directory.
@@ -99,27 +136,54 @@ impl Dataset {
         self.commits_from(0)
     }
 
-    /// The commit records of epochs ≥ `epoch`, in commit order; the others are not read (their
-    /// epoch is in their name).
+    /// The commit records of epochs ≥ `epoch`, in commit order; records of earlier epochs only
+    /// are not read (their epochs are in their names).
     pub fn commits_from(&self, epoch: u64) -> Result<Vec<Commit>> {
+        let mut out = Vec::new();
+        for (_, record) in self.records_from(epoch)? {
+            match record {
+                Record::Commit(c) => out.push(c),
+                Record::Compaction(c) => out.extend(c.compacted),
+            }
+        }
+        out.retain(|c| c.epoch >= epoch);
+        Ok(out)
+    }
+
+    /// The manifest's records of epochs ≥ `epoch` (by name) that no compaction replaced, with
+    /// their file names, in commit order.
+    pub(crate) fn records_from(&self, epoch: u64) -> Result<Vec<(String, Record)>> {
         let mdir = self.dir.join(MANIFEST_DIR);
         let mut names = Vec::new();
         for entry in fs::read_dir(&mdir).map_err(|e| Error::io(&mdir, e))? {
             let name = entry.map_err(|e| Error::io(&mdir, e))?.file_name().to_string_lossy().into_owned();
-            let from = name.split('-').next().and_then(|e| e.parse::<u64>().ok()).is_none_or(|e| e >= epoch);
-            if name.ends_with(".json") && !name.starts_with('.') && from {
+            if name.ends_with(".json") && !name.starts_with('.') && record_epochs(&name).1 >= epoch {
                 names.push(name);
             }
         }
         names.sort();
-        names
+        let mut records = Vec::with_capacity(names.len());
+        for n in names {
+            let path = mdir.join(&n);
+            let text = match fs::read_to_string(&path) {
+                // Deleted by a compaction after the listing: its compaction record replaces it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.map_err(|e| Error::io(&path, e))?,
+            };
+            let record: Record =
+                serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("bad commit record: {e}")))?;
+            records.push((n, record));
+        }
+        let replaced: HashSet<String> = records
             .iter()
-            .map(|n| {
-                let path = mdir.join(n);
-                let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-                serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("bad commit record: {e}")))
+            .filter_map(|(_, r)| match r {
+                Record::Compaction(c) => Some(c.replaces.iter().cloned()),
+                Record::Commit(_) => None,
             })
-            .collect()
+            .flatten()
+            .collect();
+        records.retain(|(n, _)| !replaced.contains(n));
+        Ok(records)
     }
 
     /// Paths of the committed parts, in commit order.
@@ -173,7 +237,19 @@ impl Dataset {
     /// Reads every committed part and returns the latest row of each `episode_id` (later commits
     /// win), in commit order, with any deferred whitening applied. With `skip_bad`, unreadable
     /// parts are skipped and returned as errors instead of failing the whole read.
+    /// A part deleted by a compaction between listing and reading makes the read start again
+    /// from a fresh listing (a few times).
     pub fn read_latest(&self, columns: Option<&[String]>, skip_bad: bool) -> Result<(Vec<RecordBatch>, Vec<Error>)> {
+        let mut attempt = 0;
+        loop {
+            match self.read_latest_once(columns, skip_bad) {
+                Err(e) if is_missing(&e) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn read_latest_once(&self, columns: Option<&[String]>, skip_bad: bool) -> Result<(Vec<RecordBatch>, Vec<Error>)> {
         let commits = self.commits()?;
         let whitening = latest_whitening(&commits);
         let mut batches = Vec::new();
@@ -186,7 +262,7 @@ impl Dataset {
             };
             match read {
                 Ok(mut b) => batches.append(&mut b),
-                Err(e) if skip_bad => bad.push(e),
+                Err(e) if skip_bad && !is_missing(&e) => bad.push(e),
                 Err(e) => return Err(e),
             }
         }
@@ -219,6 +295,11 @@ impl Dataset {
         }
         Ok(out)
     }
+}
+
+/// Whether `e` is a file that does not exist (any more).
+fn is_missing(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// The whitening a dataset's readers apply: that of the latest of its `commits` recording one.
@@ -258,7 +339,7 @@ pub fn latest_by_episode(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
 
 /// `batches` with one schema: the union of their columns by name (in order of first appearance;
 /// nullable where some batch lacks the column), nulls filling the gaps.
-fn aligned(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+pub(crate) fn aligned(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     let mut fields: Vec<arrow::datatypes::Field> = Vec::new();
     for b in batches {
         for f in b.schema().fields() {
@@ -394,7 +475,7 @@ pub fn input_parts(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(parts)
 }
 
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
