@@ -29,9 +29,20 @@ fn commits(dir: &Path) -> usize {
     trajflow::store::Dataset::open(dir).map(|d| d.commits().unwrap().len()).unwrap_or(0)
 }
 
-/// Runs `watch` while copying `files` into its directory one at a time, waiting for each file's
-/// changes to be committed before dropping the next.
-fn watch_one_by_one(p: &str, files: &[std::path::PathBuf], root: &Path, workers: &str) -> std::path::PathBuf {
+/// Files the ingest log of `out` holds.
+fn ingested(out: &Path) -> usize {
+    trajflow::dataflow::IngestLog::new(out).entries().map(|e| e.len()).unwrap_or(0)
+}
+
+/// Runs `watch` (with `extra` arguments) while copying `files` into its directory one at a time,
+/// waiting for each file to be logged as ingested before dropping the next.
+fn watch_one_by_one(
+    p: &str,
+    files: &[std::path::PathBuf],
+    root: &Path,
+    workers: &str,
+    extra: &[&str],
+) -> std::path::PathBuf {
     let (dir, out) = (root.join(format!("watch-{p}")), root.join(format!("watched-{p}")));
     std::fs::create_dir_all(&dir).unwrap();
     let n = files.len().to_string();
@@ -49,20 +60,24 @@ fn watch_one_by_one(p: &str, files: &[std::path::PathBuf], root: &Path, workers:
             &n,
             "-w",
             workers,
-            "--snapshot-every",
-            "3",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     for f in files {
-        let before = commits(&out);
+        let before = ingested(&out);
         std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
         let start = Instant::now();
-        while commits(&out) == before {
+        while ingested(&out) == before {
             assert!(start.elapsed() < Duration::from_secs(60), "watch did not commit {}", f.display());
-            assert!(child.try_wait().unwrap().is_none(), "watch exited early");
+            // It exits right after logging its last file.
+            if child.try_wait().unwrap().is_some() && ingested(&out) == before {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("watch exited early: {err}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -80,10 +95,18 @@ fn watch_one_file_at_a_time_equals_reprocess_all_at_once() {
     for p in PIPELINES {
         let once = dir.path().join(format!("once-{p}"));
         ok(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&once), "-w", "2"]);
-        let watched = watch_one_by_one(p, &files, dir.path(), "2");
+        let watched = watch_one_by_one(p, &files, dir.path(), "2", &[]);
         // The watch output has one commit group per file, and later ones supersede earlier rows.
         assert!(commits(&watched) >= files.len());
         assert_same_dataset(&once, &watched);
+        // With snapshots, and compaction in the background as files arrive: the same rows.
+        std::fs::remove_dir_all(&watched).unwrap();
+        std::fs::remove_dir_all(dir.path().join(format!("watch-{p}"))).unwrap();
+        let args = ["--snapshot-every", "3", "--compact-every", "2"];
+        let compacted = watch_one_by_one(p, &files, dir.path(), "2", &args);
+        assert_same_dataset(&once, &compacted);
+        let manifest = std::fs::read_dir(compacted.join("_manifest")).unwrap().count();
+        assert!(manifest < files.len(), "{manifest} commit records for {} files", files.len());
     }
 }
 
@@ -101,7 +124,7 @@ fn forty_then_three(input: &Path) -> Vec<std::path::PathBuf> {
 fn watch_recomputes_only_the_groups_a_file_touches() {
     let dir = tempfile::tempdir().unwrap();
     let files = forty_then_three(&dir.path().join("in"));
-    let out = watch_one_by_one("loop_advantages.toml", &files, dir.path(), "1");
+    let out = watch_one_by_one("loop_advantages.toml", &files, dir.path(), "1", &[]);
     let ds = trajflow::store::Dataset::open(&out).unwrap();
     let rows_per_epoch: Vec<(u64, u64)> = ds.commits().unwrap().iter().map(|c| (c.epoch, c.rows)).collect();
     // Epoch 0 emits all 40 rows; epoch 1 only the 3 rows of the new group.
@@ -115,7 +138,7 @@ fn watch_records_a_batch_whitening_instead_of_rewriting_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     let files = forty_then_three(&input);
-    let out = watch_one_by_one("poad_advantages.toml", &files, dir.path(), "1");
+    let out = watch_one_by_one("poad_advantages.toml", &files, dir.path(), "1", &[]);
     let commits = trajflow::store::Dataset::open(&out).unwrap().commits().unwrap();
     let rows_per_epoch: Vec<(u64, u64)> = commits.iter().map(|c| (c.epoch, c.rows)).collect();
     assert_eq!(rows_per_epoch, vec![(0, 40), (1, 3)], "the second file's 3 rows only");
@@ -125,6 +148,12 @@ fn watch_records_a_batch_whitening_instead_of_rewriting_every_row() {
     let once = dir.path().join("once");
     ok(&["reprocess", &pipeline("poad_advantages.toml"), "--input", s(&input), "--output", s(&once)]);
     assert_same_dataset(&once, &out);
+    // Compacted, the parts keep their raw values and the latest statistic: the same rows.
+    let compacted = dir.path().join("compacted");
+    copy_dir(&out, &compacted);
+    let said = ok(&["compact", s(&compacted)]);
+    assert!(said.contains("2 part(s) merged into 1"), "{said}");
+    assert_same_dataset(&once, &compacted);
     let inspected = ok(&["inspect", s(&out), "--rows", "0"]);
     assert!(inspected.contains("'advantages' is stored before its whitening and whitened when read"), "{inspected}");
 
@@ -168,7 +197,7 @@ fn reprocessing_a_watched_dataset_reads_only_its_current_rows() {
     write_file(&input, "a.parquet", &episodes_batch(&first));
     write_file(&input, "b.parquet", &episodes_batch(&update));
     let files = vec![input.join("a.parquet"), input.join("b.parquet")];
-    let watched = watch_one_by_one("grpo_advantages.toml", &files, dir.path(), "2");
+    let watched = watch_one_by_one("grpo_advantages.toml", &files, dir.path(), "2", &[]);
     let current = dir.path().join("current");
     write_file(&current, "c.parquet", &episodes_batch(&[first[0].clone(), update[0].clone(), first[2].clone()]));
     // A local-only pipeline writes every row it reads: a superseded row would come out too.
@@ -199,7 +228,7 @@ fn a_restart_writes_the_parts_another_worker_had_not_committed() {
     let files = interleaved_files(&input, 12, 4, 3, 5);
     let once = dir.path().join("once");
     ok(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&input), "--output", s(&once)]);
-    let out = watch_one_by_one("loop_advantages.toml", &files, dir.path(), "2");
+    let out = watch_one_by_one("loop_advantages.toml", &files, dir.path(), "2", &[]);
     let manifest = out.join("_manifest");
     let mut records: Vec<String> = std::fs::read_dir(&manifest)
         .unwrap()
@@ -221,6 +250,19 @@ fn a_restart_writes_the_parts_another_worker_had_not_committed() {
     let restart = ["watch", &pipeline("loop_advantages.toml"), "--input", s(&wdir), "--output", s(&out)];
     ok(&[&restart[..], &["--idle-exit", "1", "-w", "2"]].concat());
     assert_same_dataset(&once, &out);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -272,12 +314,6 @@ fn two_processes_on_loopback_equal_one_process() {
     }
 }
 
-fn logged(out: &Path) -> usize {
-    std::fs::read_dir(out.join("_ingested"))
-        .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() {
     let mut restored = 0;
@@ -295,6 +331,7 @@ fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() 
             Command::new(bin())
                 .args(["watch", &pipeline("loop_advantages.toml"), "--input", s(&wdir), "--output", s(&out)])
                 .args(["--poll-ms", "10", "--idle-exit", "2", "-w", "2", "--snapshot-every", "1"])
+                .args(["--compact-every", "2"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -303,8 +340,8 @@ fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() 
         let mut child = watch();
         for f in &files[..before_kill] {
             std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
-            let (n, start) = (logged(&out), Instant::now());
-            while logged(&out) == n {
+            let (n, start) = (ingested(&out), Instant::now());
+            while ingested(&out) == n {
                 assert!(start.elapsed() < Duration::from_secs(60));
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -322,7 +359,7 @@ fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() 
         let restart = watch().wait_with_output().unwrap();
         assert!(restart.status.success());
         restored += String::from_utf8_lossy(&restart.stderr).contains("from its snapshot") as usize;
-        assert_eq!(logged(&out), files.len(), "seed {seed}: every file logged once");
+        assert_eq!(ingested(&out), files.len(), "seed {seed}: every file logged once");
         assert_same_dataset(&once, &out);
     }
     assert!(restored > 0, "no restart restored from a snapshot");

@@ -110,6 +110,10 @@ pub enum Command {
         /// for it are late, counted and kept out (default: groups stay open forever).
         #[arg(long)]
         seal_after: Option<u64>,
+        /// Compact the output (merge parts and commit records, fold the ingest log) in the
+        /// background every this many files (0: never; `trajflow compact` does it on demand).
+        #[arg(long, default_value_t = 1000)]
+        compact_every: u64,
         /// Training on the rows.
         #[command(flatten)]
         learn: TrainArgs,
@@ -669,6 +673,7 @@ pub fn run(cli: Cli) -> Result<String> {
             columns,
             snapshot_every,
             seal_after,
+            compact_every,
             learn,
             cluster,
         } => {
@@ -693,6 +698,7 @@ pub fn run(cli: Cli) -> Result<String> {
                 import,
                 snapshot_every,
                 seal_after,
+                compact_every,
             };
             eprintln!("watching {} (poll {poll_ms} ms); writing changes to {}", input.display(), dataset.display());
             let report = dataflow::run(

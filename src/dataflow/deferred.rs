@@ -170,6 +170,7 @@ mod tests {
             import: None,
             snapshot_every: 0,
             seal_after: None,
+            compact_every: 0,
         };
         let out = dir.path().join("watched");
         let gather = Gather::To(Some(Box::new(Recorder(seen.clone()))));

@@ -13,6 +13,7 @@
 
 mod batch;
 pub mod cluster;
+mod compactor;
 mod deferred;
 mod grouped;
 mod ingest_log;
@@ -109,6 +110,9 @@ pub enum Job {
         snapshot_every: u64,
         /// Seal a group this many epochs after it was last touched; later rows for it are late.
         seal_after: Option<u64>,
+        /// Compact the output and fold its ingest log in the background every this many files
+        /// (0: never).
+        compact_every: u64,
     },
 }
 
@@ -363,7 +367,7 @@ pub fn run(
                     consume(0, inputs)?;
                 }
             }
-            Job::Watch { dir, poll, idle_exit, max_files, import, .. } => {
+            Job::Watch { dir, poll, idle_exit, max_files, import, compact_every, .. } => {
                 if !leader {
                     announce.close();
                     while !probe.done() {
@@ -374,6 +378,7 @@ pub fn run(
                     let mut watcher = watch::Watcher::new(dir.clone(), layout.clone(), import.clone());
                     let log = IngestLog::new(&output);
                     let mut last_new = Instant::now();
+                    let mut compactor = compactor::Compactor::new(*compact_every, output.clone());
                     let mut next = next_epoch;
                     announce.advance_to(next);
                     for landed in &seen_before {
@@ -417,6 +422,9 @@ pub fn run(
                             consume(t, std::slice::from_ref(file))?;
                             log.record(t, &ready)?;
                             ingested += 1;
+                            if let Some(c) = compactor.as_mut() {
+                                c.logged(t, ingested as u64)?;
+                            }
                             eprintln!(
                                 "watch: epoch {t} ({}) done in {:.1} ms",
                                 file.display(),
@@ -440,6 +448,9 @@ pub fn run(
                         worker.step_or_park(Some(Duration::from_millis(10)));
                     }
                     commit_done(&mut report)?;
+                    if let Some(c) = compactor.as_mut() {
+                        c.wait()?;
+                    }
                 }
             }
         }
