@@ -147,6 +147,10 @@ pub enum Command {
         /// Rows per merged part.
         #[arg(long, default_value_t = 200_000)]
         target_rows: usize,
+        /// Compact epochs up to this one (default: the last one the ingest log holds, or every
+        /// epoch of a dataset without one).
+        #[arg(long)]
+        through: Option<u64>,
     },
     /// Write a dataset's current rows (the latest per episode_id, a deferred whitening applied) as
     /// one plain Parquet file, for tools that read Parquet without trajflow.
@@ -581,9 +585,9 @@ fn progress(total: Option<u64>, leader: bool) -> Arc<dyn Fn(u64) + Send + Sync> 
     Arc::new(move |n| bar.inc(n))
 }
 
-/// `trajflow compact`: the dataset's parts, then its ingest log, through the last logged epoch
-/// (every epoch when it has no ingest log).
-fn compact(dir: &Path, target_rows: usize) -> Result<String> {
+/// `trajflow compact`: the dataset's parts, then its ingest log, through `through` (default: the
+/// last logged epoch, or every epoch when it has no ingest log).
+fn compact(dir: &Path, target_rows: usize, through: Option<u64>) -> Result<String> {
     if target_rows == 0 {
         return Err(Error::Usage("--target-rows must be at least 1".into()));
     }
@@ -591,7 +595,12 @@ fn compact(dir: &Path, target_rows: usize) -> Result<String> {
     let before = count(dir);
     let ds = Dataset::open(dir)?;
     let log = dataflow::IngestLog::new(dir);
-    let through = log.last_epoch()?.unwrap_or(u64::MAX);
+    let logged = log.last_epoch()?;
+    let through = match (through, logged) {
+        (Some(t), Some(l)) => t.min(l),
+        (Some(t), None) => t,
+        (None, l) => l.unwrap_or(u64::MAX),
+    };
     let done = crate::store::compact(&ds, through, target_rows)?;
     let folded = match through {
         u64::MAX => 0,
@@ -720,7 +729,7 @@ pub fn run(cli: Cli) -> Result<String> {
             Ok(s)
         }
         Command::Inspect { dataset, rows } => inspect::inspect(&dataset, rows),
-        Command::Compact { dataset, target_rows } => compact(&dataset, target_rows),
+        Command::Compact { dataset, target_rows, through } => compact(&dataset, target_rows, through),
         Command::Export { dataset, output, columns } => export(&dataset, &output, columns.as_deref()),
         Command::Append { dir, files } => {
             let mut out = String::new();

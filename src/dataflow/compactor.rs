@@ -1,25 +1,20 @@
 //! `watch --compact-every N`: the output dataset compacted ([`crate::store::compact`]) and its
-//! ingest log folded in a background thread after every N logged files, so that a stream that
-//! runs for weeks keeps a bounded number of files. Invariants: at most one compaction runs at a
-//! time (a trigger while one runs is skipped); it covers only epochs already logged, so it never
-//! races the epoch being written; its error stops the `watch` once seen, and `finish` waits for
-//! it.
+//! ingest log folded after every N logged files, by a `trajflow compact` child process, so that a
+//! stream that runs for weeks keeps a bounded number of files while its own memory and epoch
+//! latency stay untouched. Invariants: at most one compaction runs at a time (a trigger while one
+//! runs is skipped); it covers only epochs already logged, so it never races the epoch being
+//! written; its failure stops the `watch` once seen, naming what it printed; `wait` waits for it.
 
 use std::path::PathBuf;
-use std::thread::JoinHandle;
+use std::process::{Child, Command, Stdio};
 
-use super::IngestLog;
 use crate::error::{Error, Result};
-use crate::store::Dataset;
-
-/// Rows per merged part of a background compaction.
-const TARGET_ROWS: usize = 200_000;
 
 /// See the module docs.
 pub struct Compactor {
     every: u64,
     output: PathBuf,
-    running: Option<JoinHandle<Result<()>>>,
+    running: Option<Child>,
 }
 
 impl Compactor {
@@ -33,30 +28,35 @@ impl Compactor {
         if !n.is_multiple_of(self.every) {
             return Ok(());
         }
-        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
-            return Ok(());
+        if let Some(child) = self.running.as_mut() {
+            if child.try_wait().map_err(|e| Error::io(&self.output, e))?.is_none() {
+                return Ok(());
+            }
         }
         self.wait()?;
-        let output = self.output.clone();
-        self.running = Some(std::thread::spawn(move || {
-            let done = crate::store::compact(&Dataset::open(&output)?, t, TARGET_ROWS)?;
-            let folded = IngestLog::new(&output).fold(t)?;
-            tracing::info!(
-                "compacted {} through epoch {t}: {} part(s) into {}, {folded} ingest record(s) folded",
-                output.display(),
-                done.parts_merged,
-                done.parts_written
-            );
-            Ok(())
-        }));
+        let exe = std::env::current_exe().map_err(|e| Error::io("trajflow executable", e))?;
+        let child = Command::new(&exe)
+            .arg("compact")
+            .arg(&self.output)
+            .args(["--through", &t.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(&exe, e))?;
+        self.running = Some(child);
         Ok(())
     }
 
-    /// Waits for the running compaction, if any, and returns its error.
+    /// Waits for the running compaction, if any, and returns its failure.
     pub fn wait(&mut self) -> Result<()> {
-        match self.running.take() {
-            Some(h) => h.join().map_err(|_| Error::Usage("the background compaction panicked".into()))?,
-            None => Ok(()),
+        let Some(child) = self.running.take() else { return Ok(()) };
+        let out = child.wait_with_output().map_err(|e| Error::io(&self.output, e))?;
+        if !out.status.success() {
+            return Err(Error::file(
+                &self.output,
+                format!("background compaction failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            ));
         }
+        Ok(())
     }
 }

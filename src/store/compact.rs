@@ -23,9 +23,11 @@
 use std::collections::HashSet;
 use std::fs;
 
-use arrow::array::RecordBatch;
 
-use super::{aligned, nonce, part, read_part, without_episodes, Commit, Compaction, Dataset, Record, MANIFEST_DIR};
+use super::{
+    laid_out, nonce, part, read_part, union_schema, without_episodes, Commit, Compaction, Dataset, PartReader, PartWriter,
+    Record, MANIFEST_DIR,
+};
 use crate::error::{Error, Result};
 
 /// What a compaction did.
@@ -50,7 +52,9 @@ pub fn compact(dataset: &Dataset, through: u64, target_rows: usize) -> Result<Co
     let records = dataset.records_from(0)?;
     let kind = |r: &Record| match r {
         Record::Commit(c) => (c.epoch, c.whitening.is_some()),
-        Record::Compaction(c) => (c.compacted.iter().map(|c| c.epoch).max().unwrap_or(0), c.compacted[0].whitening.is_some()),
+        Record::Compaction(c) => {
+            (c.compacted.iter().map(|c| c.epoch).max().unwrap_or(0), c.compacted.iter().any(|c| c.whitening.is_some()))
+        }
     };
     let Some(first) = records.first().map(|(_, r)| kind(r).1) else { return Ok(done) };
     let selected: Vec<&(String, Record)> =
@@ -68,37 +72,30 @@ pub fn compact(dataset: &Dataset, through: u64, target_rows: usize) -> Result<Co
     let gone = dataset.superseded()?;
     let first_epoch = commits.iter().map(|c| c.epoch).min().unwrap_or(0);
     let last_epoch = commits.iter().map(|c| c.epoch).max().unwrap_or(0);
-    let stamp = nonce();
+    let schemas = commits
+        .iter()
+        .map(|c| PartReader::open(&dataset.dir().join(&c.part)).map(|r| r.schema()))
+        .collect::<Result<Vec<_>>>()?;
+    let schema = union_schema(&schemas)?;
+    let (stamp, tag) = (nonce(), commits[0].schema.clone());
+    let whitening = commits.iter().rev().find_map(|c| c.whitening.clone());
     let mut compacted: Vec<Commit> = Vec::new();
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    let mut rows_held = 0usize;
-    let mut epoch_held = first_epoch;
-    let flush = |batches: &mut Vec<RecordBatch>, epoch: u64, compacted: &mut Vec<Commit>| -> Result<()> {
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            batches.clear();
-            return Ok(());
-        }
-        let name = format!("part-{first_epoch:012}-c-{stamp}-{:05}.parquet", compacted.len());
-        let tag = commits[0].schema.clone();
-        let rows = part::write_part(dataset.dir(), &name, &aligned(batches)?, &tag)?;
-        let whitening = commits.iter().rev().find_map(|c| c.whitening.clone());
-        compacted.push(Commit {
-            part: name,
-            rows,
-            epoch,
-            writer: "compact".into(),
-            schema: tag,
-            sources: Vec::new(),
-            whitening,
-        });
-        batches.clear();
+    // The part being written (rows stream through it: memory holds one input part at a time).
+    let mut open: Option<PartWriter> = None;
+    let mut written = 0usize;
+    let close = |open: &mut Option<PartWriter>, epoch: u64, compacted: &mut Vec<Commit>| -> Result<()> {
+        let Some(w) = open.take() else { return Ok(()) };
+        let part = w.name().to_string();
+        let rows = w.finish()?;
+        let (writer, schema, whitening) = ("compact".to_string(), tag.clone(), whitening.clone());
+        compacted.push(Commit { part, rows, epoch, writer, schema, sources: Vec::new(), whitening });
         Ok(())
     };
+    let mut epoch_held = first_epoch;
     for c in &commits {
         // A part an earlier compaction wrote full-sized is kept as it is, in its place.
         if c.writer == "compact" && c.rows as usize >= target_rows / 2 {
-            flush(&mut batches, epoch_held, &mut compacted)?;
-            rows_held = 0;
+            close(&mut open, epoch_held, &mut compacted)?;
             compacted.push((*c).clone());
             continue;
         }
@@ -110,16 +107,22 @@ pub fn compact(dataset: &Dataset, through: u64, target_rows: usize) -> Result<Co
             };
             done.superseded += (b.num_rows() - kept.num_rows()) as u64;
             done.rows += kept.num_rows() as u64;
-            rows_held += kept.num_rows();
-            batches.push(kept);
+            if kept.num_rows() == 0 {
+                continue;
+            }
+            if open.is_none() {
+                let name = format!("part-{first_epoch:012}-c-{stamp}-{written:05}.parquet");
+                open = Some(PartWriter::create(dataset.dir(), &name, schema.clone(), &tag)?);
+                written += 1;
+            }
+            open.as_mut().expect("just opened").write(&laid_out(&kept, &schema)?)?;
         }
         epoch_held = c.epoch;
-        if rows_held >= target_rows {
-            flush(&mut batches, epoch_held, &mut compacted)?;
-            rows_held = 0;
+        if open.as_ref().is_some_and(|w| w.rows() as usize >= target_rows) {
+            close(&mut open, epoch_held, &mut compacted)?;
         }
     }
-    flush(&mut batches, epoch_held, &mut compacted)?;
+    close(&mut open, epoch_held, &mut compacted)?;
     let sources: Vec<String> = commits.iter().flat_map(|c| c.sources.iter().cloned()).collect();
     if let Some(first) = compacted.first_mut() {
         first.sources = sources;

@@ -28,7 +28,7 @@ mod whitening;
 
 pub use compact::{compact, Compacted};
 pub(crate) use part::write_atomically;
-pub use part::{read_part, write_part, PartReader};
+pub use part::{read_part, write_part, PartReader, PartWriter};
 pub use whitening::DeferredWhitening;
 
 use std::collections::{HashMap, HashSet};
@@ -340,9 +340,20 @@ pub fn latest_by_episode(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
 /// `batches` with one schema: the union of their columns by name (in order of first appearance;
 /// nullable where some batch lacks the column), nulls filling the gaps.
 pub(crate) fn aligned(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    let schemas: Vec<_> = batches.iter().map(|b| b.schema()).collect();
+    let schema = union_schema(&schemas)?;
+    if batches.iter().all(|b| b.schema().fields().len() == schema.fields().len()) {
+        return Ok(batches.to_vec());
+    }
+    batches.iter().map(|b| laid_out(b, &schema)).collect()
+}
+
+/// The union of `schemas`' columns by name, in order of first appearance, nullable where some
+/// schema lacks the column; a column with two types is an error naming it.
+pub(crate) fn union_schema(schemas: &[arrow::datatypes::SchemaRef]) -> Result<arrow::datatypes::SchemaRef> {
     let mut fields: Vec<arrow::datatypes::Field> = Vec::new();
-    for b in batches {
-        for f in b.schema().fields() {
+    for s in schemas {
+        for f in s.fields() {
             match fields.iter().find(|g| g.name() == f.name()) {
                 Some(g) if g.data_type() != f.data_type() => {
                     return Err(Error::Usage(format!(
@@ -357,32 +368,26 @@ pub(crate) fn aligned(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
             }
         }
     }
-    if batches.iter().all(|b| b.schema().fields().len() == fields.len()) {
-        return Ok(batches.to_vec());
-    }
     let fields: Vec<_> = fields
         .into_iter()
         .map(|f| {
-            let everywhere = batches.iter().all(|b| b.column_by_name(f.name()).is_some());
+            let everywhere = schemas.iter().all(|s| s.field_with_name(f.name()).is_ok());
             f.clone().with_nullable(f.is_nullable() || !everywhere)
         })
         .collect();
-    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
-    batches
+    Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+/// `b` laid out as `schema` (a union of its columns and others): nulls where it lacks a column.
+pub(crate) fn laid_out(b: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
         .iter()
-        .map(|b| {
-            let columns = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    b.column_by_name(f.name())
-                        .cloned()
-                        .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), b.num_rows()))
-                })
-                .collect();
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        .map(|f| {
+            b.column_by_name(f.name()).cloned().unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), b.num_rows()))
         })
-        .collect()
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Publishes the Parquet file `src` into the directory `dir` (watched by `trajflow watch`) so that

@@ -41,38 +41,73 @@ pub fn write_part(dir: &Path, name: &str, batches: &[RecordBatch], schema_tag: &
         .first()
         .map(|b| b.schema())
         .ok_or_else(|| Error::file(dir.join(name), "refusing to write a part with no batches"))?;
-    let tmp = dir.join(format!(".tmp-{name}"));
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    // Dictionary encoding pays off for the repeated ids and names, not for floats and token ids:
-    // trying it on 10M-value float lists costs more than the compression itself. Page statistics
-    // (min/max, and the column index built from them) let readers skip pages of scalar columns;
-    // on per-token lists they cost a pass over every value and prune nothing.
-    let mut props =
-        WriterProperties::builder().set_dictionary_enabled(false).set_statistics_enabled(EnabledStatistics::None);
-    for f in schema.fields() {
-        if matches!(f.data_type(), arrow::datatypes::DataType::Utf8) {
-            props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
-        }
-        if !f.data_type().is_nested() {
-            props = props.set_column_statistics_enabled(f.name().as_str().into(), EnabledStatistics::Page);
-        }
-    }
-    let props = props
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_METADATA_KEY.to_string(), schema_tag.to_string())]))
-        .build();
-    let werr = |e: parquet::errors::ParquetError| Error::file(&tmp, e);
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(werr)?;
-    let mut rows = 0u64;
+    let mut w = PartWriter::create(dir, name, schema, schema_tag)?;
     for b in batches {
-        writer.write(b).map_err(werr)?;
-        rows += b.num_rows() as u64;
+        w.write(b)?;
     }
-    let file = writer.into_inner().map_err(werr)?;
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    publish(&tmp, &dir.join(name))?;
-    Ok(rows)
+    w.finish()
+}
+
+/// A part being written batch by batch under a temporary name, published by [`PartWriter::finish`].
+pub struct PartWriter {
+    tmp: PathBuf,
+    dest: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: u64,
+}
+
+impl PartWriter {
+    /// Starts the part `dir/name` of `schema`, stamped with `schema_tag`.
+    pub fn create(dir: &Path, name: &str, schema: arrow::datatypes::SchemaRef, schema_tag: &str) -> Result<PartWriter> {
+        let tmp = dir.join(format!(".tmp-{name}"));
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        // Dictionary encoding pays off for the repeated ids and names, not for floats and token ids:
+        // trying it on 10M-value float lists costs more than the compression itself. Page statistics
+        // (min/max, and the column index built from them) let readers skip pages of scalar columns;
+        // on per-token lists they cost a pass over every value and prune nothing.
+        let mut props =
+            WriterProperties::builder().set_dictionary_enabled(false).set_statistics_enabled(EnabledStatistics::None);
+        for f in schema.fields() {
+            if matches!(f.data_type(), arrow::datatypes::DataType::Utf8) {
+                props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
+            }
+            if !f.data_type().is_nested() {
+                props = props.set_column_statistics_enabled(f.name().as_str().into(), EnabledStatistics::Page);
+            }
+        }
+        let props = props
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_METADATA_KEY.to_string(), schema_tag.to_string())]))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| Error::file(&tmp, e))?;
+        Ok(PartWriter { dest: dir.join(name), tmp, writer, rows: 0 })
+    }
+
+    /// Appends `batch`.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(|e| Error::file(&self.tmp, e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// The part's file name.
+    pub fn name(&self) -> &str {
+        self.dest.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Closes, syncs and publishes the part; returns its number of rows.
+    pub fn finish(self) -> Result<u64> {
+        let file = self.writer.into_inner().map_err(|e| Error::file(&self.tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        publish(&self.tmp, &self.dest)?;
+        Ok(self.rows)
+    }
 }
 
 /// An opened Parquet part: its schema and row groups, before any data is read.

@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float32Array, StringArray};
+use arrow::array::{Array, AsArray, Float32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 
 use super::*;
