@@ -21,6 +21,7 @@ mod iterate;
 mod local;
 mod open_groups;
 mod row_file;
+mod sharded_map;
 mod sink;
 mod source;
 

@@ -46,6 +46,7 @@ use super::batch::{episode_ids, Batch};
 use super::cluster::stable_hash;
 use super::grouped::Routed;
 use super::row_file::RowFile;
+use super::sharded_map::ShardedMap;
 use super::ErrorSlot;
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
@@ -80,9 +81,9 @@ struct Store {
     dir: PathBuf,
     generation: u64,
     file: RowFile,
-    groups: HashMap<u64, Run>,
-    episodes: HashMap<u64, u64>,
-    sealed: HashSet<u64>,
+    groups: ShardedMap<Run>,
+    episodes: ShardedMap<u64>,
+    sealed: ShardedMap<()>,
     /// With a retention window: the groups touched at each epoch (an entry is stale once the
     /// group was touched again).
     by_touch: BTreeMap<u64, Vec<u64>>,
@@ -183,9 +184,9 @@ impl Store {
                     dir: dir.clone(),
                     generation: 0,
                     file,
-                    groups: HashMap::new(),
-                    episodes: HashMap::new(),
-                    sealed: HashSet::new(),
+                    groups: ShardedMap::default(),
+                    episodes: ShardedMap::default(),
+                    sealed: ShardedMap::default(),
                     by_touch: BTreeMap::new(),
                     seal_after: None,
                     live: 0,
@@ -197,7 +198,7 @@ impl Store {
         store.group_column = group_column;
         store.seal_after = storage.seal_after;
         if store.seal_after.is_some() {
-            for (g, run) in &store.groups {
+            for (g, run) in store.groups.iter() {
                 store.by_touch.entry(run.touched).or_default().push(*g);
             }
         }
@@ -221,7 +222,7 @@ impl Store {
                 self.episodes.remove(&stable_hash(id.as_bytes()));
             }
             self.drop_group(g);
-            self.sealed.insert(g);
+            self.sealed.insert(g, ());
         }
         Ok(())
     }
@@ -254,7 +255,7 @@ impl Store {
         let mut latest: HashMap<&str, usize> = HashMap::new();
         let mut late = 0u64;
         for (r, id) in ids.iter().enumerate() {
-            if self.sealed.contains(&stable_hash(groups[r].as_bytes())) {
+            if self.sealed.contains_key(&stable_hash(groups[r].as_bytes())) {
                 late += 1;
             } else {
                 latest.insert(id, r);
@@ -356,7 +357,7 @@ impl Store {
     fn rewrite(&mut self) -> Result<()> {
         let mut fresh = RowFile::create(rows_path(&self.dir, &self.stage, self.generation + 1))?;
         let mut by_segment: BTreeMap<u32, Vec<(u64, Run)>> = BTreeMap::new();
-        for (g, run) in &self.groups {
+        for (g, run) in self.groups.iter() {
             by_segment.entry(run.segment).or_default().push((*g, *run));
         }
         for (segment, mut runs) in by_segment {
@@ -413,19 +414,19 @@ impl Store {
         b.u64(self.file.offsets.len() as u64);
         self.file.offsets.iter().for_each(|&o| b.u64(o));
         b.u64(self.groups.len() as u64);
-        for (g, r) in &self.groups {
+        for (g, r) in self.groups.iter() {
             b.u64(*g);
             b.u64(((r.segment as u64) << 32) | r.start as u64);
             b.u64(r.len as u64);
             b.u64(r.touched);
         }
         b.u64(self.episodes.len() as u64);
-        for (e, g) in &self.episodes {
+        for (e, g) in self.episodes.iter() {
             b.u64(*e);
             b.u64(*g);
         }
         b.u64(self.sealed.len() as u64);
-        self.sealed.iter().for_each(|&g| b.u64(g));
+        self.sealed.iter().for_each(|(&g, _)| b.u64(g));
         let name = snapshot_name(&self.stage, t).replace(".snap", &format!(".{UNPUBLISHED}"));
         crate::store::write_atomically(&self.dir, &name, &b.0)?;
         self.snapshots.push((t, self.generation));
@@ -448,17 +449,19 @@ impl Store {
             return Err(Error::file(&path, format!("records epoch {epoch}, not {t}")));
         }
         let offsets = (0..next()?).map(|_| next()).collect::<Result<Vec<u64>>>()?;
-        let mut groups = HashMap::new();
+        let mut groups = ShardedMap::default();
         for _ in 0..next()? {
             let (g, at, len, touched) = (next()?, next()?, next()?, next()?);
             groups.insert(g, Run { segment: (at >> 32) as u32, start: at as u32, len: len as u32, touched });
         }
-        let n = next()?;
-        let mut episodes = HashMap::with_capacity(n as usize);
-        for _ in 0..n {
+        let mut episodes = ShardedMap::default();
+        for _ in 0..next()? {
             episodes.insert(next()?, next()?);
         }
-        let sealed = (0..next()?).map(|_| next()).collect::<Result<HashSet<u64>>>()?;
+        let mut sealed = ShardedMap::default();
+        for _ in 0..next()? {
+            sealed.insert(next()?, ());
+        }
         let file = RowFile::reopen(rows_path(dir, stage, generation), offsets, len, rows)?;
         Ok(Store {
             stage: stage.to_string(),

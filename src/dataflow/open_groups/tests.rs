@@ -172,7 +172,7 @@ fn the_store_holds_under_64_bytes_per_row_and_a_few_with_a_retention_window() {
     let heap = |s: &Store| {
         s.episodes.capacity() * (std::mem::size_of::<(u64, u64)>() + 1)
             + s.groups.capacity() * (std::mem::size_of::<(u64, Run)>() + 1)
-            + s.sealed.capacity() * 9
+            + s.sealed.capacity() * (std::mem::size_of::<(u64, ())>() + 1)
             + s.by_touch.values().map(|v| v.capacity() * 8 + 24).sum::<usize>()
             + s.file.offsets.capacity() * 8
     };
