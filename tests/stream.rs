@@ -145,12 +145,14 @@ fn watch_with_a_learner_killed_at_random_points_ends_with_the_weights_of_an_unin
     let sets = sets(&["stream.checkpoint_every=2"]);
     let once = dir.path().join("once");
     ok(&args(&["reprocess", &pipeline("loop.toml"), "--input", s(&input), "--output", s(&once), "--train"], &sets));
+    let mut restored = 0;
     for seed in [1u64, 2, 3] {
         let (wdir, out) = (dir.path().join(format!("w{seed}")), dir.path().join(format!("out{seed}")));
         std::fs::create_dir_all(&wdir).unwrap();
         let mut rng = trajflow::synth::SplitMix::new(seed);
         let before_kill = rng.range(1, FILES - 2);
-        let mut child = watch(&pipeline("loop.toml"), &wdir, &out, &sets).spawn().unwrap();
+        let snapshots = ["--snapshot-every", "1"];
+        let mut child = watch(&pipeline("loop.toml"), &wdir, &out, &sets).args(snapshots).spawn().unwrap();
         for f in &files[..before_kill] {
             let n = logged(&out);
             drop_in(f, &wdir);
@@ -168,13 +170,17 @@ fn watch_with_a_learner_killed_at_random_points_ends_with_the_weights_of_an_unin
         for f in &files[before_kill + 1..] {
             drop_in(f, &wdir);
         }
-        assert!(watch(&pipeline("loop.toml"), &wdir, &out, &sets).status().unwrap().success());
+        let restart = watch(&pipeline("loop.toml"), &wdir, &out, &sets).args(snapshots).stderr(Stdio::piped()).output();
+        let restart = restart.unwrap();
+        assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+        restored += String::from_utf8_lossy(&restart.stderr).contains("from its snapshot") as usize;
         assert_eq!(logged(&out), FILES, "seed {seed}: every file logged once");
         assert_same_dataset(&once.join("trajectories"), &out.join("trajectories"));
         assert_eq!(last_weights(&once), last_weights(&out), "seed {seed}: the weights of the uninterrupted run");
         let iterations: Vec<u64> = metrics(&out).iter().map(|m| m["iteration"].as_u64().unwrap()).collect();
         assert_eq!(iterations, (0..=5).collect::<Vec<_>>(), "seed {seed}: one metrics line per update");
     }
+    assert!(restored > 0, "no restart restored the learner from a snapshot");
 }
 
 #[test]

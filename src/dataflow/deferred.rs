@@ -128,6 +128,12 @@ mod tests {
         fn finish(&mut self) -> Result<()> {
             Ok(())
         }
+        fn snapshot(&mut self, _: u64, _: &Path) -> Result<()> {
+            unreachable!("a deferred whitening turns snapshots off")
+        }
+        fn restore(&mut self, _: u64, _: &Path) -> Result<()> {
+            unreachable!("a deferred whitening turns snapshots off")
+        }
     }
 
     fn poad() -> Plan {

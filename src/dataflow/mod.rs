@@ -159,6 +159,11 @@ pub trait EpochConsumer: Send {
     fn consume(&mut self, files: &[PathBuf], rows: Vec<RecordBatch>) -> Result<()>;
     /// The job has ingested everything it will.
     fn finish(&mut self) -> Result<()>;
+    /// Saves, under `dir`, what the consumer needs to go on after epoch `t` (every epoch ≤ t
+    /// consumed; its effects durable), so that a restarted `watch` can skip replaying them.
+    fn snapshot(&mut self, t: u64, dir: &std::path::Path) -> Result<()>;
+    /// Goes back to the state [`EpochConsumer::snapshot`] saved at epoch `t` under `dir`.
+    fn restore(&mut self, t: u64, dir: &std::path::Path) -> Result<()>;
 }
 
 /// Whether stage outputs are gathered to the leader (worker 0 of process 0) for a consumer.
@@ -234,19 +239,22 @@ pub fn run(
     let tag = crate::schema::TableSchema::trajectory().tag();
     // A restarted `watch` replays what it ingested before, writing only what was not committed:
     // from its grouped stages' latest complete snapshot when it has one, else from the start.
-    // Snapshots cover the stored groups; a deferred whitening or a consumer (learner) rebuilds
-    // its state by replaying the whole log, so they turn snapshots off.
+    // Snapshots cover the stored groups and, with a consumer (learner), its state (written by the
+    // leader after it consumed the epoch, then marked done); a deferred whitening rebuilds its
+    // statistic by replaying the whole log, so it turns snapshots off.
     let logged = match &job {
         Job::Watch { .. } => IngestLog::new(&output).entries()?,
         Job::Reprocess { .. } => Vec::new(),
     };
-    let snapshots = deferrable.is_none() && !gathering;
+    let snapshots = deferrable.is_none();
+    let consumer_dir = output.join(STATE_DIR).join("consumer");
     let stored_stages: Vec<String> =
         plan.stages.iter().filter(|s| matches!(s.op, Op::Grouped(_))).map(|s| s.id.clone()).collect();
     let restore = match (&job, logged.last()) {
         (Job::Watch { snapshot_every, .. }, Some((last, _, _))) if snapshots && *snapshot_every > 0 => {
             let workers = cluster.processes * cluster.threads;
-            open_groups::restorable(&output.join(STATE_DIR), workers, &stored_stages, *last)
+            let consumed = |t: u64| !gathering || consumer_dir.join(consumer_mark(t)).is_file();
+            open_groups::restorable(&output.join(STATE_DIR), workers, &stored_stages, *last, consumed)
         }
         _ => None,
     };
@@ -341,6 +349,9 @@ pub fn run(
         };
         let leader = index == 0 && process == 0;
         let mut consumer = if leader { consumer.lock().unwrap_or_else(|p| p.into_inner()).take() } else { None };
+        if let (Some(t), Some(c)) = (restore, consumer.as_mut()) {
+            c.restore(t, &consumer_dir)?;
+        }
         // Hands epoch `t`'s gathered outputs and `files` to the consumer (leader only).
         let mut consume = |t: u64, files: &[PathBuf]| -> Result<()> {
             let Some(c) = consumer.as_mut() else { return Ok(()) };
@@ -349,7 +360,17 @@ pub fn run(
                 let at = PathBuf::from(format!("epoch {t}"));
                 rows = rows.iter().map(|b| w.apply(b, &at)).collect::<Result<_>>()?;
             }
-            c.consume(files, rows)
+            c.consume(files, rows)?;
+            match &job {
+                Job::Watch { snapshot_every, .. } if snapshots && *snapshot_every > 0 => {
+                    if (t + 1).is_multiple_of(*snapshot_every) {
+                        c.snapshot(t, &consumer_dir)?;
+                        mark_consumed(&consumer_dir, t)?;
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
         };
         match &job {
             Job::Reprocess { inputs, .. } => {
@@ -476,6 +497,27 @@ pub fn run(
 }
 
 mod watch;
+
+/// The marker of a consumer snapshot of epoch `t` that is complete.
+fn consumer_mark(t: u64) -> String {
+    format!("done.{t:012}")
+}
+
+/// Marks the consumer snapshot of epoch `t` in `dir` complete, keeping the two latest marks.
+fn mark_consumed(dir: &std::path::Path, t: u64) -> Result<()> {
+    crate::store::write_atomically(dir, &consumer_mark(t), b"")?;
+    let mut marks: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("done.")?.parse().ok())
+        .collect();
+    marks.sort_unstable();
+    for old in marks.iter().rev().skip(2) {
+        let path = dir.join(consumer_mark(*old));
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
 
 /// Stage outputs gathered on the leader, by epoch.
 type Gathered = Rc<RefCell<BTreeMap<u64, Vec<RecordBatch>>>>;

@@ -153,14 +153,20 @@ fn snapshot_epochs(dir: &Path, stage: &str) -> Vec<u64> {
 
 /// The latest epoch ≤ `logged` from which a restart of `workers` workers can restore every one of
 /// `stages`: each worker's directory under `state` holds a snapshot of that epoch for each stage,
-/// and no other worker's directory exists (the worker count is unchanged).
-pub fn restorable(state: &Path, workers: usize, stages: &[String], logged: u64) -> Option<u64> {
+/// no other worker's directory exists (the worker count is unchanged), and `also` holds.
+pub fn restorable(
+    state: &Path,
+    workers: usize,
+    stages: &[String],
+    logged: u64,
+    also: impl Fn(u64) -> bool,
+) -> Option<u64> {
     let first = stages.first()?;
     if state.join(format!("w{workers}")).exists() {
         return None;
     }
     let candidates = snapshot_epochs(&state.join("w0"), first);
-    candidates.into_iter().rev().filter(|&t| t <= logged).find(|&t| {
+    candidates.into_iter().rev().filter(|&t| t <= logged && also(t)).find(|&t| {
         (0..workers).all(|w| {
             let dir = state.join(format!("w{w}"));
             stages.iter().all(|s| dir.join(snapshot_name(s, t)).is_file())
@@ -449,13 +455,15 @@ impl Store {
             return Err(Error::file(&path, format!("records epoch {epoch}, not {t}")));
         }
         let offsets = (0..next()?).map(|_| next()).collect::<Result<Vec<u64>>>()?;
-        let mut groups = ShardedMap::default();
-        for _ in 0..next()? {
+        let n = next()?;
+        let mut groups = ShardedMap::with_capacity(n as usize);
+        for _ in 0..n {
             let (g, at, len, touched) = (next()?, next()?, next()?, next()?);
             groups.insert(g, Run { segment: (at >> 32) as u32, start: at as u32, len: len as u32, touched });
         }
-        let mut episodes = ShardedMap::default();
-        for _ in 0..next()? {
+        let n = next()?;
+        let mut episodes = ShardedMap::with_capacity(n as usize);
+        for _ in 0..n {
             episodes.insert(next()?, next()?);
         }
         let mut sealed = ShardedMap::default();

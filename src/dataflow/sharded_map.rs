@@ -22,6 +22,12 @@ impl<V> Default for ShardedMap<V> {
 }
 
 impl<V> ShardedMap<V> {
+    /// A map with room for about `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        let each = n.div_ceil(SHARDS) + n.div_ceil(SHARDS) / 8;
+        ShardedMap { shards: (0..SHARDS).map(|_| HashMap::with_capacity(each)).collect() }
+    }
+
     fn shard(&self, k: u64) -> usize {
         (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
     }

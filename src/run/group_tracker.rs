@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 /// A closed group, ready to be trained on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClosedGroup {
     /// `group_id`.
     pub group: String,
@@ -24,13 +24,16 @@ pub struct ClosedGroup {
     pub partial: bool,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct OpenGroup {
     first_file: u64,
     episodes: Vec<String>,
     seen: BTreeSet<String>,
 }
 
-/// The open groups, the closed ones, and the queue of groups ready to train.
+/// The open groups, the closed ones, and the queue of groups ready to train (serialisable, for
+/// `watch` snapshots).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GroupTracker {
     group_size: usize,
     partial_after: u64,

@@ -249,11 +249,116 @@ impl EpochConsumer for StreamLearner {
     }
 
     fn finish(&mut self) -> Result<()> {
+        self.checkpoint_now()?;
+        super::report::report(std::slice::from_ref(&self.dir), &self.dir.join("curves.png")).map(|_| ())
+    }
+
+    /// Checkpoints the updates made so far, then writes the tracker and the rows of open and
+    /// closed-but-untrained groups to `learner.<t>.snap` (JSON) and `learner.<t>.rows` (Arrow IPC),
+    /// each atomically, rows first; keeps the two latest.
+    fn snapshot(&mut self, t: u64, dir: &Path) -> Result<()> {
+        self.checkpoint_now()?;
+        let mut rows: Vec<RecordBatch> = self.open_rows.values().flat_map(|eps| eps.values().cloned()).collect();
+        rows.extend(self.closed_rows.values().cloned());
+        let mut bytes = Vec::new();
+        if let Some(first) = rows.first() {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &first.schema())?;
+            for b in &rows {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        let state = LearnerSnapshot {
+            epoch: t,
+            updates: self.updates,
+            tracker: &self.tracker,
+            closed: self.closed_rows.keys().cloned().collect(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::store::write_atomically(dir, &format!("learner.{t:012}.rows"), &bytes)?;
+        let json = serde_json::to_vec(&state).expect("a learner snapshot serialises");
+        crate::store::write_atomically(dir, &format!("learner.{t:012}.snap"), &json)?;
+        remove_snapshots_before_the_last_two(dir)
+    }
+
+    fn restore(&mut self, t: u64, dir: &Path) -> Result<()> {
+        let path = dir.join(format!("learner.{t:012}.snap"));
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let saved: LearnerSnapshot<GroupTracker> =
+            serde_json::from_slice(&text).map_err(|e| Error::file(&path, format!("bad learner snapshot: {e}")))?;
+        if saved.updates > self.resumed {
+            return Err(Error::Usage(format!(
+                "stream learner: the snapshot of epoch {t} follows update {}, but the last checkpoint is update {}",
+                saved.updates, self.resumed
+            )));
+        }
+        let path = dir.join(format!("learner.{t:012}.rows"));
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        self.open_rows.clear();
+        self.closed_rows.clear();
+        let closed: std::collections::HashSet<&String> = saved.closed.iter().collect();
+        let mut closed_parts: HashMap<String, Vec<RecordBatch>> = HashMap::new();
+        if !bytes.is_empty() {
+            for b in arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)? {
+                let b = b?;
+                let (eps, groups) = (strings(&b, "episode_id")?, strings(&b, "group_id")?);
+                for r in 0..b.num_rows() {
+                    let (g, e) = (groups[r].to_string(), eps[r].to_string());
+                    if closed.contains(&g) {
+                        closed_parts.entry(g).or_default().push(b.slice(r, 1));
+                    } else {
+                        self.open_rows.entry(g).or_default().insert(e, b.slice(r, 1));
+                    }
+                }
+            }
+        }
+        for (g, parts) in closed_parts {
+            self.closed_rows.insert(g, arrow::compute::concat_batches(&parts[0].schema(), &parts)?);
+        }
+        self.tracker = saved.tracker;
+        self.updates = saved.updates;
+        Ok(())
+    }
+}
+
+/// What a learner snapshot holds besides the rows (`T`: the tracker, borrowed when written).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LearnerSnapshot<T> {
+    epoch: u64,
+    updates: u64,
+    tracker: T,
+    /// The closed groups whose rows are in the snapshot (the others are open).
+    closed: Vec<String>,
+}
+
+/// Deletes the learner snapshots in `dir` older than its two latest.
+fn remove_snapshots_before_the_last_two(dir: &Path) -> Result<()> {
+    let mut epochs: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("learner.")?.strip_suffix(".snap")?.parse().ok()
+        })
+        .collect();
+    epochs.sort_unstable();
+    for t in epochs.iter().rev().skip(2) {
+        for ext in ["snap", "rows"] {
+            let path = dir.join(format!("learner.{t:012}.{ext}"));
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl StreamLearner {
+    /// Checkpoints the updates made since the last checkpoint, if any.
+    fn checkpoint_now(&mut self) -> Result<()> {
         if self.updates > self.checkpointed {
             self.trainer.checkpoint(self.updates)?;
             self.checkpointed = self.updates;
         }
-        super::report::report(std::slice::from_ref(&self.dir), &self.dir.join("curves.png")).map(|_| ())
+        Ok(())
     }
 }
 

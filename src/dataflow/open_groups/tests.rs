@@ -127,7 +127,7 @@ fn a_store_restored_from_a_snapshot_continues_like_an_uninterrupted_one() {
     for (t, b) in epochs.iter().enumerate().skip(7) {
         assert_eq!(cells(&s.upsert(t as u64, b).unwrap()), expected[t], "epoch {t}");
     }
-    assert_eq!(restorable(dir.path().parent().unwrap(), 1, &["baseline".into()], 100), None, "no w0 directory");
+    assert_eq!(restorable(dir.path().parent().unwrap(), 1, &["baseline".into()], 100, |_| true), None, "no w0 directory");
 }
 
 /// Restarts pick the latest epoch every worker has a snapshot of, at or before the last logged one.
@@ -143,11 +143,12 @@ fn the_restart_epoch_is_the_latest_complete_logged_snapshot() {
     for (w, s, t) in [(0, "a", 99), (0, "b", 99), (1, "a", 99), (1, "b", 99), (0, "a", 199), (0, "b", 199), (1, "a", 199)] {
         touch(w, s, t);
     }
-    assert_eq!(restorable(state.path(), 2, &stages, 500), Some(99), "worker 1 has no snapshot 199 of b");
+    assert_eq!(restorable(state.path(), 2, &stages, 500, |_| true), Some(99), "worker 1 has no snapshot 199 of b");
     touch(1, "b", 199);
-    assert_eq!(restorable(state.path(), 2, &stages, 500), Some(199));
-    assert_eq!(restorable(state.path(), 2, &stages, 150), Some(99), "epoch 199 is not logged yet");
-    assert_eq!(restorable(state.path(), 1, &stages, 500), None, "the worker count changed");
+    assert_eq!(restorable(state.path(), 2, &stages, 500, |_| true), Some(199));
+    assert_eq!(restorable(state.path(), 2, &stages, 150, |_| true), Some(99), "epoch 199 is not logged yet");
+    assert_eq!(restorable(state.path(), 1, &stages, 500, |_| true), None, "the worker count changed");
+    assert_eq!(restorable(state.path(), 2, &stages, 500, |t| t < 150), Some(99), "the consumer's snapshot is older");
 }
 
 /// With a retention window, a group untouched for N epochs is sealed: its entries leave memory
