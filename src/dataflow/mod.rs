@@ -6,7 +6,11 @@
 //! statistics in a differential arrangement ([`grouped`]); each worker writes its own part per
 //! epoch, and parts are committed once the epoch is complete everywhere with no error. Under
 //! `watch`, a batch whitening that ends the pipeline is recorded with the commits instead of
-//! applied ([`deferred`]).
+//! applied ([`deferred`]); a grouped stage's rows live in its worker's row file, so that memory
+//! grows with the stored rows only by a small index ([`open_groups`]); every `snapshot_every`
+//! files the stores (and a consumer's state) are snapshotted, so that a restart replays only the
+//! ingest log after the latest snapshot ([`IngestLog`]); and every `compact_every` files a child
+//! process compacts the output ([`compactor`]).
 //!
 //! Every worker builds the same graph in the same order (timely matches channels by creation
 //! order); only the *feeding* of inputs differs by worker.
