@@ -103,6 +103,11 @@ _bench:
 	TRAJFLOW_BIN=target/lite/release/trajflow $(PY) benches/scaling.py
 	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/stream_latency.py
 	TRAJFLOW_PYTHON=$(PY) $(PY) benches/envs.py
+	$(PY) benches/soak.py --files 5000 --kill-at 500
+	$(PY) benches/soak.py --files 5000 --kill-at 500 --extra=--compact-every=0 --tag=-no-compaction
+	$(PY) benches/soak.py --files 400 --kill-at 400 --extra=--seal-after=10 --tag=-seal-after-10
+	$(PY) benches/soak.py --files 1000 --kill-at 500 --pipeline poad_advantages
+	$(PY) benches/soak.py --files 500 --kill-at 100 --train
 
 fmt:
 	cargo fmt --all
