@@ -186,6 +186,46 @@ fn watch_records_a_batch_whitening_instead_of_rewriting_every_row() {
     assert_eq!(whitened, 43);
 }
 
+/// Under `watch`, an episode sent again replaces its earlier row in a batch whitening's statistic:
+/// the watched dataset reads as `reprocess` of the current episodes, with 1 or 2 workers, and with
+/// a restart from a snapshot in between.
+#[test]
+fn a_resent_episode_replaces_its_row_in_a_deferred_whitening() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let first = [Ep::outcome("e1", "g", 1.0), Ep::outcome("e2", "g", 0.0), Ep::outcome("e3", "h", 0.5)];
+    let update = [Ep::outcome("e2", "g", 2.0), Ep::outcome("e4", "h", -1.0)];
+    let again = [Ep::outcome("e1", "g", -3.0)];
+    write_file(&input, "a.parquet", &episodes_batch(&first));
+    write_file(&input, "b.parquet", &episodes_batch(&update));
+    write_file(&input, "c.parquet", &episodes_batch(&again));
+    let files = vec![input.join("a.parquet"), input.join("b.parquet"), input.join("c.parquet")];
+    let current = dir.path().join("current");
+    let now = [again[0].clone(), update[0].clone(), first[2].clone(), update[1].clone()];
+    write_file(&current, "c.parquet", &episodes_batch(&now));
+    let direct = dir.path().join("direct");
+    ok(&["reprocess", &pipeline("poad_advantages.toml"), "--input", s(&current), "--output", s(&direct)]);
+    for workers in ["1", "2"] {
+        let root = dir.path().join(format!("w{workers}"));
+        let watched = watch_one_by_one("poad_advantages.toml", &files, &root, workers, &["--snapshot-every", "1"]);
+        let wdir = root.join("watch-poad_advantages.toml");
+        assert_same_dataset(&direct, &watched);
+        // Restarted from its last snapshot with one more file: still the current episodes.
+        let more = [Ep::outcome("e3", "h", 4.0)];
+        write_file(&wdir, "d.parquet", &episodes_batch(&more));
+        let p = pipeline("poad_advantages.toml");
+        let out = trajflow(&["watch", &p, "--input", s(&wdir), "--output", s(&watched), "--idle-exit", "1", "-w", workers]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && said.contains("from its snapshot"), "{said}");
+        let latest = [again[0].clone(), update[0].clone(), more[0].clone(), update[1].clone()];
+        let current = root.join("current");
+        write_file(&current, "c.parquet", &episodes_batch(&latest));
+        let direct = root.join("direct");
+        ok(&["reprocess", &pipeline("poad_advantages.toml"), "--input", s(&current), "--output", s(&direct)]);
+        assert_same_dataset(&direct, &watched);
+    }
+}
+
 /// A dataset written by `watch` keeps superseded rows (an episode sent again with a new reward, and
 /// its group's rows written again); reprocessing it reads only its current rows, as reprocessing
 /// the current episodes themselves.
@@ -318,19 +358,21 @@ fn two_processes_on_loopback_equal_one_process() {
 #[test]
 fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() {
     let mut restored = 0;
-    for seed in [1u64, 2, 3] {
+    // POAD's batch whitening is deferred: its statistic's index is snapshotted and restored too.
+    let runs = [("loop_advantages.toml", 1u64), ("loop_advantages.toml", 2), ("loop_advantages.toml", 3)];
+    for (p, seed) in runs.into_iter().chain([("poad_advantages.toml", 4), ("poad_advantages.toml", 5)]) {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         let files = interleaved_files(&input, 12, 4, 5, seed);
         let once = dir.path().join("once");
-        ok(&["reprocess", &pipeline("loop_advantages.toml"), "--input", s(&input), "--output", s(&once)]);
+        ok(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&once)]);
         let (wdir, out) = (dir.path().join("w"), dir.path().join("out"));
         std::fs::create_dir_all(&wdir).unwrap();
         let mut rng = trajflow::synth::SplitMix::new(seed);
         let before_kill = rng.range(1, 3);
         let watch = || {
             Command::new(bin())
-                .args(["watch", &pipeline("loop_advantages.toml"), "--input", s(&wdir), "--output", s(&out)])
+                .args(["watch", &pipeline(p), "--input", s(&wdir), "--output", s(&out)])
                 .args(["--poll-ms", "10", "--idle-exit", "2", "-w", "2", "--snapshot-every", "1"])
                 .args(["--compact-every", "2"])
                 .stdout(Stdio::null())

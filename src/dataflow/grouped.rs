@@ -34,7 +34,6 @@ use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use differential_dataflow::AsCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::broadcast::Broadcast;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Exchange};
 use timely::dataflow::Stream;
@@ -43,6 +42,7 @@ use super::batch::{episode_ids, Batch};
 use super::cluster::stable_hash;
 use super::local::{attach, run_local};
 use super::open_groups::Storage;
+use super::whole_dataset::Rederive;
 use super::ErrorSlot;
 use crate::error::{Error, Result};
 use crate::pipeline::Plan;
@@ -111,8 +111,9 @@ pub type Summaries<'s> = Stream<'s, u64, Vec<((String, Summary), u64, isize)>>;
 #[derive(Clone, Debug)]
 pub enum Scope {
     /// Groups span the whole job: rows are upserted into them as epochs go (`reprocess`, which
-    /// has one epoch, and the statistic of a deferred whitening under `watch`).
-    Job,
+    /// has one epoch, and the statistic of a deferred whitening under `watch`, whose re-sent
+    /// episodes are found again through [`Rederive`]).
+    Job(Option<Rederive>),
     /// Every epoch is its own dataset (training iterations: a batch statistic covers one
     /// iteration's rows, and rows of earlier iterations are never re-emitted).
     Epoch,
@@ -130,7 +131,7 @@ pub fn render_grouped<'s>(
     errors: ErrorSlot,
     scope: Scope,
 ) -> Stream<'s, u64, Vec<Batch>> {
-    let per_epoch = !matches!(scope, Scope::Job);
+    let per_epoch = !matches!(scope, Scope::Job(_));
     let (routed, summaries) = summarize(rows, plan.clone(), stage, errors.clone(), scope);
     join(routed, summaries, plan, stage, then, errors, per_epoch)
 }
@@ -145,7 +146,7 @@ pub fn summarize<'s>(
     scope: Scope,
 ) -> (Routed<'s>, Summaries<'s>) {
     let peers = rows.scope().peers();
-    let per_epoch = !matches!(scope, Scope::Job);
+    let per_epoch = !matches!(scope, Scope::Job(_));
     let id = plan.stages[stage].id.clone();
 
     // 1. Route every row to the worker that owns its group.
@@ -166,10 +167,16 @@ pub fn summarize<'s>(
         })
         .container::<Vec<(u64, Batch)>>()
         .exchange(|(worker, _)| *worker);
-    let routed = match scope {
-        Scope::Stored(storage) => super::open_groups::render(routed, plan.clone(), stage, storage, errors.clone()),
-        Scope::Job | Scope::Epoch => routed,
+    let (routed, rederive) = match scope {
+        Scope::Stored(storage) => (super::open_groups::render(routed, plan.clone(), stage, storage, errors.clone()), None),
+        Scope::Job(rederive) => (routed, rederive),
+        Scope::Epoch => (routed, None),
     };
+    // A whole-dataset statistic: exact per-worker deltas, summed on every worker.
+    if grouped_op(&plan, stage).group_column().is_none() {
+        let summaries = super::whole_dataset::summaries(routed.clone(), plan, stage, errors, per_epoch, rederive);
+        return (routed, summaries);
+    }
 
     // 2. Contributions, as differential updates: +1 for a row's new contribution, −1 for the one it
     //    replaces. A contribution is tagged with its episode's hash, not its id: the reduce only
@@ -244,12 +251,9 @@ pub fn summarize<'s>(
         })
         .inner
         .map(|((group, summary), t, diff)| ((group.unwrap_or_default(), summary), t, diff));
-    // A group's summary goes to the worker holding its rows; the whole-dataset summary to all.
-    let summaries = if grouped_op(&plan, stage).group_column().is_some() {
-        summaries.exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| owner(group, per_epoch, peers))
-    } else {
-        summaries.broadcast()
-    };
+    // A group's summary goes to the worker holding its rows.
+    let summaries =
+        summaries.exchange(move |((group, _), _, _): &((String, Summary), u64, isize)| owner(group, per_epoch, peers));
     (routed, summaries)
 }
 

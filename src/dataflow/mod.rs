@@ -34,6 +34,7 @@ pub use cluster::Cluster;
 pub use grouped::Scope;
 pub use ingest_log::IngestLog;
 pub use open_groups::Storage;
+use whole_dataset::Rederive;
 pub use iterate::{iterate, Driver};
 pub use local::attach;
 pub use source::InputLayout;
@@ -243,19 +244,18 @@ pub fn run(
     let tag = crate::schema::TableSchema::trajectory().tag();
     // A restarted `watch` replays what it ingested before, writing only what was not committed:
     // from its grouped stages' latest complete snapshot when it has one, else from the start.
-    // Snapshots cover the stored groups and, with a consumer (learner), its state (written by the
-    // leader after it consumed the epoch, then marked done); a deferred whitening rebuilds its
-    // statistic by replaying the whole log, so it turns snapshots off.
+    // Snapshots cover the stored groups, a deferred whitening's index and share of the statistic,
+    // and, with a consumer (learner), its state (written by the leader after it consumed the
+    // epoch, then marked done).
     let logged = match &job {
         Job::Watch { .. } => IngestLog::new(&output).entries()?,
         Job::Reprocess { .. } => Vec::new(),
     };
-    let snapshots = deferrable.is_none();
     let consumer_dir = output.join(STATE_DIR).join("consumer");
     let stored_stages: Vec<String> =
         plan.stages.iter().filter(|s| matches!(s.op, Op::Grouped(_))).map(|s| s.id.clone()).collect();
     let restore = match (&job, logged.last()) {
-        (Job::Watch { snapshot_every, .. }, Some((last, _, _))) if snapshots && *snapshot_every > 0 => {
+        (Job::Watch { snapshot_every, .. }, Some((last, _, _))) if *snapshot_every > 0 => {
             let workers = cluster.processes * cluster.threads;
             let consumed = |t: u64| !gathering || consumer_dir.join(consumer_mark(t)).is_file();
             open_groups::restorable(&output.join(STATE_DIR), workers, &stored_stages, *last, consumed)
@@ -292,19 +292,25 @@ pub fn run(
         let probe = ProbeHandle::new();
         let gathered = Gathered::default();
         let recorded: deferred::Recorded = Default::default();
-        let deferral = deferrable.clone().map(|d| (d, recorded.clone()));
+        let storage = match &job {
+            Job::Watch { snapshot_every, seal_after, .. } => Some(Storage {
+                dir: output.join(STATE_DIR).join(format!("w{index}")),
+                restore,
+                snapshot_every: *snapshot_every,
+                seal_after: *seal_after,
+            }),
+            Job::Reprocess { .. } => None,
+        };
+        let deferral = deferrable.clone().zip(storage.clone()).map(|(d, storage)| {
+            (d, recorded.clone(), Rederive { layout: layout.clone(), storage })
+        });
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
             // Under `watch`, grouped stages keep their groups' rows in this worker's row files.
-            let scope = match &job {
-                Job::Watch { snapshot_every, seal_after, .. } => Scope::Stored(Storage {
-                    dir: output.join(STATE_DIR).join(format!("w{index}")),
-                    restore,
-                    snapshot_every: if snapshots { *snapshot_every } else { 0 },
-                    seal_after: *seal_after,
-                }),
-                Job::Reprocess { .. } => Scope::Job,
+            let scope = match &storage {
+                Some(storage) => Scope::Stored(storage.clone()),
+                None => Scope::Job(None),
             };
             let out = render(rows, p.clone(), e.clone(), scope, keep.as_deref(), deferral);
             if gathering {
@@ -325,7 +331,7 @@ pub fn run(
         });
         let mut report = RunReport::default();
         let snapshot_dir = match &job {
-            Job::Watch { snapshot_every, .. } if snapshots && *snapshot_every > 0 => {
+            Job::Watch { snapshot_every, .. } if *snapshot_every > 0 => {
                 Some(output.join(STATE_DIR).join(format!("w{index}")))
             }
             _ => None,
@@ -366,7 +372,7 @@ pub fn run(
             }
             c.consume(files, rows)?;
             match &job {
-                Job::Watch { snapshot_every, .. } if snapshots && *snapshot_every > 0 => {
+                Job::Watch { snapshot_every, .. } if *snapshot_every > 0 => {
                     if (t + 1).is_multiple_of(*snapshot_every) {
                         c.snapshot(t, &consumer_dir)?;
                         mark_consumed(&consumer_dir, t)?;
@@ -501,6 +507,7 @@ pub fn run(
 }
 
 mod watch;
+mod whole_dataset;
 
 /// The marker of a consumer snapshot of epoch `t` that is complete.
 fn consumer_mark(t: u64) -> String {
@@ -599,7 +606,7 @@ fn render<'s>(
     errors: ErrorSlot,
     scope: Scope,
     keep: Option<&[String]>,
-    deferral: Option<(crate::pipeline::deferral::Deferred, deferred::Recorded)>,
+    deferral: Option<(crate::pipeline::deferral::Deferred, deferred::Recorded, Rederive)>,
 ) -> Stream<'s, u64, Vec<Batch>> {
     // Split the stage list at grouped stages: leading locals, then (grouped, locals after it)*.
     let mut leading = Vec::new();
@@ -642,8 +649,8 @@ fn render<'s>(
             stream = stream.map_in_place(move |b| b.rows = batch::select(&b.rows, &live));
         }
         stream = match &deferral {
-            Some((d, recorded)) if d.stage == g => {
-                deferred::render(stream, plan.clone(), d.clone(), recorded.clone(), errors.clone())
+            Some((d, recorded, rederive)) if d.stage == g => {
+                deferred::render(stream, plan.clone(), d.clone(), recorded.clone(), rederive.clone(), errors.clone())
             }
             _ => {
                 grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope.clone())

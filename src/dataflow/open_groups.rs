@@ -433,19 +433,17 @@ impl Store {
         }
         b.u64(self.sealed.len() as u64);
         self.sealed.iter().for_each(|(&g, _)| b.u64(g));
-        let name = snapshot_name(&self.stage, t).replace(".snap", &format!(".{UNPUBLISHED}"));
-        crate::store::write_atomically(&self.dir, &name, &b.0)?;
+        write_pending(&self.dir, &self.stage, t, &b.0)?;
         self.snapshots.push((t, self.generation));
         if self.snapshots.len() > 2 {
             self.snapshots.remove(0);
         }
-        self.remove_unused_files()
+        Ok(())
     }
 
     /// The store as the snapshot of epoch `t` left it; later snapshots are forgotten.
     fn load(dir: &Path, stage: &str, t: u64) -> Result<Store> {
-        let path = dir.join(snapshot_name(stage, t));
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let (path, bytes) = read_snapshot(dir, stage, t)?;
         let bad = || Error::file(&path, "truncated or not a trajflow snapshot");
         let body = bytes.strip_prefix(MAGIC).ok_or_else(bad)?;
         let mut d = Decoder(body);
@@ -491,18 +489,59 @@ impl Store {
 
 const MAGIC: &[u8] = b"trajflow open groups v1\n";
 
-struct Encoder(Vec<u8>);
+/// When snapshots are due: after every epoch t with (t + 1) % every == 0, from the restored one on.
+pub(crate) struct Schedule {
+    every: u64,
+    due: u64,
+}
+
+impl Schedule {
+    pub(crate) fn new(storage: &Storage) -> Schedule {
+        let every = storage.snapshot_every;
+        let due = match (every, storage.restore) {
+            (0, _) => u64::MAX,
+            (_, Some(t)) => t + every,
+            (_, None) => every - 1,
+        };
+        Schedule { every, due }
+    }
+
+    /// The snapshot epochs due before epoch `t` (every epoch before `t` is complete).
+    pub(crate) fn due_before(&mut self, t: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        while self.due < t {
+            out.push(self.due);
+            self.due += self.every;
+        }
+        out
+    }
+}
+
+/// Writes `bytes` as `stage`'s unpublished snapshot of epoch `t` in `dir`, atomically.
+pub(crate) fn write_pending(dir: &Path, stage: &str, t: u64, bytes: &[u8]) -> Result<()> {
+    let name = snapshot_name(stage, t).replace(".snap", &format!(".{UNPUBLISHED}"));
+    crate::store::write_atomically(dir, &name, bytes)
+}
+
+/// The bytes of `stage`'s published snapshot of epoch `t` in `dir`.
+pub(crate) fn read_snapshot(dir: &Path, stage: &str, t: u64) -> Result<(PathBuf, Vec<u8>)> {
+    let path = dir.join(snapshot_name(stage, t));
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    Ok((path, bytes))
+}
+
+pub(crate) struct Encoder(pub(crate) Vec<u8>);
 
 impl Encoder {
-    fn u64(&mut self, x: u64) {
+    pub(crate) fn u64(&mut self, x: u64) {
         self.0.extend_from_slice(&x.to_le_bytes());
     }
 }
 
-struct Decoder<'a>(&'a [u8]);
+pub(crate) struct Decoder<'a>(pub(crate) &'a [u8]);
 
 impl Decoder<'_> {
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         let (head, rest) = self.0.split_first_chunk::<8>()?;
         self.0 = rest;
         Some(u64::from_le_bytes(*head))
@@ -525,13 +564,8 @@ pub fn render<'s>(
         Op::Local(_) => unreachable!("open groups are only rendered for grouped stages"),
     };
     let mut store = Store::open(&storage, &id, group_column).map_err(|e| errors.set(e)).ok();
+    let mut schedule = Schedule::new(&storage);
     let every = storage.snapshot_every;
-    // The next epoch after which a snapshot is due.
-    let mut due = match (every, storage.restore) {
-        (0, _) => u64::MAX,
-        (_, Some(t)) => t + every,
-        (_, None) => every - 1,
-    };
     routed.unary_frontier(Pipeline, &format!("OpenGroups[{id}]"), move |_, _| {
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<RecordBatch>)> = BTreeMap::new();
         move |(input, frontier), output| {
@@ -546,11 +580,10 @@ pub fn render<'s>(
             };
             let complete = frontier.frontier().first().copied();
             let mut snapshot_before = |t: u64, store: &mut Store| {
-                while due < t && !errors.is_set() {
-                    if let Err(e) = store.snapshot(due) {
+                for due in schedule.due_before(t) {
+                    if let Err(e) = store.snapshot(due).and_then(|()| store.remove_unused_files()) {
                         errors.set(e);
                     }
-                    due += every;
                 }
             };
             while let Some((&t, _)) = pending.first_key_value() {

@@ -17,6 +17,7 @@
 pub mod action_boundaries;
 pub mod broadcast;
 pub mod discounted_return;
+pub mod exact_moments;
 pub mod gae;
 pub mod group_baseline;
 pub mod kl;

@@ -25,6 +25,11 @@ pub fn deferrable(plan: &Plan) -> Option<Deferred> {
     let stage = plan.stages.len().checked_sub(1)?;
     let st = &plan.stages[stage];
     let Op::Grouped(op) = &st.op else { return None };
+    // A re-sent episode's earlier row is found again by re-running the stages before this one on
+    // its file, which needs them all local.
+    if plan.stages[..stage].iter().any(|s| matches!(s.op, Op::Grouped(_))) {
+        return None;
+    }
     let d = op.deferral().filter(|_| op.group_column().is_none())?;
     let [(column, _)] = st.writes.as_slice() else { return None };
     let whitening = DeferredWhitening {

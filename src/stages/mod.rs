@@ -35,6 +35,7 @@ pub use params::ParamError;
 
 use arrow::array::ArrayRef;
 
+use crate::ops::exact_moments::ExactMoments;
 use crate::schema::ColumnType;
 
 /// A column an operator reads or writes, by logical name.
@@ -86,6 +87,12 @@ pub trait GroupedOp: Describe {
     fn summarize(&self, stats: &mut dyn Iterator<Item = (Stat, usize)>) -> Summary;
     /// Computes the written columns for every row given its group's summary.
     fn apply(&self, input: &StageInput<'_>, summaries: &[Summary]) -> Result<Vec<ArrayRef>, String>;
+    /// For a whole-dataset statistic (no group column): each row's values as exact moments, so
+    /// that the statistic is the same whatever the order rows are merged in, incrementally or at
+    /// once, on any number of workers ([`crate::ops::exact_moments`]).
+    fn exact(&self, _input: &StageInput<'_>) -> Result<Vec<ExactMoments>, String> {
+        Err("has no whole-dataset statistic".into())
+    }
     /// For a whole-dataset whitening: what `apply` does, as a [`Deferral`] that `watch` can record
     /// with the statistic instead of rewriting every row when it moves. `None` for other ops.
     fn deferral(&self) -> Option<Deferral> {

@@ -15,7 +15,9 @@ use arrow::datatypes::{Float32Type, UInt8Type};
 use super::columns::{per_token_f32, StageInput};
 use super::group_baseline::Std;
 use super::{params, Col, Deferral, Describe, GroupedOp, ParamError, Stat, Summary};
+use crate::ops::exact_moments::ExactMoments;
 use crate::ops::normalize::{combine, moments, whiten, Moments, NormalizeParams};
+use crate::ops::segment::ACTION;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +122,25 @@ impl GroupedOp for Normalize {
             Ok(())
         })?;
         Ok(vec![out])
+    }
+
+    fn exact(&self, input: &StageInput<'_>) -> Result<Vec<ExactMoments>, String> {
+        let segments = input.lists::<UInt8Type>("segments")?;
+        let x = input.lists::<Float32Type>("advantages")?;
+        (0..input.num_rows())
+            .map(|i| {
+                let mut m = ExactMoments::default();
+                for (&v, &s) in x.row(i).iter().zip(segments.row(i)) {
+                    if s == ACTION {
+                        if !v.is_finite() {
+                            return Err(format!("row {i}: a non-finite value ({v}) to whiten"));
+                        }
+                        m.push(v, 1);
+                    }
+                }
+                Ok(m)
+            })
+            .collect()
     }
 
     fn deferral(&self) -> Option<Deferral> {

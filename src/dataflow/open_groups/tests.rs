@@ -114,6 +114,7 @@ fn a_store_restored_from_a_snapshot_continues_like_an_uninterrupted_one() {
         s.upsert(t as u64, b).unwrap();
         if t == 3 || t == 6 {
             s.snapshot(t as u64).unwrap();
+            s.remove_unused_files().unwrap();
         }
         if t == 7 {
             s.rewrite().unwrap();
