@@ -106,7 +106,7 @@ _bench:
 	$(PY) benches/soak.py --files 5000 --kill-at 500
 	$(PY) benches/soak.py --files 5000 --kill-at 500 --extra=--compact-every=0 --tag=-no-compaction
 	$(PY) benches/soak.py --files 400 --kill-at 400 --extra=--seal-after=10 --tag=-seal-after-10
-	$(PY) benches/soak.py --files 1000 --kill-at 500 --pipeline poad_advantages
+	$(PY) benches/soak.py --files 5000 --kill-at 500 --pipeline poad_advantages
 	$(PY) benches/soak.py --files 500 --kill-at 100 --train
 
 fmt:
