@@ -214,7 +214,8 @@ fn a_resent_episode_replaces_its_row_in_a_deferred_whitening() {
         let more = [Ep::outcome("e3", "h", 4.0)];
         write_file(&wdir, "d.parquet", &episodes_batch(&more));
         let p = pipeline("poad_advantages.toml");
-        let out = trajflow(&["watch", &p, "--input", s(&wdir), "--output", s(&watched), "--idle-exit", "1", "-w", workers]);
+        let out =
+            trajflow(&["watch", &p, "--input", s(&wdir), "--output", s(&watched), "--idle-exit", "1", "-w", workers]);
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && said.contains("from its snapshot"), "{said}");
         let latest = [again[0].clone(), update[0].clone(), more[0].clone(), update[1].clone()];

@@ -54,7 +54,11 @@ impl Compactor {
         if !out.status.success() {
             return Err(Error::file(
                 &self.output,
-                format!("background compaction failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                format!(
+                    "background compaction failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             ));
         }
         Ok(())

@@ -21,8 +21,8 @@ use timely::dataflow::Stream;
 
 use super::batch::Batch;
 use super::grouped::{summarize, Routed, Scope, Summaries};
-use super::whole_dataset::Rederive;
 use super::local::attach;
+use super::whole_dataset::Rederive;
 use super::ErrorSlot;
 use crate::error::Error;
 use crate::ops::normalize::Moments;
@@ -50,7 +50,8 @@ pub fn render<'s>(
 ) -> Stream<'s, u64, Vec<Batch>> {
     let stage = deferred.stage;
     let id = plan.stages[stage].id.clone();
-    let (routed, summaries): (Routed<'s>, Summaries<'s>) = summarize(rows, plan.clone(), stage, errors.clone(), Scope::Job(Some(rederive)));
+    let (routed, summaries): (Routed<'s>, Summaries<'s>) =
+        summarize(rows, plan.clone(), stage, errors.clone(), Scope::Job(Some(rederive)));
     routed.binary_frontier(summaries, Pipeline, Pipeline, &format!("RecordWhitening[{id}]"), move |_, _| {
         let mut current: Option<Summary> = None;
         let mut pending: BTreeMap<u64, PendingEpoch> = BTreeMap::new();

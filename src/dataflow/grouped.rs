@@ -168,7 +168,9 @@ pub fn summarize<'s>(
         .container::<Vec<(u64, Batch)>>()
         .exchange(|(worker, _)| *worker);
     let (routed, rederive) = match scope {
-        Scope::Stored(storage) => (super::open_groups::render(routed, plan.clone(), stage, storage, errors.clone()), None),
+        Scope::Stored(storage) => {
+            (super::open_groups::render(routed, plan.clone(), stage, storage, errors.clone()), None)
+        }
         Scope::Job(rederive) => (routed, rederive),
         Scope::Epoch => (routed, None),
     };

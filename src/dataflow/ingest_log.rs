@@ -146,8 +146,8 @@ impl IngestLog {
         entries.sort_by_key(|e| e.epoch);
         entries.dedup_by_key(|e| e.epoch);
         let name = format!("{through:012}-folded-{}.json", crate::store::nonce());
-        let json = serde_json::to_vec(&Record::Folded { entries, replaces: replaces.clone() })
-            .expect("a record serialises");
+        let json =
+            serde_json::to_vec(&Record::Folded { entries, replaces: replaces.clone() }).expect("a record serialises");
         crate::store::write_atomically(&self.dir, &name, &json)?;
         for n in &replaces {
             let path = self.dir.join(n);

@@ -33,12 +33,12 @@ pub use batch::Batch;
 pub use cluster::Cluster;
 pub use grouped::Scope;
 pub use ingest_log::IngestLog;
-pub use open_groups::Storage;
-use whole_dataset::Rederive;
 pub use iterate::{iterate, Driver};
 pub use local::attach;
+pub use open_groups::Storage;
 pub use source::InputLayout;
 pub use watch::Importer;
+use whole_dataset::Rederive;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -265,7 +265,8 @@ pub fn run(
     if let Some(t) = restore {
         eprintln!("watch: restoring the grouped stages' state as of epoch {t} from its snapshot");
     }
-    let (seen_before, replay): (Vec<_>, Vec<_>) = logged.into_iter().partition(|(e, _, _)| restore.is_some_and(|t| *e <= t));
+    let (seen_before, replay): (Vec<_>, Vec<_>) =
+        logged.into_iter().partition(|(e, _, _)| restore.is_some_and(|t| *e <= t));
     let seen_before: Vec<PathBuf> = seen_before.into_iter().map(|(_, _, landed)| landed).collect();
     let next_epoch = restore.map_or(0, |t| t + 1);
     let replay_epoch = replay.last().map(|(e, _, _)| *e);
@@ -301,9 +302,10 @@ pub fn run(
             }),
             Job::Reprocess { .. } => None,
         };
-        let deferral = deferrable.clone().zip(storage.clone()).map(|(d, storage)| {
-            (d, recorded.clone(), Rederive { layout: layout.clone(), storage })
-        });
+        let deferral = deferrable
+            .clone()
+            .zip(storage.clone())
+            .map(|(d, storage)| (d, recorded.clone(), Rederive { layout: layout.clone(), storage }));
         let mut announce = worker.dataflow::<u64, _, _>(|scope| {
             let (handle, files) = scope.new_input::<Vec<String>>();
             let rows = read_files(files.broadcast(), layout.clone(), e.clone(), index, peers, on_rows.clone());
@@ -652,9 +654,7 @@ fn render<'s>(
             Some((d, recorded, rederive)) if d.stage == g => {
                 deferred::render(stream, plan.clone(), d.clone(), recorded.clone(), rederive.clone(), errors.clone())
             }
-            _ => {
-                grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope.clone())
-            }
+            _ => grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope.clone()),
         };
     }
     stream

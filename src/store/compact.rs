@@ -23,10 +23,9 @@
 use std::collections::HashSet;
 use std::fs;
 
-
 use super::{
-    laid_out, nonce, part, read_part, union_schema, without_episodes, Commit, Compaction, Dataset, PartReader, PartWriter,
-    Record, MANIFEST_DIR,
+    laid_out, nonce, part, read_part, union_schema, without_episodes, Commit, Compaction, Dataset, PartReader,
+    PartWriter, Record, MANIFEST_DIR,
 };
 use crate::error::{Error, Result};
 
@@ -146,9 +145,11 @@ pub fn compact(dataset: &Dataset, through: u64, target_rows: usize) -> Result<Co
 fn delete_replaced(dataset: &Dataset, record: &Compaction) -> Result<usize> {
     let mdir = dataset.dir().join(MANIFEST_DIR);
     let kept: HashSet<&str> = record.compacted.iter().map(|c| c.part.as_str()).collect();
-    let files = record.replaces.iter().map(|n| mdir.join(n)).chain(
-        record.replaced_parts.iter().filter(|p| !kept.contains(p.as_str())).map(|p| dataset.dir().join(p)),
-    );
+    let files = record
+        .replaces
+        .iter()
+        .map(|n| mdir.join(n))
+        .chain(record.replaced_parts.iter().filter(|p| !kept.contains(p.as_str())).map(|p| dataset.dir().join(p)));
     let mut deleted = 0;
     for path in files {
         match fs::remove_file(&path) {

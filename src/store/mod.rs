@@ -384,7 +384,9 @@ pub(crate) fn laid_out(b: &RecordBatch, schema: &arrow::datatypes::SchemaRef) ->
         .fields()
         .iter()
         .map(|f| {
-            b.column_by_name(f.name()).cloned().unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), b.num_rows()))
+            b.column_by_name(f.name())
+                .cloned()
+                .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), b.num_rows()))
         })
         .collect();
     Ok(RecordBatch::try_new(schema.clone(), columns)?)

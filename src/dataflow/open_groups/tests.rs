@@ -14,8 +14,7 @@ fn rows(list: &[(&str, &str, f32)]) -> RecordBatch {
     let ids = StringArray::from(list.iter().map(|r| r.0).collect::<Vec<_>>());
     let groups = StringArray::from(list.iter().map(|r| r.1).collect::<Vec<_>>());
     let rewards = Float32Array::from(list.iter().map(|r| r.2).collect::<Vec<_>>());
-    RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(groups), Arc::new(rewards)])
-    .unwrap()
+    RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(groups), Arc::new(rewards)]).unwrap()
 }
 
 /// (group, episode, reward) of `batch`, sorted.
@@ -56,7 +55,13 @@ fn touched_groups_come_out_whole_with_rows_upserted() {
     let out = s.upsert(2, &[rows(&[("a1", "g2", 6.0)]), rows(&[("c2", "g3", 7.0), ("c2", "g3", 8.0)])]).unwrap();
     assert_eq!(
         cells(&out),
-        [cell("g1", "a2", 5.0), cell("g2", "a1", 6.0), cell("g2", "b1", 3.0), cell("g3", "c1", 4.0), cell("g3", "c2", 8.0)]
+        [
+            cell("g1", "a2", 5.0),
+            cell("g2", "a1", 6.0),
+            cell("g2", "b1", 3.0),
+            cell("g3", "c1", 4.0),
+            cell("g3", "c2", 8.0)
+        ]
     );
     assert_eq!((s.episodes.len(), s.groups.len(), s.live), (5, 3, 5));
     // The last row of a group leaves it: the group is touched, comes out empty and is forgotten.
@@ -128,7 +133,11 @@ fn a_store_restored_from_a_snapshot_continues_like_an_uninterrupted_one() {
     for (t, b) in epochs.iter().enumerate().skip(7) {
         assert_eq!(cells(&s.upsert(t as u64, b).unwrap()), expected[t], "epoch {t}");
     }
-    assert_eq!(restorable(dir.path().parent().unwrap(), 1, &["baseline".into()], 100, |_| true), None, "no w0 directory");
+    assert_eq!(
+        restorable(dir.path().parent().unwrap(), 1, &["baseline".into()], 100, |_| true),
+        None,
+        "no w0 directory"
+    );
 }
 
 /// Restarts pick the latest epoch every worker has a snapshot of, at or before the last logged one.
@@ -141,7 +150,9 @@ fn the_restart_epoch_is_the_latest_complete_logged_snapshot() {
         std::fs::write(dir.join(snapshot_name(stage, t)), b"").unwrap();
     };
     let stages = ["a".to_string(), "b".to_string()];
-    for (w, s, t) in [(0, "a", 99), (0, "b", 99), (1, "a", 99), (1, "b", 99), (0, "a", 199), (0, "b", 199), (1, "a", 199)] {
+    for (w, s, t) in
+        [(0, "a", 99), (0, "b", 99), (1, "a", 99), (1, "b", 99), (0, "a", 199), (0, "b", 199), (1, "a", 199)]
+    {
         touch(w, s, t);
     }
     assert_eq!(restorable(state.path(), 2, &stages, 500, |_| true), Some(99), "worker 1 has no snapshot 199 of b");

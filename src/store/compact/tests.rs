@@ -7,7 +7,8 @@ use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use super::*;
 
 fn batch(ids: &[String], r: f32, with_note: bool) -> RecordBatch {
-    let mut fields = vec![Field::new("episode_id", DataType::Utf8, false), Field::new("reward", DataType::Float32, false)];
+    let mut fields =
+        vec![Field::new("episode_id", DataType::Utf8, false), Field::new("reward", DataType::Float32, false)];
     let mut columns: Vec<arrow::array::ArrayRef> =
         vec![Arc::new(StringArray::from(ids.to_vec())), Arc::new(Float32Array::from(vec![r; ids.len()]))];
     if with_note {
