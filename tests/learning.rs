@@ -24,6 +24,7 @@ const BANDIT: &[&str] = &[
     "rollout.max_turns=1",
     "rollout.max_action_tokens=4",
     "run.eval_tasks=200",
+    "run.eval_every=1",
     "run.iterations=10",
     "learner.lr=3e-4",
 ];
