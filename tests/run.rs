@@ -20,6 +20,7 @@ const TINY: &[&str] = &[
     "rollout.max_turns=3",
     "rollout.max_action_tokens=6",
     "run.eval_tasks=2",
+    "run.eval_every=1", // loop.toml evaluates only at its start and end; these tests compare every iteration
     "run.iterations=2",
 ];
 
