@@ -408,7 +408,10 @@ mod tests {
         assert_eq!(bf_logits.kind(), Kind::BFloat16);
         let diff = (&f32_logits - bf_logits.to_kind(Kind::Float)).abs().max().double_value(&[]);
         let scale = f32_logits.abs().max().double_value(&[]);
-        assert!(diff > 0.0 && diff < 0.02 * scale, "max |logit diff| {diff} (max |logit| {scale})");
+        // bf16 keeps 8 significant bits (relative step 2^-8 ≈ 0.004); how the products accumulate
+        // depends on the CPU (measured: 0.015 of scale on an AMX-BF16 Xeon, 0.027 on the CI machine).
+        // A wrong weight or a missed cast moves logits by the order of the scale itself.
+        assert!(diff > 0.0 && diff < 0.05 * scale, "max |logit diff| {diff} (max |logit| {scale})");
         assert!(m.vs.trainable_variables().iter().all(|v| v.kind() == Kind::Float && v.grad().kind() == Kind::Float));
         let cos = (&f32_grads * &bf_grads).sum(Kind::Float).double_value(&[])
             / (f32_grads.norm().double_value(&[]) * bf_grads.norm().double_value(&[]));
