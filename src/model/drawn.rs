@@ -11,7 +11,11 @@
 //! through this module, so before the first gradient step the importance ratio of every trained
 //! token is 1, and a token with a single allowed continuation has log-prob exactly 0 and no
 //! gradient. The truncation of top-k/top-p is decided on the model's current logits (detached):
-//! a token the current policy truncates away has log-prob −∞.
+//! a token the current policy truncates away has log-prob −∞. The learner therefore fixes the
+//! support before its first gradient step ([`Drawn::freeze`]): each drawn token's distribution
+//! becomes the softmax at the sampler's temperature over the tokens the behaviour policy kept
+//! (equal log-probs on the behaviour's logits). A positive action that an update pushes out of
+//! the current top-k would otherwise sit at −∞ with no gradient for the rest of the update.
 
 #[cfg(feature = "torch")]
 use tch::{Kind, Tensor};
@@ -36,7 +40,12 @@ impl Shape {
 
     /// Whether log-probs under this shape equal the plain log-softmax's (given the same mask).
     pub fn is_plain(&self) -> bool {
-        self.temperature <= 0.0 || (self.temperature == 1.0 && self.top_k <= 0 && self.top_p >= 1.0)
+        self.temperature <= 0.0 || (self.temperature == 1.0 && !self.truncates())
+    }
+
+    /// Whether a sampled (not greedy) draw keeps only some tokens (top-k or top-p).
+    pub fn truncates(&self) -> bool {
+        self.temperature > 0.0 && (self.top_k > 0 || self.top_p < 1.0)
     }
 }
 
@@ -56,6 +65,18 @@ impl Drawn {
     /// The drawn tokens `j ≥ 1` (the first token is never predicted) with their allowed sets.
     pub fn tokens(&self) -> impl Iterator<Item = (usize, &[i64])> {
         (1..self.sampled.len()).filter(|&j| self.sampled[j]).map(|j| (j, self.allowed[j].as_slice()))
+    }
+
+    /// Makes `supports` (one per drawn token, in [`Drawn::tokens`] order, as [`supports`] gives
+    /// them) the allowed sets and drops the truncation from the shape: on the logits the supports
+    /// were cut from, every log-prob stays the same; on later logits the support no longer moves.
+    pub fn freeze(&mut self, supports: Vec<Vec<i64>>) {
+        let drawn: Vec<usize> = self.tokens().map(|(j, _)| j).collect();
+        assert_eq!(drawn.len(), supports.len(), "one support per drawn token");
+        for (j, support) in drawn.into_iter().zip(supports) {
+            self.allowed[j] = support;
+        }
+        self.shape = Shape { top_k: 0, top_p: 1.0, ..self.shape };
     }
 }
 
@@ -141,6 +162,40 @@ impl<'a> Positions<'a> {
     }
 }
 
+#[cfg(feature = "torch")]
+/// The tokens each position of `drawn` can be drawn from on `logits` `[N, V]` (rows indexed by
+/// `drawn.index`): its allowed set cut by its shape's truncation, ascending; empty where the shape
+/// does not truncate.
+pub fn supports(logits: &Tensor, drawn: &Positions<'_>) -> Vec<Vec<i64>> {
+    let _guard = tch::no_grad_guard();
+    let flat = logits.to_kind(Kind::Float);
+    let mut out = vec![Vec::new(); drawn.index.len()];
+    for shape in distinct(&drawn.shape).into_iter().filter(Shape::truncates) {
+        let members: Vec<usize> = (0..drawn.index.len()).filter(|&i| drawn.shape[i] == shape).collect();
+        let idx = Tensor::from_slice(&members.iter().map(|&i| drawn.index[i]).collect::<Vec<_>>()).to(flat.device());
+        let allowed: Vec<&[i64]> = members.iter().map(|&i| drawn.allowed[i]).collect();
+        let kept = shape.apply(&restrict(&flat.index_select(0, &idx), &allowed)).isfinite();
+        let pairs = Vec::<i64>::try_from(kept.nonzero().to_device(tch::Device::Cpu).reshape([-1]))
+            .expect("nonzero gives int64 indices");
+        for pair in pairs.chunks(2) {
+            out[members[pair[0] as usize]].push(pair[1]);
+        }
+    }
+    out
+}
+
+#[cfg(feature = "torch")]
+/// The distinct shapes of `shapes`, in first-seen order.
+fn distinct(shapes: &[Shape]) -> Vec<Shape> {
+    let mut out: Vec<Shape> = Vec::new();
+    for s in shapes {
+        if !out.contains(s) {
+            out.push(*s);
+        }
+    }
+    out
+}
+
 /// Whether [`log_probs`] also returns the entropies of the distributions, and how.
 #[cfg(feature = "torch")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,13 +228,7 @@ pub fn log_probs(
         _ => tch::no_grad(|| entropy_from_logits(&l.detach())),
     };
     let mut ent = (entropy != Entropy::Skip).then(|| h(&flat));
-    let mut shapes: Vec<Shape> = Vec::new();
-    for s in &drawn.shape {
-        if !shapes.contains(s) {
-            shapes.push(*s);
-        }
-    }
-    for shape in shapes {
+    for shape in distinct(&drawn.shape) {
         let members: Vec<usize> = (0..drawn.index.len()).filter(|&i| drawn.shape[i] == shape).collect();
         let index: Vec<i64> = members.iter().map(|&i| drawn.index[i]).collect();
         let allowed: Vec<&[i64]> = members.iter().map(|&i| drawn.allowed[i]).collect();
@@ -277,5 +326,54 @@ mod tests {
         for (g, w) in got.iter().zip([16.0f64 / 30.0, 0.4, 4.0 / 7.0]) {
             assert!((g - w.ln()).abs() < 1e-6, "{got:?}");
         }
+    }
+
+    /// The support is the allowed set cut by the truncation; untruncated shapes give none.
+    #[test]
+    fn supports_by_hand() {
+        let row: &[f64] = &[1f64.ln(), 2f64.ln(), 3f64.ln(), 4f64.ln()];
+        let l = t(&[row, row, row, row]);
+        let top2 = Shape { top_k: 2, ..Shape::PLAIN };
+        let mut d = Positions::default();
+        d.push(0, &[], top2);
+        d.push(1, &[0, 1, 2], top2);
+        d.push(2, &[], Shape { top_p: 0.65, temperature: 0.7, top_k: 0 });
+        d.push(3, &[0, 3], Shape::PLAIN);
+        assert_eq!(supports(&l, &d), vec![vec![2, 3], vec![1, 2], vec![2, 3], vec![]]);
+    }
+
+    /// Frozen, a drawn token keeps its log-prob on the behaviour's logits, and after the policy
+    /// moves it out of the top-k it still has a finite log-prob and a gradient.
+    #[test]
+    fn frozen_support_keeps_log_probs_and_gradient() {
+        let shape = Shape { temperature: 0.8, top_k: 2, top_p: 1.0 };
+        let mut drawn = Drawn { shape, sampled: vec![false, true], allowed: vec![vec![], vec![]] };
+        let behaviour = t(&[&[1f64.ln(), 2f64.ln(), 3f64.ln(), 4f64.ln()]]);
+        let target = Tensor::from_slice(&[2i64]);
+        let lp_of = |l: &Tensor, d: &Drawn| {
+            let mut p = Positions::default();
+            p.extend(Some(d), |j| j - 1);
+            log_probs(l, &target, &p, Entropy::Skip).0
+        };
+        let before = vals(&lp_of(&behaviour, &drawn))[0];
+        let mut p = Positions::default();
+        p.extend(Some(&drawn), |j| j - 1);
+        let support = supports(&behaviour, &p);
+        drop(p);
+        drawn.freeze(support);
+        assert_eq!(drawn.allowed[1], vec![2, 3]);
+        assert_eq!(drawn.shape, Shape { temperature: 0.8, top_k: 0, top_p: 1.0 });
+        assert!((vals(&lp_of(&behaviour, &drawn))[0] - before).abs() < 1e-6);
+        // The policy moved: token 2 is now third, out of the top-2.
+        let moved = t(&[&[0.0, 2.0, 1.0, 3.0]]).set_requires_grad(true);
+        let unfrozen = Drawn { shape, sampled: vec![false, true], allowed: vec![vec![], vec![]] };
+        assert_eq!(vals(&lp_of(&moved, &unfrozen))[0], f64::NEG_INFINITY);
+        let lp = lp_of(&moved, &drawn);
+        // Softmax at temperature 0.8 over {2, 3}: log σ((1 − 3) / 0.8).
+        let want = -(1.0 + (2.0f64 / 0.8).exp()).ln();
+        assert!((vals(&lp)[0] - want).abs() < 1e-6, "{:?}", vals(&lp));
+        lp.sum(Kind::Float).backward();
+        let g = vals(&moved.grad());
+        assert!(g[2] > 0.0 && g[3] < 0.0 && g[0] == 0.0 && g[1] == 0.0, "{g:?}");
     }
 }

@@ -23,7 +23,22 @@ pub fn drawn_logprobs(
     drawn: &[Option<&Drawn>],
     max_batch_tokens: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    Ok(score(model, seqs, drawn, max_batch_tokens, false)?.into_iter().map(|(lp, _)| lp).collect())
+    Ok(score(model, seqs, drawn, max_batch_tokens, Extras::NONE)?.into_iter().map(|s| s.logp).collect())
+}
+
+/// A sequence's log-probs and the supports of its drawn tokens.
+pub type LogpAndSupports = (Vec<f32>, Vec<Vec<i64>>);
+
+/// [`drawn_logprobs`], plus per sequence the supports of its drawn tokens where its shape
+/// truncates (top-k/top-p; in [`Drawn::tokens`] order, empty otherwise): what [`Drawn::freeze`] takes.
+pub fn drawn_logprobs_and_supports(
+    model: &Decoder,
+    seqs: &[Vec<i64>],
+    drawn: &[Option<&Drawn>],
+    max_batch_tokens: usize,
+) -> Result<Vec<LogpAndSupports>> {
+    let extras = Extras { entropy: false, supports: true };
+    Ok(score(model, seqs, drawn, max_batch_tokens, extras)?.into_iter().map(|s| (s.logp, s.supports)).collect())
 }
 
 /// Log-probs as [`token_logprobs`], plus the entropy of the distribution each token was drawn
@@ -45,13 +60,31 @@ pub fn drawn_logprobs_and_entropy(
     max_batch_tokens: usize,
     entropy: bool,
 ) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-    Ok(score(model, seqs, drawn, max_batch_tokens, entropy)?
+    let extras = Extras { entropy, supports: false };
+    Ok(score(model, seqs, drawn, max_batch_tokens, extras)?
         .into_iter()
-        .map(|(lp, h)| (lp, h.unwrap_or_default()))
+        .map(|s| (s.logp, s.entropy.unwrap_or_default()))
         .collect())
 }
 
-type Scored = (Vec<f32>, Option<Vec<f32>>);
+/// What [`score`] computes besides the log-probs.
+#[derive(Debug, Clone, Copy)]
+struct Extras {
+    entropy: bool,
+    supports: bool,
+}
+
+impl Extras {
+    const NONE: Extras = Extras { entropy: false, supports: false };
+}
+
+/// One sequence's log-probs, entropies (if asked) and drawn tokens' supports (if asked and truncated).
+#[derive(Debug, Clone, Default)]
+struct Scored {
+    logp: Vec<f32>,
+    entropy: Option<Vec<f32>>,
+    supports: Vec<Vec<i64>>,
+}
 
 /// Runs `model` over `seqs` in length-sorted chunks of at most `max_batch_tokens` padded tokens
 /// (without gradients) and calls `f(members, t, ids, hidden)` per chunk: the indices of its
@@ -95,17 +128,24 @@ fn score(
     seqs: &[Vec<i64>],
     drawn: &[Option<&Drawn>],
     max_batch_tokens: usize,
-    entropy: bool,
+    extras: Extras,
 ) -> Result<Vec<Scored>> {
-    let mut out: Vec<Scored> = vec![(Vec::new(), None); seqs.len()];
+    let mut out: Vec<Scored> = vec![Scored::default(); seqs.len()];
     for_each_chunk(model, seqs, max_batch_tokens, |chunk, t, ids, hidden| {
         let logits = model.logits(hidden).narrow(1, 0, t as i64 - 1);
         let target = ids.narrow(1, 1, t as i64 - 1);
         let mut positions = Positions::default();
+        let mut ranges = Vec::with_capacity(chunk.len());
         for (r, &i) in chunk.iter().enumerate() {
+            let start = positions.index.len();
             positions.extend(drawn.get(i).copied().flatten(), |j| r * (t - 1) + j - 1);
+            ranges.push(start..positions.index.len());
         }
-        let want = if entropy { Entropy::Detached } else { Entropy::Skip };
+        let supports = match extras.supports {
+            true => super::drawn::supports(&logits.reshape([-1, logits.size()[2]]), &positions),
+            false => Vec::new(),
+        };
+        let want = if extras.entropy { Entropy::Detached } else { Entropy::Skip };
         let (picked, ent) = super::drawn::log_probs(&logits, &target, &positions, want);
         let picked: Vec<f32> = Vec::try_from(picked.to_device(tch::Device::Cpu).view([-1]))?;
         let ent: Option<Vec<f32>> = match ent {
@@ -122,7 +162,12 @@ fn score(
         };
         for (r, &i) in chunk.iter().enumerate() {
             let n = seqs[i].len();
-            out[i] = (row(&picked, r, n), ent.as_ref().map(|h| row(h, r, n)));
+            let truncated = drawn.get(i).copied().flatten().is_some_and(|d| d.shape.truncates());
+            out[i] = Scored {
+                logp: row(&picked, r, n),
+                entropy: ent.as_ref().map(|h| row(h, r, n)),
+                supports: if truncated && extras.supports { supports[ranges[r].clone()].to_vec() } else { Vec::new() },
+            };
         }
         Ok(())
     })?;

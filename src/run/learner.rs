@@ -397,7 +397,7 @@ pub struct Mismatch {
 
 impl Mismatch {
     /// Compares `behaviour` (the examples' `logp_old` as read from the rows) with `now`.
-    pub fn of(examples: &[Example], now: &[Vec<f32>]) -> Mismatch {
+    pub fn of(examples: &[Example], now: &[&[f32]]) -> Mismatch {
         let (mut max, mut sum, mut tokens) = (0f64, 0f64, 0usize);
         for (e, lp) in examples.iter().zip(now) {
             for j in (1..e.tokens.len()).filter(|&j| e.mask[j] > 0.0 && e.logp_old[j].is_finite()) {
@@ -413,17 +413,25 @@ impl Mismatch {
 
 /// The examples' log-probs under `model` now, and how far their stored behaviour log-probs
 /// (`logp_old` as read) are from them; with `recompute` they become the examples' `logp_old`
-/// (LOOP's recompute step).
+/// (LOOP's recompute step). Drawn tokens sampled with top-k/top-p get the support `model` keeps
+/// now as their fixed allowed set ([`Drawn::freeze`](crate::model::drawn::Drawn::freeze)), so the
+/// update keeps a gradient for every trained token whatever it does to the ranking.
 pub fn check_behaviour(
     model: &Decoder,
     examples: &mut [Example],
     max_batch_tokens: usize,
     recompute: bool,
 ) -> Result<Mismatch> {
-    let scored = score(model, examples, max_batch_tokens)?;
-    let mismatch = Mismatch::of(examples, &scored);
-    if recompute {
-        for (e, lp) in examples.iter_mut().zip(scored) {
+    let seqs: Vec<Vec<i64>> = examples.iter().map(|e| e.tokens.clone()).collect();
+    let drawn: Vec<_> = examples.iter().map(|e| e.drawn.as_ref()).collect();
+    let scored = crate::model::score::drawn_logprobs_and_supports(model, &seqs, &drawn, max_batch_tokens)?;
+    let now: Vec<&[f32]> = scored.iter().map(|(lp, _)| lp.as_slice()).collect();
+    let mismatch = Mismatch::of(examples, &now);
+    for (e, (lp, supports)) in examples.iter_mut().zip(scored) {
+        if let Some(d) = e.drawn.as_mut().filter(|d| d.shape.truncates()) {
+            d.freeze(supports);
+        }
+        if recompute {
             e.logp_old = lp;
         }
     }
@@ -644,7 +652,8 @@ mod tests {
     /// decoding among the admissible actions with top-k 3, free text at temperature 0.7, free text
     /// with top-k 5, and free text with top-p 0.9. Before any update the learner's log-probs of
     /// the trained tokens equal the stored behaviour log-probs within 1e-4 (the run-time check's
-    /// bound); the plain log-softmax the learner used before differs by far more.
+    /// bound), also once top-k/top-p draws are frozen to their support; the plain log-softmax the
+    /// learner used before differs by far more.
     #[test]
     fn the_learner_rebuilds_the_behaviour_distribution() {
         use crate::model::generate::Sampling;
@@ -658,6 +667,7 @@ mod tests {
             ("free text, top-p 0.9", false, Sampling { temperature: 1.0, top_p: 0.9, ..Default::default() }),
         ];
         for (name, admissible, sampling) in cases {
+            let truncated = sampling.top_k > 0 || sampling.top_p < 1.0;
             let sampling = Sampling { max_new_tokens: 6, seed: 11, ..sampling };
             let mut cfg = RolloutConfig::new("household", vec![0, 1, 2, 3], 2, sampling, 3, "small:household");
             cfg.admissible = admissible;
@@ -667,6 +677,11 @@ mod tests {
             let m = check_behaviour(&model, &mut examples, 4096, false).unwrap();
             assert!(m.tokens > 20, "{name}: {m:?}");
             assert!(m.max <= 1e-4, "{name}: {m:?}");
+            // Truncated draws are now frozen to the support they were drawn from: same log-probs.
+            assert!(examples.iter().all(|e| e.drawn.as_ref().is_none_or(|d| !d.shape.truncates())), "{name}");
+            let frozen = check_behaviour(&model, &mut examples, 4096, false).unwrap();
+            assert!(frozen.max <= 1e-4 && frozen.tokens == m.tokens, "{name}, frozen: {frozen:?}");
+            assert!(!truncated || examples.iter().any(|e| e.drawn.is_some()), "{name}");
             // The plain softmax is another distribution: the check can fail.
             examples.iter_mut().for_each(|e| e.drawn = None);
             let plain = check_behaviour(&model, &mut examples, 4096, false).unwrap();

@@ -589,6 +589,7 @@ impl Trainer {
             recompute_logp_old(&self.model, &mut now, self.spec.model.max_batch_tokens)?;
             for (e, n) in old.iter_mut().zip(now) {
                 truncate_advantages(e, &n.logp_old);
+                e.drawn = n.drawn;
                 if l.logp_old == LogpOld::Recompute {
                     e.logp_old = n.logp_old;
                 }
