@@ -54,8 +54,8 @@ _run:
 	./target/release/trajflow doctor
 	@rm -rf $(RUN_DIR)
 	@echo "== LOOP on the built-in household-pick environment with the small model (pipelines/loop.toml):"
-	@echo "   a short imitation warm start on expert demonstrations, then 12 RL iterations; greedy eval on 1,000 dev tasks"
-	@echo "   after the warm start and at the end, and the paired gain with its 95 % interval (about 9 minutes on 2 cores)"
+	@echo "   a short imitation warm start on expert demonstrations, then 24 RL iterations; greedy eval on 1,000 dev tasks"
+	@echo "   after the warm start and at the end, and the paired gain with its 95 % interval (about 9 minutes on 2 cores after the build)"
 	./target/release/trajflow run pipelines/loop.toml --out $(RUN_DIR)
 
 # The earlier data demo: SmolLM2 answers a prompt, real ALFWorld logs are imported and get GRPO
