@@ -50,6 +50,7 @@ fn every_rl_algorithm_learns_the_bandit() {
         ("reinforce_pp.toml", &[][..]),
         ("ppo.toml", &[][..]),
         ("poad.toml", &[][..]),
+        ("twosome.toml", &[][..]),
     ] {
         let m = train(file, &tmp.path().join(file), extra);
         let eval: Vec<f64> = m.iter().map(|l| l["eval_success_rate"].as_f64().unwrap()).collect();

@@ -20,6 +20,8 @@
 #[cfg(feature = "torch")]
 use tch::{Kind, Tensor};
 
+use super::scored_choice::ScoredChoice;
+
 #[cfg(feature = "torch")]
 use crate::train::losses::entropy_from_logits;
 
@@ -59,6 +61,9 @@ pub struct Drawn {
     pub sampled: Vec<bool>,
     /// Per token: the allowed set (empty: any token).
     pub allowed: Vec<Vec<i64>>,
+    /// Actions chosen whole among scored candidates: their tokens' log-probs are the action's
+    /// ([`super::scored_choice`]), whatever the shape and allowed sets say.
+    pub scored: Vec<ScoredChoice>,
 }
 
 impl Drawn {
@@ -347,7 +352,7 @@ mod tests {
     #[test]
     fn frozen_support_keeps_log_probs_and_gradient() {
         let shape = Shape { temperature: 0.8, top_k: 2, top_p: 1.0 };
-        let mut drawn = Drawn { shape, sampled: vec![false, true], allowed: vec![vec![], vec![]] };
+        let mut drawn = Drawn { shape, sampled: vec![false, true], allowed: vec![vec![], vec![]], scored: vec![] };
         let behaviour = t(&[&[1f64.ln(), 2f64.ln(), 3f64.ln(), 4f64.ln()]]);
         let target = Tensor::from_slice(&[2i64]);
         let lp_of = |l: &Tensor, d: &Drawn| {
@@ -366,7 +371,7 @@ mod tests {
         assert!((vals(&lp_of(&behaviour, &drawn))[0] - before).abs() < 1e-6);
         // The policy moved: token 2 is now third, out of the top-2.
         let moved = t(&[&[0.0, 2.0, 1.0, 3.0]]).set_requires_grad(true);
-        let unfrozen = Drawn { shape, sampled: vec![false, true], allowed: vec![vec![], vec![]] };
+        let unfrozen = Drawn { shape, sampled: vec![false, true], allowed: vec![vec![], vec![]], scored: vec![] };
         assert_eq!(vals(&lp_of(&moved, &unfrozen))[0], f64::NEG_INFINITY);
         let lp = lp_of(&moved, &drawn);
         // Softmax at temperature 0.8 over {2, 3}: log σ((1 − 3) / 0.8).

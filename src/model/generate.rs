@@ -12,6 +12,7 @@ use tch::{Kind, Tensor};
 use super::drawn::{restrict, Shape};
 use super::llama::Decoder;
 use super::prefix_cache::{assemble, extract, PrefixCache};
+use super::scored_choice::ScoredChoice;
 use super::tokenizer::Tok;
 use crate::error::Result;
 use crate::synth::SplitMix;
@@ -76,10 +77,13 @@ pub struct Generation {
     /// allowed continuations, which the learner applies again.
     pub allowed: Vec<Vec<i64>>,
     /// The temperature and truncation the tokens were drawn with; `None` when `logprobs` are the
-    /// plain softmax's whatever the sampling (whole actions scored and chosen, TWOSOME).
+    /// plain softmax's whatever the sampling.
     pub shape: Option<Shape>,
     /// Why generation ended.
     pub finish: Finish,
+    /// Whole actions scored and chosen (TWOSOME): the candidates the action was chosen among,
+    /// with `start` 0 until the rollout places the action in its episode.
+    pub choice: Option<ScoredChoice>,
 }
 
 /// log softmax(`logits`)[r, `next`[r]] for every row r, as the chosen logit minus the row's
@@ -180,6 +184,7 @@ pub fn generate_cached(
             allowed: vec![],
             shape: Some(s.shape()),
             finish: Finish::Length,
+            choice: None,
         })
         .collect();
     let mut done = vec![false; b as usize];

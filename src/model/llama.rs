@@ -32,6 +32,13 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Rows `start..start + len` of the batch, sharing this cache's tensors (appending to the
+    /// result leaves this cache as it is).
+    pub fn rows(&self, start: i64, len: i64) -> KvCache {
+        let narrow = |t: &Tensor| t.narrow(0, start, len);
+        KvCache { layers: self.layers.iter().map(|l| l.as_ref().map(|(k, v)| (narrow(k), narrow(v)))).collect() }
+    }
+
     /// Keeps only the batch rows in `rows` (for dropping finished sequences).
     pub fn select_rows(&mut self, rows: &Tensor) {
         for l in self.layers.iter_mut().flatten() {
@@ -265,21 +272,22 @@ impl Decoder {
 
     /// Final hidden states [B, T, D] for tokens `ids` [B, T] at `positions` [B, T], with
     /// `key_valid` [B, past + T] marking real (non-padding) keys. Appends to `cache` if given.
+    pub fn hidden(&self, ids: &Tensor, positions: &Tensor, key_valid: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let mask = attention_mask(key_valid, ids.size()[1], past);
+        self.hidden_masked(ids, positions, &mask, cache)
+    }
+
+    /// [`Decoder::hidden`] with an explicit boolean attention mask [B, 1, T, past + T] (true: the
+    /// query may attend to the key), for queries that see other keys than the causal ones (several
+    /// candidate continuations of one cached prefix in one sequence). Appends to `cache` if given.
     #[allow(clippy::assign_op_pattern)] // `x += …` would be in place and break autograd
-    pub fn hidden(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        key_valid: &Tensor,
-        mut cache: Option<&mut KvCache>,
-    ) -> Tensor {
+    pub fn hidden_masked(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let (h, kvh, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
-        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
         let (cos, sin) = (emb.cos(), emb.sin());
-        let mask = attention_mask(key_valid, t, past);
         let mut x = Tensor::embedding(&self.embed, ids, -1, false, false);
         if let Some(c) = cache.as_mut() {
             c.layers.resize_with(self.blocks.len(), || None);
@@ -300,7 +308,7 @@ impl Decoder {
                 }
                 c.layers[i] = Some((k.shallow_clone(), v.shallow_clone()));
             }
-            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, kvh != h);
+            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None::<f64>, kvh != h);
             let att = att.transpose(1, 2).contiguous().view([b, t, h * hd]);
             // Not `+=`: an in-place add would overwrite activations autograd saved for backward.
             x = x + self.project(&blk.o, &att);

@@ -23,6 +23,7 @@ pub mod precision;
 pub mod prefix_cache;
 #[cfg(feature = "torch")]
 pub mod score;
+pub mod scored_choice;
 #[cfg(feature = "torch")]
 pub mod service;
 #[cfg(feature = "torch")]

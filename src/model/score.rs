@@ -1,5 +1,6 @@
 //! Per-token log-probs (and, on request, entropies) of stored token sequences under a model: the kernel behind recomputed
-//! behaviour log-probs (LOOP), reference log-probs (KL, DPO) and `trajflow score`. Sequences are
+//! behaviour log-probs (LOOP), reference log-probs (KL, DPO) and `trajflow score`. Actions chosen
+//! whole among scored candidates get their action-level log-prob ([`super::scored_choice`]). Sequences are
 //! scored in length-sorted chunks of at most `max_batch_tokens` padded tokens, so memory is
 //! bounded whatever the dataset; results do not depend on the chunking (each row has its own
 //! positions and padding is masked).
@@ -7,7 +8,8 @@
 use tch::{Kind, Tensor};
 
 use super::drawn::{Drawn, Entropy, Positions};
-use super::llama::Decoder;
+use super::llama::{Decoder, KvCache};
+use super::scored_choice::{rescore, InBatch};
 use crate::error::Result;
 
 /// Log-prob of every token given the tokens before it; the first token of each sequence gets NaN.
@@ -97,6 +99,17 @@ pub fn for_each_chunk(
     max_batch_tokens: usize,
     mut f: impl FnMut(&[usize], usize, &Tensor, &Tensor) -> Result<()>,
 ) -> Result<()> {
+    chunks(model, seqs, max_batch_tokens, false, |chunk, t, ids, hidden, _| f(chunk, t, ids, hidden))
+}
+
+/// [`for_each_chunk`], with (when `cached`) the chunk's KV cache passed along (empty otherwise).
+fn chunks(
+    model: &Decoder,
+    seqs: &[Vec<i64>],
+    max_batch_tokens: usize,
+    cached: bool,
+    mut f: impl FnMut(&[usize], usize, &Tensor, &Tensor, &KvCache) -> Result<()>,
+) -> Result<()> {
     let dev = model.device();
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
@@ -117,7 +130,9 @@ pub fn for_each_chunk(
         let ids = Tensor::from_slice(&ids).view([rows as i64, t as i64]).to(dev);
         let valid = Tensor::from_slice(&valid).view([rows as i64, t as i64]).to(dev);
         let pos = Tensor::arange(t as i64, (Kind::Int64, dev)).unsqueeze(0).expand([rows as i64, t as i64], false);
-        f(chunk, t, &ids, &model.hidden(&ids, &pos, &valid, None))?;
+        let mut cache = KvCache::default();
+        let hidden = model.hidden(&ids, &pos, &valid, cached.then_some(&mut cache));
+        f(chunk, t, &ids, &hidden, &cache)?;
         start += rows;
     }
     Ok(())
@@ -131,7 +146,8 @@ fn score(
     extras: Extras,
 ) -> Result<Vec<Scored>> {
     let mut out: Vec<Scored> = vec![Scored::default(); seqs.len()];
-    for_each_chunk(model, seqs, max_batch_tokens, |chunk, t, ids, hidden| {
+    let cached = drawn.iter().flatten().any(|d| !d.scored.is_empty());
+    chunks(model, seqs, max_batch_tokens, cached, |chunk, t, ids, hidden, cache| {
         let logits = model.logits(hidden).narrow(1, 0, t as i64 - 1);
         let target = ids.narrow(1, 1, t as i64 - 1);
         let mut positions = Positions::default();
@@ -147,6 +163,13 @@ fn score(
         };
         let want = if extras.entropy { Entropy::Detached } else { Entropy::Skip };
         let (picked, ent) = super::drawn::log_probs(&logits, &target, &positions, want);
+        let choices: Vec<InBatch<'_>> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(r, &i)| drawn.get(i).copied().flatten().map(|d| (r, d)))
+            .flat_map(|(r, d)| d.scored.iter().map(move |c| (r, c, d.shape.temperature)))
+            .collect();
+        let (picked, ent) = rescore(model, cache, &logits, &choices, picked, ent, want);
         let picked: Vec<f32> = Vec::try_from(picked.to_device(tch::Device::Cpu).view([-1]))?;
         let ent: Option<Vec<f32>> = match ent {
             Some(h) => Some(Vec::try_from(h.to_device(tch::Device::Cpu).view([-1]))?),

@@ -7,14 +7,17 @@
 //! word count (`word`, TWOSOME's and POAD's scripts) or by 1 (`sum`, GLAM). The action is drawn from
 //! softmax(S / temperature) (argmax at temperature 0) with the sampler's own seeded generator, one
 //! draw per row in row order, so a choice does not depend on the batch. The chosen action's tokens
-//! are returned with their token-level log-probs under the model, which the rollout stores as
-//! behaviour log-probs (POAD's choice, ALGORITHMS.md §4.5: the ratio is token-level, while the
-//! behaviour distribution is the normalised softmax).
+//! are returned with their action-level log-prob on the first token (0 on the others) and the
+//! candidates, chosen first, with their divisors ([`ScoredChoice`]): what the learner needs to
+//! rebuild the distribution ([`crate::model::scored_choice`]), so the ratio is TWOSOME's
+//! action-level one with the normaliser over the candidates re-scored.
 
 use crate::error::Result;
+use crate::model::drawn::Shape;
 use crate::model::generate::{Finish, Generation};
 use crate::model::llama::Decoder;
 use crate::model::score::token_logprobs;
+use crate::model::scored_choice::{log_softmax, ScoredChoice};
 pub use crate::pipeline::training::Normalization;
 use crate::synth::SplitMix;
 
@@ -26,33 +29,27 @@ pub struct Candidate {
     pub ids: Vec<i64>,
 }
 
+/// What a candidate's summed log-likelihood is divided by.
+fn divisor(c: &Candidate, norm: Normalization) -> f64 {
+    let n = match norm {
+        Normalization::Token => c.ids.len(),
+        Normalization::Word => c.text.split_whitespace().count(),
+        Normalization::Sum => 1,
+    };
+    n.max(1) as f64
+}
+
 /// Normalised scores of candidates whose per-token log-probs are `token_logps`.
 pub fn normalized_scores(candidates: &[Candidate], token_logps: &[Vec<f32>], norm: Normalization) -> Vec<f64> {
     candidates
         .iter()
         .zip(token_logps)
-        .map(|(c, lp)| {
-            let sum: f64 = lp.iter().map(|&x| x as f64).sum();
-            let n = match norm {
-                Normalization::Token => c.ids.len(),
-                Normalization::Word => c.text.split_whitespace().count(),
-                Normalization::Sum => 1,
-            };
-            sum / n.max(1) as f64
-        })
+        .map(|(c, lp)| lp.iter().map(|&x| x as f64).sum::<f64>() / divisor(c, norm))
         .collect()
 }
 
-/// log softmax(scores / temperature).
-fn log_softmax(scores: &[f64], temperature: f64) -> Vec<f64> {
-    let z: Vec<f64> = scores.iter().map(|s| s / temperature).collect();
-    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let log_sum = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
-    z.iter().map(|x| x - log_sum).collect()
-}
-
 /// Scores every row's candidates after its prompt and draws one per row (see the module doc);
-/// returns the chosen candidates' tokens with their token-level log-probs.
+/// returns the chosen candidates as [`Generation`]s with their action-level log-probs and candidates.
 pub fn choose(
     model: &Decoder,
     prompts: &[Vec<i64>],
@@ -76,10 +73,10 @@ pub fn choose(
         let token_logps: Vec<Vec<f32>> =
             cs.iter().map(|_| next.next().expect("one scoring per candidate")[p.len()..].to_vec()).collect();
         let scores = normalized_scores(cs, &token_logps, norm);
+        let logp = log_softmax(&scores, temperature);
         let index = if temperature <= 0.0 {
             (0..cs.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b })
         } else {
-            let logp = log_softmax(&scores, temperature);
             let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             let mut acc = 0.0;
             (0..cs.len())
@@ -89,12 +86,21 @@ pub fn choose(
                 })
                 .unwrap_or(cs.len() - 1)
         };
+        let order: Vec<usize> = std::iter::once(index).chain((0..cs.len()).filter(|&i| i != index)).collect();
+        let taken = &cs[index].ids;
+        let mut logprobs = vec![0.0; taken.len()];
+        logprobs[0] = logp[index] as f32;
         out.push(Generation {
-            tokens: cs[index].ids.clone(),
-            logprobs: token_logps[index].clone(),
-            allowed: vec![Vec::new(); cs[index].ids.len()],
-            shape: None,
+            tokens: taken.clone(),
+            logprobs,
+            allowed: vec![Vec::new(); taken.len()],
+            shape: Some(Shape { temperature, top_k: 0, top_p: 1.0 }),
             finish: Finish::Stop,
+            choice: Some(ScoredChoice {
+                start: 0,
+                candidates: order.iter().map(|&i| cs[i].ids.clone()).collect(),
+                divisors: order.iter().map(|&i| divisor(&cs[i], norm) as f32).collect(),
+            }),
         });
     }
     Ok(out)
@@ -124,10 +130,4 @@ mod tests {
         assert!((p.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < 1e-12);
     }
 
-    #[test]
-    fn temperature_sharpens() {
-        let a = log_softmax(&[-1.0, -2.0], 1.0);
-        let b = log_softmax(&[-1.0, -2.0], 0.5);
-        assert!(b[0] > a[0]);
-    }
 }

@@ -37,6 +37,7 @@ use self::action_scoring::{choose, Candidate};
 use crate::env::{by_name, Env};
 use crate::error::{Error, Result};
 use crate::model::generate::{generate_cached, Finish, Generation, Sampling};
+use crate::model::scored_choice::ScoredChoice;
 use crate::model::llama::Decoder;
 use crate::model::prefix_cache::PrefixCache;
 use crate::model::tokenizer::{Message, Tok};
@@ -246,8 +247,8 @@ pub(crate) fn act(
     }
 }
 
-/// Appends generated tokens as `seg` with their behaviour log-probs, allowed sets and sampling
-/// shape (what the learner needs to rebuild the distribution they were drawn from); an action cut
+/// Appends generated tokens as `seg` with their behaviour log-probs, allowed sets, sampling
+/// shape and scored candidates (what the learner needs to rebuild the distribution they were drawn from); an action cut
 /// by the token budget gets the end-of-turn token as template and marks the row truncated
 /// (returns true then).
 fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, seg: Segment) -> bool {
@@ -262,6 +263,10 @@ fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, se
         }
     }
     row.sampling = g.shape.or(row.sampling);
+    if let Some(choice) = &g.choice {
+        let placed = ScoredChoice { start: row.tokens.len(), ..choice.clone() };
+        row.choices.get_or_insert_with(Vec::new).push(placed);
+    }
     row.tokens.extend(g.tokens.iter().map(|&x| x as i32));
     row.segments.extend(std::iter::repeat_n(seg as u8, g.tokens.len()));
     row.turns.extend(std::iter::repeat_n(turn, g.tokens.len()));

@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::drawn::{Drawn, Positions, Shape};
+use crate::model::scored_choice::{InBatch, ScoredChoice};
 use crate::ops::segment::Segment;
 
 /// One episode as the learner sees it.
@@ -43,6 +44,12 @@ impl Example {
     pub fn trained(&self) -> usize {
         self.mask.iter().filter(|&&m| m > 0.0).count()
     }
+
+    /// Tokens a forward pass over the example runs: its own, and its scored actions' candidates.
+    pub fn cost(&self) -> usize {
+        let candidates = self.drawn.iter().flat_map(|d| &d.scored).flat_map(|c| &c.candidates).map(Vec::len);
+        self.tokens.len() + candidates.sum::<usize>()
+    }
 }
 
 /// Row `i` of the list column `name` as `T` values (None: no such column, or null there).
@@ -61,6 +68,11 @@ fn list_values<T: ArrowPrimitiveType>(rows: &RecordBatch, name: &str, i: usize) 
 
 fn list_f32(rows: &RecordBatch, name: &str, i: usize) -> Result<Option<Vec<f32>>> {
     list_values::<Float32Type>(rows, name, i)
+}
+
+/// Row `i`'s token ids.
+fn token_ids(tokens: &arrow::array::ListArray, i: usize) -> Vec<i64> {
+    tokens.value(i).as_primitive::<Int32Type>().values().iter().map(|&t| i64::from(t)).collect()
 }
 
 /// 1.0 on action tokens (the trainable ones), 0.0 elsewhere, for row `i` of `segments`.
@@ -96,13 +108,66 @@ fn shape(rows: &RecordBatch, i: usize) -> Result<Option<Shape>> {
     Ok(Some(Shape { temperature, top_k, top_p }))
 }
 
+/// Row `i`'s actions chosen whole among scored candidates (`candidate_starts`, `candidate_counts`,
+/// `candidate_lengths`, `candidate_tokens`, `candidate_divisors`), checked against its `tokens`;
+/// None when the row records none.
+fn scored_choices(rows: &RecordBatch, i: usize, tokens: &[i64]) -> Result<Option<Vec<ScoredChoice>>> {
+    let Some(starts) = list_values::<Int32Type>(rows, "candidate_starts", i)? else { return Ok(None) };
+    let column = |name: &str| -> Result<Vec<i32>> {
+        list_values::<Int32Type>(rows, name, i)?
+            .ok_or_else(|| Error::Usage(format!("learner: 'candidate_starts' is set but '{name}' is null")))
+    };
+    let (counts, lengths, flat) = (column("candidate_counts")?, column("candidate_lengths")?, column("candidate_tokens")?);
+    let divisors = list_f32(rows, "candidate_divisors", i)?
+        .ok_or_else(|| Error::Usage("learner: 'candidate_starts' is set but 'candidate_divisors' is null".into()))?;
+    let bad = |what: String| Error::Usage(format!("learner: scored actions: {what}"));
+    let candidates: usize = counts.iter().map(|&c| c.max(0) as usize).sum();
+    if counts.len() != starts.len() || lengths.len() != candidates || divisors.len() != candidates {
+        return Err(bad(format!(
+            "'candidate_starts' has {} values, 'candidate_counts' {} summing to {candidates}, 'candidate_lengths' {} and \
+             'candidate_divisors' {}",
+            starts.len(),
+            counts.len(),
+            lengths.len(),
+            divisors.len()
+        )));
+    }
+    if lengths.iter().map(|&l| l.max(0) as usize).sum::<usize>() != flat.len() || lengths.iter().any(|&l| l < 1) {
+        return Err(bad(format!("'candidate_lengths' {lengths:?} do not lay out the {} 'candidate_tokens'", flat.len())));
+    }
+    if let Some(d) = divisors.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
+        return Err(bad(format!("'candidate_divisors' holds {d}; a normaliser must be positive")));
+    }
+    let (mut at, mut cand, mut out) = (0usize, 0usize, Vec::with_capacity(starts.len()));
+    for (&start, &count) in starts.iter().zip(&counts) {
+        let mut choice = ScoredChoice { start: start.max(0) as usize, candidates: Vec::new(), divisors: Vec::new() };
+        for _ in 0..count.max(1) {
+            let len = lengths[cand] as usize;
+            choice.candidates.push(flat[at..at + len].iter().map(|&t| i64::from(t)).collect());
+            choice.divisors.push(divisors[cand]);
+            (at, cand) = (at + len, cand + 1);
+        }
+        let end = choice.start + choice.taken().len();
+        if count < 1 || start < 1 || end > tokens.len() || tokens[choice.start..end] != *choice.taken() {
+            return Err(bad(format!(
+                "the action at token {start} is not its first candidate ({count} candidates; 'candidate_starts', \
+                 'candidate_tokens')"
+            )));
+        }
+        out.push(choice);
+    }
+    Ok(Some(out))
+}
+
 /// How row `i`'s trained tokens were drawn: its shape and, per token, whether the policy drew it
 /// (a trained token with a finite behaviour log-prob) and its allowed set (`allowed_counts`,
-/// `allowed_tokens`). None when the row records no shape and no allowed sets.
-fn drawn(rows: &RecordBatch, i: usize, mask: &[f32], behaviour: &[f32]) -> Result<Option<Drawn>> {
+/// `allowed_tokens`), and its actions chosen whole among scored candidates. None when the row
+/// records no shape, no allowed sets and no scored actions.
+fn drawn(rows: &RecordBatch, i: usize, tokens: &[i64], mask: &[f32], behaviour: &[f32]) -> Result<Option<Drawn>> {
     let counts = list_values::<Int32Type>(rows, "allowed_counts", i)?;
     let shape = shape(rows, i)?;
-    if shape.is_none() && counts.is_none() {
+    let scored = scored_choices(rows, i, tokens)?;
+    if shape.is_none() && counts.is_none() && scored.is_none() {
         return Ok(None);
     }
     let n = mask.len();
@@ -125,7 +190,7 @@ fn drawn(rows: &RecordBatch, i: usize, mask: &[f32], behaviour: &[f32]) -> Resul
         }
     }
     let sampled = (0..n).map(|j| mask[j] > 0.0 && behaviour[j].is_finite()).collect();
-    Ok(Some(Drawn { shape: shape.unwrap_or(Shape::PLAIN), sampled, allowed }))
+    Ok(Some(Drawn { shape: shape.unwrap_or(Shape::PLAIN), sampled, allowed, scored: scored.unwrap_or_default() }))
 }
 
 /// How every row of `rows` was drawn (None for rows that record no sampling), as [`from_rows`]
@@ -133,9 +198,12 @@ fn drawn(rows: &RecordBatch, i: usize, mask: &[f32], behaviour: &[f32]) -> Resul
 pub fn drawn_rows(rows: &RecordBatch) -> Result<Vec<Option<Drawn>>> {
     let segments =
         rows.column_by_name("segments").ok_or_else(|| Error::Usage("rows have no segments".into()))?.as_list::<i32>();
+    let tokens =
+        rows.column_by_name("tokens").ok_or_else(|| Error::Usage("rows have no tokens".into()))?.as_list::<i32>();
     (0..rows.num_rows())
         .map(|i| {
             let mask = action_mask(segments, i);
+            let toks = token_ids(tokens, i);
             let behaviour = list_f32(rows, "logp_behavior", i)?.unwrap_or_else(|| vec![f32::NAN; mask.len()]);
             if behaviour.len() != mask.len() {
                 return Err(Error::Usage(format!(
@@ -144,7 +212,7 @@ pub fn drawn_rows(rows: &RecordBatch) -> Result<Vec<Option<Drawn>>> {
                     mask.len()
                 )));
             }
-            drawn(rows, i, &mask, &behaviour)
+            drawn(rows, i, &toks, &mask, &behaviour)
         })
         .collect()
 }
@@ -184,7 +252,7 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
         if keep.as_ref().is_some_and(|k| k.is_valid(i) && !k.value(i)) {
             continue;
         }
-        let toks: Vec<i64> = tokens.value(i).as_primitive::<Int32Type>().values().iter().map(|&t| t as i64).collect();
+        let toks = token_ids(tokens, i);
         let mask = action_mask(segments, i);
         let per_token = |name: Option<&str>| -> Result<Vec<f32>> {
             let Some(name) = name else { return Ok(vec![0.0; toks.len()]) };
@@ -227,7 +295,7 @@ pub fn from_rows(rows: &RecordBatch, cols: Columns<'_>) -> Result<Vec<Example>> 
         if turns.len() != toks.len() {
             return Err(Error::Usage(format!("learner: 'turns' has {} values for {} tokens", turns.len(), toks.len())));
         }
-        let drawn = drawn(rows, i, &mask, &logp_old)?;
+        let drawn = drawn(rows, i, &toks, &mask, &logp_old)?;
         let ex = Example { tokens: toks, mask, adv, logp_old, logp_ref, values, returns: ret, turns, drawn };
         if ex.trained() > 0 {
             out.push(ex);
@@ -262,6 +330,8 @@ pub struct Padded<'a> {
     pub turns: Tensor,
     /// The predicted tokens drawn from a shaped distribution (flat indices into `[B × (T−1)]`).
     pub drawn: Positions<'a>,
+    /// The actions chosen whole among scored candidates, by batch row.
+    pub choices: Vec<InBatch<'a>>,
 }
 
 /// Pads `examples` to their longest length on `device`.
@@ -278,8 +348,12 @@ pub fn pad<'a>(examples: &[&'a Example], device: Device) -> Padded<'a> {
     let mut returns = vec![0f32; b * (t - 1)];
     let mut turns = vec![0i64; b * (t - 1)];
     let mut drawn = Positions::default();
+    let mut choices = Vec::new();
     for (r, e) in examples.iter().enumerate() {
         drawn.extend(e.drawn.as_ref(), |j| r * (t - 1) + j - 1);
+        if let Some(d) = e.drawn.as_ref() {
+            choices.extend(d.scored.iter().map(|c| (r, c, d.shape.temperature)));
+        }
         for (j, &id) in e.tokens.iter().enumerate() {
             ids[r * t + j] = id;
             valid[r * t + j] = true;
@@ -311,6 +385,7 @@ pub fn pad<'a>(examples: &[&'a Example], device: Device) -> Padded<'a> {
         returns: f(&returns),
         turns: Tensor::from_slice(&turns).view([bi, ti - 1]).to(device),
         drawn,
+        choices,
     }
 }
 
@@ -343,5 +418,42 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(p.targets.get(0)).unwrap(), vec![1, 2, 0, 0]);
         assert_eq!(Vec::<f32>::try_from(p.mask.get(0)).unwrap(), vec![1.0, 0.0, 0.0, 0.0]);
         assert_eq!(Vec::<f32>::try_from(p.mask.get(1)).unwrap(), vec![1.0, 0.0, 1.0, 0.0]);
+    }
+
+    /// Scored actions go through the `candidate_*` columns and back; a cut that ends inside an
+    /// action drops its candidates; a layout whose first candidate is not the action is an error
+    /// naming the columns.
+    #[test]
+    fn scored_actions_round_trip_and_bad_layouts_are_named() {
+        let (p, a, o) = (Segment::Prompt as u8, Segment::Action as u8, Segment::Observation as u8);
+        let choice = ScoredChoice { start: 2, candidates: vec![vec![5, 6], vec![7], vec![8, 9, 6]], divisors: vec![2.0, 1.0, 3.0] };
+        let row = EpisodeRow {
+            episode_id: "e".into(),
+            tokens: vec![1, 2, 5, 6, 3],
+            segments: vec![p, p, a, a, o],
+            turns: vec![0; 5],
+            logp_behavior: Some(vec![f32::NAN, f32::NAN, -0.4, 0.0, f32::NAN]),
+            sampling: Some(Shape { temperature: 0.7, top_k: 0, top_p: 1.0 }),
+            choices: Some(vec![choice.clone()]),
+            turn_rewards: vec![1.0],
+            ..Default::default()
+        };
+        let read = |row: &EpisodeRow| {
+            let mut b = TrajectoryBuilder::default();
+            b.push(row.clone());
+            from_rows(&b.finish(), Columns::default())
+        };
+        let ex = read(&row).unwrap();
+        let d = ex[0].drawn.as_ref().unwrap();
+        assert_eq!(d.scored, vec![choice.clone()]);
+        assert_eq!(d.shape.temperature as f32, 0.7);
+        assert_eq!(ex[0].cost(), 5 + 6);
+        let mut cut = row.clone();
+        cut.truncate_tokens(3);
+        assert_eq!(cut.choices, Some(vec![]));
+        let mut bad = row.clone();
+        bad.choices = Some(vec![ScoredChoice { candidates: vec![vec![7], vec![5, 6], vec![8, 9, 6]], ..choice }]);
+        let err = read(&bad).unwrap_err().to_string();
+        assert!(err.contains("candidate_starts") && err.contains("token 2"), "{err}");
     }
 }

@@ -19,7 +19,8 @@ use super::critic::Critic;
 use super::examples::{pad, Example};
 use crate::error::Result;
 use crate::model::drawn::Entropy;
-use crate::model::llama::Decoder;
+use crate::model::llama::{Decoder, KvCache};
+use crate::model::scored_choice::rescore;
 use crate::synth::SplitMix;
 use crate::train::losses::{
     clipped_is_pg_loss, dpo_loss, entropy_bonus, kl_loss, masked_mean, nll_loss, ppo_policy_loss, sequence_logp_sum,
@@ -142,24 +143,27 @@ pub struct Stats {
 }
 
 /// Log-probs of the targets `[B, T−1]` (differentiable) under the distributions they were drawn
-/// from ([`crate::model::drawn`]), the entropy of each (differentiable or not, as asked) and the
+/// from ([`crate::model::drawn`]; actions chosen whole, [`crate::model::scored_choice`]), the entropy of each (differentiable or not, as asked) and the
 /// final hidden states
 /// `[B, T, D]`.
 fn forward(model: &Decoder, p: &super::examples::Padded<'_>, entropy: Entropy) -> (Tensor, Tensor, Tensor) {
     let t = p.ids.size()[1];
-    let hidden = model.hidden(&p.ids, &p.positions, &p.valid, None);
+    let mut cache = KvCache::default();
+    let hidden = model.hidden(&p.ids, &p.positions, &p.valid, (!p.choices.is_empty()).then_some(&mut cache));
     let logits = model.logits(&hidden).narrow(1, 0, t - 1);
     let (logp, h) = crate::model::drawn::log_probs(&logits, &p.targets, &p.drawn, entropy);
+    let (logp, h) = rescore(model, &cache, &logits, &p.choices, logp, h, entropy);
     (logp, h.expect("entropy requested"), hidden)
 }
 
 /// Splits `batch` (indices, in runs of `unit` that stay together) into runs of at most `budget`
-/// padded tokens (or one unit, if a unit alone is larger).
+/// padded tokens (or one unit, if a unit alone is larger); an example's scored candidates count
+/// as tokens of it ([`Example::cost`]).
 fn micro_batches<'a>(examples: &'a [Example], batch: &[usize], budget: usize, unit: usize) -> Vec<Vec<&'a Example>> {
     let mut out: Vec<Vec<&Example>> = Vec::new();
     let mut longest = 0;
     for group in batch.chunks(unit) {
-        let len = group.iter().map(|&i| examples[i].tokens.len()).max().unwrap_or(0);
+        let len = group.iter().map(|&i| examples[i].cost()).max().unwrap_or(0);
         let members = group.iter().map(|&i| &examples[i]);
         match out.last_mut() {
             Some(cur) if longest.max(len) * (cur.len() + group.len()) <= budget => {
@@ -648,9 +652,10 @@ mod tests {
         assert!(st.kl_ref > 0.0, "{st:?}");
     }
 
-    /// Rollouts of a fresh small policy on the household env, sampled four ways: constrained
+    /// Rollouts of a fresh small policy on the household env, sampled six ways: constrained
     /// decoding among the admissible actions with top-k 3, free text at temperature 0.7, free text
-    /// with top-k 5, and free text with top-p 0.9. Before any update the learner's log-probs of
+    /// with top-k 5, free text with top-p 0.9, and whole admissible actions scored (TWOSOME, word
+    /// normalisation) at temperatures 1 and 0.7. Before any update the learner's log-probs of
     /// the trained tokens equal the stored behaviour log-probs within 1e-4 (the run-time check's
     /// bound), also once top-k/top-p draws are frozen to their support; the plain log-softmax the
     /// learner used before differs by far more.
@@ -660,17 +665,21 @@ mod tests {
         use crate::rollout::{rollout, RolloutConfig};
         use crate::schema::builder::TrajectoryBuilder;
         let (model, tok) = crate::model::load("small:household", tch::Device::Cpu).unwrap();
+        let word = Some(crate::rollout::action_scoring::Normalization::Word);
         let cases = [
-            ("constrained, top-k 3", true, Sampling { temperature: 1.0, top_k: 3, ..Default::default() }),
-            ("free text, temperature 0.7", false, Sampling { temperature: 0.7, ..Default::default() }),
-            ("free text, top-k 5", false, Sampling { temperature: 1.0, top_k: 5, ..Default::default() }),
-            ("free text, top-p 0.9", false, Sampling { temperature: 1.0, top_p: 0.9, ..Default::default() }),
+            ("constrained, top-k 3", true, None, Sampling { temperature: 1.0, top_k: 3, ..Default::default() }),
+            ("free text, temperature 0.7", false, None, Sampling { temperature: 0.7, ..Default::default() }),
+            ("free text, top-k 5", false, None, Sampling { temperature: 1.0, top_k: 5, ..Default::default() }),
+            ("free text, top-p 0.9", false, None, Sampling { temperature: 1.0, top_p: 0.9, ..Default::default() }),
+            ("scored actions", true, word, Sampling { temperature: 1.0, ..Default::default() }),
+            ("scored actions, temperature 0.7", true, word, Sampling { temperature: 0.7, ..Default::default() }),
         ];
-        for (name, admissible, sampling) in cases {
+        for (name, admissible, scoring, sampling) in cases {
             let truncated = sampling.top_k > 0 || sampling.top_p < 1.0;
             let sampling = Sampling { max_new_tokens: 6, seed: 11, ..sampling };
             let mut cfg = RolloutConfig::new("household", vec![0, 1, 2, 3], 2, sampling, 3, "small:household");
             cfg.admissible = admissible;
+            cfg.scoring = scoring;
             let mut b = TrajectoryBuilder::default();
             rollout(&model, &tok, &cfg).unwrap().into_iter().for_each(|r| b.push(r));
             let mut examples = from_rows(&b.finish(), crate::run::examples::Columns::default()).unwrap();
@@ -682,6 +691,8 @@ mod tests {
             let frozen = check_behaviour(&model, &mut examples, 4096, false).unwrap();
             assert!(frozen.max <= 1e-4 && frozen.tokens == m.tokens, "{name}, frozen: {frozen:?}");
             assert!(!truncated || examples.iter().any(|e| e.drawn.is_some()), "{name}");
+            let scored = examples.iter().flat_map(|e| &e.drawn).map(|d| d.scored.len()).sum::<usize>();
+            assert!(scoring.is_none() || scored >= 8, "{name}: {scored} scored actions");
             // The plain softmax is another distribution: the check can fail.
             examples.iter_mut().for_each(|e| e.drawn = None);
             let plain = check_behaviour(&model, &mut examples, 4096, false).unwrap();

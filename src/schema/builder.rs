@@ -10,6 +10,7 @@ use arrow::datatypes::Field;
 
 use super::TableSchema;
 use crate::model::drawn::Shape;
+use crate::model::scored_choice::ScoredChoice;
 
 /// One episode, as stored.
 #[derive(Debug, Clone, Default)]
@@ -65,12 +66,17 @@ pub struct EpisodeRow {
     pub allowed_counts: Option<Vec<i32>>,
     /// The allowed sets of tokens with a non-zero count, concatenated in token order.
     pub allowed_tokens: Option<Vec<i32>>,
+    /// Actions chosen whole among scored candidates (the `candidate_*` columns).
+    pub choices: Option<Vec<ScoredChoice>>,
 }
 
 impl EpisodeRow {
-    /// Keeps the first `n` tokens: every per-token list (and the allowed sets of the tokens kept)
-    /// is cut together.
+    /// Keeps the first `n` tokens: every per-token list (and the allowed sets of the tokens kept,
+    /// and the scored actions that end within them) is cut together.
     pub fn truncate_tokens(&mut self, n: usize) {
+        if let Some(choices) = self.choices.as_mut() {
+            choices.retain(|c| c.start + c.taken().len() <= n);
+        }
         if let (Some(counts), Some(sets)) = (self.allowed_counts.as_ref(), self.allowed_tokens.as_mut()) {
             sets.truncate(counts.iter().take(n).map(|&c| c.max(0) as usize).sum());
         }
@@ -86,6 +92,33 @@ impl EpisodeRow {
     }
 }
 
+/// A row's scored actions laid out as the `candidate_*` columns: per action its first token's
+/// index and candidate count, per candidate its length and divisor, and the candidates' tokens.
+#[derive(Default)]
+struct CandidateColumns {
+    starts: Vec<i32>,
+    counts: Vec<i32>,
+    lengths: Vec<i32>,
+    tokens: Vec<i32>,
+    divisors: Vec<f32>,
+}
+
+impl CandidateColumns {
+    fn of(choices: &[ScoredChoice]) -> CandidateColumns {
+        let mut c = CandidateColumns::default();
+        for choice in choices {
+            c.starts.push(choice.start as i32);
+            c.counts.push(choice.candidates.len() as i32);
+            for cand in &choice.candidates {
+                c.lengths.push(cand.len() as i32);
+                c.tokens.extend(cand.iter().map(|&t| t as i32));
+            }
+            c.divisors.extend(&choice.divisors);
+        }
+        c
+    }
+}
+
 /// Accumulates rows and builds one batch.
 #[derive(Default)]
 pub struct TrajectoryBuilder {
@@ -97,11 +130,19 @@ fn list<T: Clone>(
     get: impl Fn(&EpisodeRow) -> Option<&Vec<T>>,
     values: impl FnOnce(Vec<T>) -> ArrayRef,
 ) -> ArrayRef {
+    list_of(rows.iter().map(|r| get(r).map(Vec::as_slice)), values)
+}
+
+/// A list column with one entry per item (None: null).
+fn list_of<'a, T: Clone + 'a>(
+    items: impl ExactSizeIterator<Item = Option<&'a [T]>>,
+    values: impl FnOnce(Vec<T>) -> ArrayRef,
+) -> ArrayRef {
     let mut offsets = vec![0i32];
     let mut flat = Vec::new();
-    let mut valid = Vec::with_capacity(rows.len());
-    for r in rows {
-        match get(r) {
+    let mut valid = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
             Some(v) => {
                 flat.extend_from_slice(v);
                 valid.push(true);
@@ -139,6 +180,13 @@ impl TrajectoryBuilder {
         let schema = TableSchema::trajectory().to_arrow();
         let strings =
             |f: fn(&EpisodeRow) -> Option<&str>| -> ArrayRef { Arc::new(r.iter().map(f).collect::<StringArray>()) };
+        let candidates: Vec<Option<CandidateColumns>> =
+            r.iter().map(|e| e.choices.as_deref().map(CandidateColumns::of)).collect();
+        let ints = |get: fn(&CandidateColumns) -> &Vec<i32>| -> ArrayRef {
+            list_of(candidates.iter().map(|c| c.as_ref().map(|c| get(c).as_slice())), |v| {
+                Arc::new(arrow::array::Int32Array::from(v))
+            })
+        };
         let columns: Vec<ArrayRef> = schema
             .fields()
             .iter()
@@ -180,6 +228,14 @@ impl TrajectoryBuilder {
                     "allowed_tokens" => {
                         list(r, |e| e.allowed_tokens.as_ref(), |v| Arc::new(arrow::array::Int32Array::from(v)))
                     }
+                    "candidate_starts" => ints(|c| &c.starts),
+                    "candidate_counts" => ints(|c| &c.counts),
+                    "candidate_lengths" => ints(|c| &c.lengths),
+                    "candidate_tokens" => ints(|c| &c.tokens),
+                    "candidate_divisors" => list_of(
+                        candidates.iter().map(|c| c.as_ref().map(|c| c.divisors.as_slice())),
+                        |v| Arc::new(Float32Array::from(v)),
+                    ),
                     _ => arrow::array::new_null_array(field.data_type(), n),
                 }
             })
