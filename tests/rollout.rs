@@ -379,8 +379,9 @@ fn refilled_slots_play_every_episode_from_its_own_start() {
 
 /// TWOSOME's action scoring: at temperature 0 the played action is the admissible action with the
 /// best word-normalised log-likelihood, computed here independently by scoring each candidate
-/// after the prompt; with sampling, the stored token log-probs of the actions played equal a fresh
-/// scoring.
+/// after the prompt; with sampling, every action's stored candidates start with it, and its stored
+/// log-prob (on its first token, 0 on the others) equals the action-level softmax of a fresh
+/// scoring of every candidate.
 #[test]
 fn scored_actions_follow_word_normalised_likelihoods() {
     use trajflow::env::by_name;
@@ -417,12 +418,30 @@ fn scored_actions_follow_word_normalised_likelihoods() {
         assert_eq!(messages[1].content, best.1, "task {task}");
     }
     let rows = rollout(&model, &tok, &cfg(1.0, 6)).unwrap();
-    let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
-    let fresh = token_logprobs(&model, &seqs, 100_000).unwrap();
-    for (r, f) in rows.iter().zip(&fresh) {
+    let mut scored = 0;
+    for r in &rows {
+        let tokens: Vec<i64> = r.tokens.iter().map(|&t| t as i64).collect();
         let lp = r.logp_behavior.as_ref().unwrap();
-        for j in (0..r.tokens.len()).filter(|&j| r.segments[j] == 1) {
-            assert!((lp[j] - f[j]).abs() < 1e-5, "token {j}: stored {} vs fresh {}", lp[j], f[j]);
+        let choices = r.choices.as_ref().unwrap();
+        let actions = (0..tokens.len()).filter(|&j| r.segments[j] == 1 && (j == 0 || r.segments[j - 1] != 1)).count();
+        assert_eq!(choices.len(), actions, "one scored choice per action");
+        for c in choices {
+            // Independently: each candidate scored as its own sequence after the episode so far.
+            let seqs: Vec<Vec<i64>> =
+                c.candidates.iter().map(|cand| tokens[..c.start].iter().chain(cand).copied().collect()).collect();
+            let scores: Vec<f64> = token_logprobs(&model, &seqs, 100_000)
+                .unwrap()
+                .iter()
+                .zip(&c.divisors)
+                .map(|(l, d)| l[c.start..].iter().map(|&x| x as f64).sum::<f64>() / *d as f64)
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let want = scores[0] - max - scores.iter().map(|s| (s - max).exp()).sum::<f64>().ln();
+            assert_eq!(&tokens[c.start..c.start + c.taken().len()], c.taken());
+            assert!((lp[c.start] as f64 - want).abs() < 1e-5, "token {}: stored {} vs fresh {want}", c.start, lp[c.start]);
+            assert!((1..c.taken().len()).all(|k| lp[c.start + k] == 0.0), "the action's other tokens hold 0");
+            scored += 1;
         }
     }
+    assert!(scored >= 6, "{scored} scored actions");
 }
