@@ -438,7 +438,12 @@ fn scored_actions_follow_word_normalised_likelihoods() {
             let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let want = scores[0] - max - scores.iter().map(|s| (s - max).exp()).sum::<f64>().ln();
             assert_eq!(&tokens[c.start..c.start + c.taken().len()], c.taken());
-            assert!((lp[c.start] as f64 - want).abs() < 1e-5, "token {}: stored {} vs fresh {want}", c.start, lp[c.start]);
+            assert!(
+                (lp[c.start] as f64 - want).abs() < 1e-5,
+                "token {}: stored {} vs fresh {want}",
+                c.start,
+                lp[c.start]
+            );
             assert!((1..c.taken().len()).all(|k| lp[c.start + k] == 0.0), "the action's other tokens hold 0");
             scored += 1;
         }

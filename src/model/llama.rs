@@ -282,7 +282,13 @@ impl Decoder {
     /// query may attend to the key), for queries that see other keys than the causal ones (several
     /// candidate continuations of one cached prefix in one sequence). Appends to `cache` if given.
     #[allow(clippy::assign_op_pattern)] // `x += …` would be in place and break autograd
-    pub fn hidden_masked(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn hidden_masked(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let (h, kvh, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;

@@ -93,7 +93,8 @@ pub fn rescore(
     let n = of_choice.len() as i64;
     // Each candidate's first token, from the logits before the action.
     let at: Vec<i64> = choices.iter().map(|(r, ch, _)| (*r as i64) * tm1 + ch.start as i64 - 1).collect();
-    let before = logits.reshape([-1, v]).index_select(0, &ti(at.clone())).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+    let before =
+        logits.reshape([-1, v]).index_select(0, &ti(at.clone())).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
     let mut sums = before.index(&[Some(ti(of_choice.clone())), Some(ti(first_token))]);
     // The rest of each candidate, from its own forward pass against the cached prefix.
     for row in 0..b as usize {
@@ -193,11 +194,8 @@ fn continuations(
         .log_softmax(-1, Kind::Float)
         .gather(1, &Tensor::from_slice(&targets).unsqueeze(1).to(dev), false)
         .squeeze_dim(1);
-    let per_candidate = Tensor::zeros([index.len() as i64], (Kind::Float, dev)).index_add(
-        0,
-        &Tensor::from_slice(&owner).to(dev),
-        &lp,
-    );
+    let per_candidate =
+        Tensor::zeros([index.len() as i64], (Kind::Float, dev)).index_add(0, &Tensor::from_slice(&owner).to(dev), &lp);
     Some((per_candidate, index))
 }
 
@@ -223,9 +221,8 @@ mod tests {
                 let ids = Tensor::from_slice(&seq).unsqueeze(0);
                 let lp = m.forward(&ids).squeeze_dim(0).log_softmax(-1, Kind::Float);
                 let n = context.len() as i64;
-                let picked = lp
-                    .narrow(0, n - 1, cand.len() as i64)
-                    .gather(1, &Tensor::from_slice(cand).unsqueeze(1), false);
+                let picked =
+                    lp.narrow(0, n - 1, cand.len() as i64).gather(1, &Tensor::from_slice(cand).unsqueeze(1), false);
                 picked.sum(Kind::Float) / f64::from(*d)
             })
             .collect();
@@ -246,7 +243,8 @@ mod tests {
         let mut cache = KvCache::default();
         let hidden = m.hidden(&ids, &pos, &Tensor::from_slice(&valid).view([b, ti]), Some(&mut cache));
         let logits = m.logits(&hidden).narrow(1, 0, ti - 1);
-        let logp = logits.log_softmax(-1, Kind::Float).gather(2, &ids.narrow(1, 1, ti - 1).unsqueeze(2), false).squeeze_dim(2);
+        let logp =
+            logits.log_softmax(-1, Kind::Float).gather(2, &ids.narrow(1, 1, ti - 1).unsqueeze(2), false).squeeze_dim(2);
         rescore(m, &cache, &logits, choices, logp, None, Entropy::Skip).0
     }
 
@@ -268,9 +266,17 @@ mod tests {
     fn action_log_probs_and_gradients_equal_scoring_each_candidate_alone() {
         tch::manual_seed(3);
         let m = Decoder::new(DecoderConfig::small(40), tch::Device::Cpu);
-        let a = ScoredChoice { start: 4, candidates: vec![vec![7, 8, 2], vec![9, 2], vec![2]], divisors: vec![3.0, 2.0, 1.0] };
+        let a = ScoredChoice {
+            start: 4,
+            candidates: vec![vec![7, 8, 2], vec![9, 2], vec![2]],
+            divisors: vec![3.0, 2.0, 1.0],
+        };
         let b = ScoredChoice { start: 9, candidates: vec![vec![11, 2], vec![12, 13, 14, 2]], divisors: vec![1.0, 1.0] };
-        let c = ScoredChoice { start: 3, candidates: vec![vec![20, 21, 2], vec![22, 2], vec![23, 24, 2]], divisors: vec![2.0, 1.0, 2.5] };
+        let c = ScoredChoice {
+            start: 3,
+            candidates: vec![vec![20, 21, 2], vec![22, 2], vec![23, 24, 2]],
+            divisors: vec![2.0, 1.0, 2.5],
+        };
         let row0: Vec<i64> = vec![1, 5, 6, 3, 7, 8, 2, 30, 31, 11, 2];
         let row1: Vec<i64> = vec![1, 4, 3, 20, 21, 2];
         let choices = [(0, &a, 1.0), (0, &b, 1.0), (1, &c, 0.7)];

@@ -129,5 +129,4 @@ mod tests {
         assert!((p[0].exp() - 1.0 / (1.0 + (-0.575f64).exp())).abs() < 1e-9);
         assert!((p.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < 1e-12);
     }
-
 }

@@ -117,7 +117,8 @@ fn scored_choices(rows: &RecordBatch, i: usize, tokens: &[i64]) -> Result<Option
         list_values::<Int32Type>(rows, name, i)?
             .ok_or_else(|| Error::Usage(format!("learner: 'candidate_starts' is set but '{name}' is null")))
     };
-    let (counts, lengths, flat) = (column("candidate_counts")?, column("candidate_lengths")?, column("candidate_tokens")?);
+    let (counts, lengths, flat) =
+        (column("candidate_counts")?, column("candidate_lengths")?, column("candidate_tokens")?);
     let divisors = list_f32(rows, "candidate_divisors", i)?
         .ok_or_else(|| Error::Usage("learner: 'candidate_starts' is set but 'candidate_divisors' is null".into()))?;
     let bad = |what: String| Error::Usage(format!("learner: scored actions: {what}"));
@@ -133,7 +134,10 @@ fn scored_choices(rows: &RecordBatch, i: usize, tokens: &[i64]) -> Result<Option
         )));
     }
     if lengths.iter().map(|&l| l.max(0) as usize).sum::<usize>() != flat.len() || lengths.iter().any(|&l| l < 1) {
-        return Err(bad(format!("'candidate_lengths' {lengths:?} do not lay out the {} 'candidate_tokens'", flat.len())));
+        return Err(bad(format!(
+            "'candidate_lengths' {lengths:?} do not lay out the {} 'candidate_tokens'",
+            flat.len()
+        )));
     }
     if let Some(d) = divisors.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
         return Err(bad(format!("'candidate_divisors' holds {d}; a normaliser must be positive")));
@@ -426,7 +430,11 @@ mod tests {
     #[test]
     fn scored_actions_round_trip_and_bad_layouts_are_named() {
         let (p, a, o) = (Segment::Prompt as u8, Segment::Action as u8, Segment::Observation as u8);
-        let choice = ScoredChoice { start: 2, candidates: vec![vec![5, 6], vec![7], vec![8, 9, 6]], divisors: vec![2.0, 1.0, 3.0] };
+        let choice = ScoredChoice {
+            start: 2,
+            candidates: vec![vec![5, 6], vec![7], vec![8, 9, 6]],
+            divisors: vec![2.0, 1.0, 3.0],
+        };
         let row = EpisodeRow {
             episode_id: "e".into(),
             tokens: vec![1, 2, 5, 6, 3],

@@ -232,10 +232,11 @@ impl TrajectoryBuilder {
                     "candidate_counts" => ints(|c| &c.counts),
                     "candidate_lengths" => ints(|c| &c.lengths),
                     "candidate_tokens" => ints(|c| &c.tokens),
-                    "candidate_divisors" => list_of(
-                        candidates.iter().map(|c| c.as_ref().map(|c| c.divisors.as_slice())),
-                        |v| Arc::new(Float32Array::from(v)),
-                    ),
+                    "candidate_divisors" => {
+                        list_of(candidates.iter().map(|c| c.as_ref().map(|c| c.divisors.as_slice())), |v| {
+                            Arc::new(Float32Array::from(v))
+                        })
+                    }
                     _ => arrow::array::new_null_array(field.data_type(), n),
                 }
             })
