@@ -46,9 +46,18 @@ impl ScoredChoice {
     }
 }
 
+/// The temperature of the candidates' softmax: T, with T ≤ 0 (greedy) read as 1.
+fn softmax_temperature(temperature: f64) -> f64 {
+    if temperature > 0.0 {
+        temperature
+    } else {
+        1.0
+    }
+}
+
 /// log softmax(`scores` / T) with T ≤ 0 read as 1: the log-probs of the candidates.
 pub fn log_softmax(scores: &[f64], temperature: f64) -> Vec<f64> {
-    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let t = softmax_temperature(temperature);
     let z: Vec<f64> = scores.iter().map(|s| s / t).collect();
     let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let log_sum = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
@@ -92,9 +101,8 @@ pub fn rescore(
     }
     let n = of_choice.len() as i64;
     // Each candidate's first token, from the logits before the action.
-    let at: Vec<i64> = choices.iter().map(|(r, ch, _)| (*r as i64) * tm1 + ch.start as i64 - 1).collect();
-    let before =
-        logits.reshape([-1, v]).index_select(0, &ti(at.clone())).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+    let at = ti(choices.iter().map(|(r, ch, _)| (*r as i64) * tm1 + ch.start as i64 - 1).collect());
+    let before = logits.reshape([-1, v]).index_select(0, &at).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
     let mut sums = before.index(&[Some(ti(of_choice.clone())), Some(ti(first_token))]);
     // The rest of each candidate, from its own forward pass against the cached prefix.
     for row in 0..b as usize {
@@ -108,7 +116,7 @@ pub fn rescore(
     let mut slot = Vec::with_capacity(n as usize);
     let mut scale = Vec::with_capacity(n as usize);
     for (c, (_, ch, t)) in choices.iter().enumerate() {
-        let t = if *t > 0.0 { *t } else { 1.0 };
+        let t = softmax_temperature(*t);
         for (i, d) in ch.divisors.iter().enumerate() {
             slot.push(c as i64 * widest + i as i64);
             scale.push(1.0 / (f64::from(*d) * t) as f32);
@@ -124,9 +132,13 @@ pub fn rescore(
         .iter()
         .flat_map(|(r, ch, _)| (1..ch.taken().len()).map(move |k| (*r as i64) * tm1 + (ch.start + k) as i64 - 1))
         .collect();
+    let others = (!others.is_empty()).then(|| ti(others));
     let place = |flat: Tensor, value: &Tensor| -> Tensor {
-        let flat = if others.is_empty() { flat } else { flat.index_fill(0, &ti(others.clone()), 0.0) };
-        flat.index_copy(0, &ti(at.clone()), value).view([b, tm1])
+        let flat = match &others {
+            Some(idx) => flat.index_fill(0, idx, 0.0),
+            None => flat,
+        };
+        flat.index_copy(0, &at, value).view([b, tm1])
     };
     let logp = place(logp.reshape([-1]), &action);
     let entropy = entropy.map(|e| {
@@ -172,7 +184,7 @@ fn continuations(
     if ids.is_empty() {
         return None;
     }
-    let dev = cache_device(cache);
+    let dev = model.device();
     let (q, past) = (ids.len(), cache.len() as usize);
     // Query i sees prefix keys before its action's start and its own candidate's tokens up to itself.
     let mut mask = vec![false; q * (past + q)];
@@ -197,11 +209,6 @@ fn continuations(
     let per_candidate =
         Tensor::zeros([index.len() as i64], (Kind::Float, dev)).index_add(0, &Tensor::from_slice(&owner).to(dev), &lp);
     Some((per_candidate, index))
-}
-
-#[cfg(feature = "torch")]
-fn cache_device(cache: &KvCache) -> tch::Device {
-    cache.layers.iter().flatten().next().map(|(k, _)| k.device()).unwrap_or(tch::Device::Cpu)
 }
 
 #[cfg(all(test, feature = "torch"))]
