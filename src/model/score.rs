@@ -103,7 +103,7 @@ pub fn for_each_chunk(
 }
 
 /// [`for_each_chunk`], with (when `cached`) the chunk's KV cache passed along (empty otherwise).
-fn chunks(
+pub(crate) fn chunks(
     model: &Decoder,
     seqs: &[Vec<i64>],
     max_batch_tokens: usize,

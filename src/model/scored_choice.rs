@@ -89,32 +89,15 @@ pub fn rescore(
     let dev = logits.device();
     let (b, tm1, v) = (logits.size()[0], logits.size()[1], logits.size()[2]);
     let ti = |v: Vec<i64>| Tensor::from_slice(&v).to(dev);
-    // Candidates in order: choice c's candidates are `first[c]..first[c] + count`.
-    let mut first = Vec::with_capacity(choices.len());
-    let (mut of_choice, mut first_token) = (Vec::new(), Vec::new());
-    for (c, (_, ch, _)) in choices.iter().enumerate() {
-        first.push(of_choice.len());
-        for cand in &ch.candidates {
-            of_choice.push(c as i64);
-            first_token.push(cand[0]);
-        }
-    }
-    let n = of_choice.len() as i64;
-    // Each candidate's first token, from the logits before the action.
+    let n: usize = choices.iter().map(|(_, ch, _)| ch.candidates.len()).sum();
+    // Each choice's first-token distribution: the logits before its action.
     let at = ti(choices.iter().map(|(r, ch, _)| (*r as i64) * tm1 + ch.start as i64 - 1).collect());
     let before = logits.reshape([-1, v]).index_select(0, &at).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-    let mut sums = before.index(&[Some(ti(of_choice.clone())), Some(ti(first_token))]);
-    // The rest of each candidate, from its own forward pass against the cached prefix.
-    for row in 0..b as usize {
-        let mine: Vec<usize> = (0..choices.len()).filter(|&c| choices[c].0 == row).collect();
-        if let Some((rest, index)) = continuations(model, cache, row, &mine, choices, &first) {
-            sums = sums.index_add(0, &ti(index), &rest);
-        }
-    }
+    let sums = candidate_sums(model, cache, &before, choices);
     // Per choice: log softmax over its candidates of S / T.
     let widest = choices.iter().map(|(_, ch, _)| ch.candidates.len()).max().unwrap_or(1) as i64;
-    let mut slot = Vec::with_capacity(n as usize);
-    let mut scale = Vec::with_capacity(n as usize);
+    let mut slot = Vec::with_capacity(n);
+    let mut scale = Vec::with_capacity(n);
     for (c, (_, ch, t)) in choices.iter().enumerate() {
         let t = softmax_temperature(*t);
         for (i, d) in ch.divisors.iter().enumerate() {
@@ -149,6 +132,35 @@ pub fn rescore(
         place(e.reshape([-1]), &h)
     });
     (logp, entropy)
+}
+
+/// The summed token log-likelihood of every candidate of `choices`, in order (choice by choice,
+/// each choice's candidates in its order): the first token's from `before` `[C, V]` (row c: the
+/// log-softmax at the position before choice c's action), the others from one pass per batch row
+/// of all that row's candidates against its cached prefix (see [`continuations`]).
+#[cfg(feature = "torch")]
+pub fn candidate_sums(model: &Decoder, cache: &KvCache, before: &Tensor, choices: &[InBatch<'_>]) -> Tensor {
+    let dev = before.device();
+    let ti = |v: Vec<i64>| Tensor::from_slice(&v).to(dev);
+    // Candidates in order: choice c's candidates are `first[c]..first[c] + count`.
+    let mut first = Vec::with_capacity(choices.len());
+    let (mut of_choice, mut first_token) = (Vec::new(), Vec::new());
+    for (c, (_, ch, _)) in choices.iter().enumerate() {
+        first.push(of_choice.len());
+        for cand in &ch.candidates {
+            of_choice.push(c as i64);
+            first_token.push(cand[0]);
+        }
+    }
+    let mut sums = before.index(&[Some(ti(of_choice)), Some(ti(first_token))]);
+    let rows: std::collections::BTreeSet<usize> = choices.iter().map(|(r, _, _)| *r).collect();
+    for row in rows {
+        let mine: Vec<usize> = (0..choices.len()).filter(|&c| choices[c].0 == row).collect();
+        if let Some((rest, index)) = continuations(model, cache, row, &mine, choices, &first) {
+            sums = sums.index_add(0, &ti(index), &rest);
+        }
+    }
+    sums
 }
 
 /// The summed log-probs of tokens `1..` of every candidate of `row`'s choices (indices `mine`

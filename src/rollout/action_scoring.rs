@@ -16,10 +16,11 @@ use crate::error::Result;
 use crate::model::drawn::Shape;
 use crate::model::generate::{Finish, Generation};
 use crate::model::llama::Decoder;
-use crate::model::score::token_logprobs;
-use crate::model::scored_choice::{log_softmax, ScoredChoice};
+use crate::model::score::chunks;
+use crate::model::scored_choice::{candidate_sums, log_softmax, InBatch, ScoredChoice};
 pub use crate::pipeline::training::Normalization;
 use crate::synth::SplitMix;
+use tch::{Kind, Tensor};
 
 /// One candidate action: its text and its token ids (ending with the end-of-turn token).
 pub struct Candidate {
@@ -39,13 +40,45 @@ fn divisor(c: &Candidate, norm: Normalization) -> f64 {
     n.max(1) as f64
 }
 
-/// Normalised scores of candidates whose per-token log-probs are `token_logps`.
-pub fn normalized_scores(candidates: &[Candidate], token_logps: &[Vec<f32>], norm: Normalization) -> Vec<f64> {
-    candidates
-        .iter()
-        .zip(token_logps)
-        .map(|(c, lp)| lp.iter().map(|&x| x as f64).sum::<f64>() / divisor(c, norm))
-        .collect()
+/// Normalised scores of candidates whose summed token log-likelihoods are `sums`.
+pub fn normalized_scores(candidates: &[Candidate], sums: &[f64], norm: Normalization) -> Vec<f64> {
+    candidates.iter().zip(sums).map(|(c, s)| s / divisor(c, norm)).collect()
+}
+
+/// Every row's candidates' summed token log-likelihoods after its prompt: the prompts in padded
+/// chunks of at most `max_batch_tokens`, one forward pass each, then all of a row's candidates in
+/// one pass against its prompt's cached keys and values ([`candidate_sums`]): a prompt is run once,
+/// not once per candidate, and the sums equal scoring `prompt + candidate` on its own.
+fn summed_logprobs(
+    model: &Decoder,
+    prompts: &[Vec<i64>],
+    candidates: &[Vec<Candidate>],
+    max_batch_tokens: usize,
+) -> Result<Vec<Vec<f64>>> {
+    let mut out = vec![Vec::new(); prompts.len()];
+    chunks(model, prompts, max_batch_tokens, true, |chunk, _, _, hidden, cache| {
+        let choices: Vec<ScoredChoice> = chunk
+            .iter()
+            .map(|&i| ScoredChoice {
+                start: prompts[i].len(),
+                candidates: candidates[i].iter().map(|c| c.ids.clone()).collect(),
+                divisors: vec![1.0; candidates[i].len()],
+            })
+            .collect();
+        let in_batch: Vec<InBatch<'_>> = choices.iter().enumerate().map(|(r, ch)| (r, ch, 1.0)).collect();
+        let dev = hidden.device();
+        let rows = Tensor::arange(chunk.len() as i64, (Kind::Int64, dev));
+        let last: Vec<i64> = chunk.iter().map(|&i| prompts[i].len() as i64 - 1).collect();
+        let last = hidden.index(&[Some(rows), Some(Tensor::from_slice(&last).to(dev))]);
+        let before = model.logits(&last).to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+        let sums = Vec::<f32>::try_from(candidate_sums(model, cache, &before, &in_batch).to_device(tch::Device::Cpu))?;
+        let mut next = sums.into_iter();
+        for &i in chunk {
+            out[i] = candidates[i].iter().map(|_| f64::from(next.next().expect("one sum per candidate"))).collect();
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Scores every row's candidates after its prompt and draws one per row (see the module doc);
@@ -59,20 +92,12 @@ pub fn choose(
     seed: i64,
     max_batch_tokens: usize,
 ) -> Result<Vec<Generation>> {
-    let seqs: Vec<Vec<i64>> = prompts
-        .iter()
-        .zip(candidates)
-        .flat_map(|(p, cs)| cs.iter().map(move |c| p.iter().chain(&c.ids).copied().collect()))
-        .collect();
-    let scored = token_logprobs(model, &seqs, max_batch_tokens)?;
+    assert!(candidates.iter().all(|cs| !cs.is_empty()), "a row without admissible actions");
+    let sums = summed_logprobs(model, prompts, candidates, max_batch_tokens)?;
     let mut rng = SplitMix::new(seed as u64);
-    let mut next = scored.into_iter();
     let mut out = Vec::with_capacity(prompts.len());
-    for (p, cs) in prompts.iter().zip(candidates) {
-        assert!(!cs.is_empty(), "a row without admissible actions");
-        let token_logps: Vec<Vec<f32>> =
-            cs.iter().map(|_| next.next().expect("one scoring per candidate")[p.len()..].to_vec()).collect();
-        let scores = normalized_scores(cs, &token_logps, norm);
+    for (cs, sums) in candidates.iter().zip(&sums) {
+        let scores = normalized_scores(cs, sums, norm);
         let logp = log_softmax(&scores, temperature);
         let index = if temperature <= 0.0 {
             (0..cs.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b })
@@ -109,6 +134,8 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::DecoderConfig;
+    use crate::model::score::token_logprobs;
 
     fn cand(text: &str, n: usize) -> Candidate {
         Candidate { text: text.into(), ids: vec![0; n] }
@@ -119,7 +146,7 @@ mod tests {
     #[test]
     fn normalisations_by_hand() {
         let cs = [cand("go to fridge 1", 5), cand("look", 2)];
-        let lps = [vec![-0.5, -0.5, -0.5, -0.5, -0.5], vec![-1.0, -0.2]];
+        let lps = [-2.5, -1.2];
         let close = |a: Vec<f64>, b: [f64; 2]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
         assert!(close(normalized_scores(&cs, &lps, Normalization::Token), [-0.5, -0.6]));
         assert!(close(normalized_scores(&cs, &lps, Normalization::Word), [-0.625, -1.2]));
@@ -128,5 +155,38 @@ mod tests {
         let p = log_softmax(&[-0.625, -1.2], 1.0);
         assert!((p[0].exp() - 1.0 / (1.0 + (-0.575f64).exp())).abs() < 1e-9);
         assert!((p.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    /// The prompt run once and the candidates against its cache give the sums of scoring each
+    /// `prompt + candidate` as its own sequence (an independent computation), for prompts of
+    /// different lengths split over several chunks, one-token candidates included.
+    #[test]
+    fn cached_sums_equal_scoring_each_candidate_alone() {
+        tch::manual_seed(5);
+        let m = Decoder::new(DecoderConfig::small(40), tch::Device::Cpu);
+        let prompts: Vec<Vec<i64>> = vec![vec![1, 5, 6, 3], vec![1, 4, 3, 9, 9, 8, 7, 3], vec![1, 3]];
+        let ids = |v: &[i64]| Candidate { text: String::new(), ids: v.to_vec() };
+        let candidates = vec![
+            vec![ids(&[7, 8, 2]), ids(&[9, 2]), ids(&[2])],
+            vec![ids(&[11, 12, 13, 2]), ids(&[11, 2])],
+            vec![ids(&[20, 21, 2]), ids(&[22, 2]), ids(&[23, 24, 25, 26, 2]), ids(&[2])],
+        ];
+        // 8 padded tokens per chunk: every prompt in a chunk of its own.
+        let got = summed_logprobs(&m, &prompts, &candidates, 8).unwrap();
+        for ((p, cs), sums) in prompts.iter().zip(&candidates).zip(&got) {
+            let seqs: Vec<Vec<i64>> = cs.iter().map(|c| p.iter().chain(&c.ids).copied().collect()).collect();
+            let want = token_logprobs(&m, &seqs, 1 << 14).unwrap();
+            assert_eq!(sums.len(), cs.len());
+            for (s, w) in sums.iter().zip(&want) {
+                let w: f64 = w[p.len()..].iter().map(|&x| f64::from(x)).sum();
+                assert!((s - w).abs() < 1e-4, "{s} vs {w}");
+                assert!(*s < 0.0);
+            }
+        }
+        // One chunk for all three: the same sums.
+        let together = summed_logprobs(&m, &prompts, &candidates, 1 << 14).unwrap();
+        for (a, b) in got.iter().flatten().zip(together.iter().flatten()) {
+            assert!((a - b).abs() < 1e-5);
+        }
     }
 }
