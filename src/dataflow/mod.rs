@@ -519,17 +519,7 @@ fn consumer_mark(t: u64) -> String {
 /// Marks the consumer snapshot of epoch `t` in `dir` complete, keeping the two latest marks.
 fn mark_consumed(dir: &std::path::Path, t: u64) -> Result<()> {
     crate::store::write_atomically(dir, &consumer_mark(t), b"")?;
-    let mut marks: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("done.")?.parse().ok())
-        .collect();
-    marks.sort_unstable();
-    for old in marks.iter().rev().skip(2) {
-        let path = dir.join(consumer_mark(*old));
-        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-    }
-    Ok(())
+    crate::store::keep_latest_epochs(dir, 2, |name| name.strip_prefix("done.")?.parse().ok())
 }
 
 /// Stage outputs gathered on the leader, by epoch.

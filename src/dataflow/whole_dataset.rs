@@ -22,7 +22,7 @@
 //! [`deferrable`]: crate::pipeline::deferral::deferrable
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -176,28 +176,13 @@ impl Deltas {
     }
 }
 
-/// Deletes `stage`'s snapshots in `dir` but the two latest.
+/// Deletes `stage`'s snapshots (published or pending) in `dir` but those of the two latest epochs.
 fn keep_latest_two(dir: &Path, stage: &str) -> Result<()> {
     let prefix = format!("{stage}.");
-    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rest = name.strip_prefix(&prefix)?;
-            let t = rest.strip_suffix(".snap").or_else(|| rest.strip_suffix(".pending"))?.parse().ok()?;
-            Some((t, e.path()))
-        })
-        .collect();
-    found.sort();
-    let epochs: Vec<u64> = found.iter().map(|(t, _)| *t).collect();
-    let keep: HashSet<u64> = epochs.iter().rev().take(2).copied().collect();
-    for (t, path) in found {
-        if !keep.contains(&t) {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    Ok(())
+    crate::store::keep_latest_epochs(dir, 2, |name| {
+        let rest = name.strip_prefix(&prefix)?;
+        rest.strip_suffix(".snap").or_else(|| rest.strip_suffix(".pending"))?.parse().ok()
+    })
 }
 
 /// The whole-dataset stage `stage`'s summaries, on every worker, from the rows `routed` to it.

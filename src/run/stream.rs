@@ -331,24 +331,12 @@ struct LearnerSnapshot<T> {
     closed: Vec<String>,
 }
 
-/// Deletes the learner snapshots in `dir` older than its two latest.
+/// Deletes the learner snapshots in `dir` (each a `.snap` and its `.rows`) older than its two latest.
 fn remove_snapshots_before_the_last_two(dir: &Path) -> Result<()> {
-    let mut epochs: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("learner.")?.strip_suffix(".snap")?.parse().ok()
-        })
-        .collect();
-    epochs.sort_unstable();
-    for t in epochs.iter().rev().skip(2) {
-        for ext in ["snap", "rows"] {
-            let path = dir.join(format!("learner.{t:012}.{ext}"));
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    Ok(())
+    crate::store::keep_latest_epochs(dir, 2, |name| {
+        let rest = name.strip_prefix("learner.")?;
+        rest.strip_suffix(".snap").or_else(|| rest.strip_suffix(".rows"))?.parse().ok()
+    })
 }
 
 impl StreamLearner {

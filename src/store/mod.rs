@@ -24,10 +24,12 @@
 
 mod compact;
 mod part;
+mod retention;
 mod whitening;
 
 pub use compact::{compact, Compacted};
 pub(crate) use part::write_atomically;
+pub(crate) use retention::keep_latest_epochs;
 pub use part::{read_part, write_part, PartReader, PartWriter};
 pub use whitening::DeferredWhitening;
 
