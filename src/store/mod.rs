@@ -29,8 +29,8 @@ mod whitening;
 
 pub use compact::{compact, Compacted};
 pub(crate) use part::write_atomically;
-pub(crate) use retention::keep_latest_epochs;
 pub use part::{read_part, write_part, PartReader, PartWriter};
+pub(crate) use retention::keep_latest_epochs;
 pub use whitening::DeferredWhitening;
 
 use std::collections::{HashMap, HashSet};

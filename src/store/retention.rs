@@ -46,7 +46,9 @@ mod tests {
     #[test]
     fn keeps_every_file_of_the_latest_epochs_and_nothing_older() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["s.1.snap", "s.1.rows", "s.3.snap", "s.3.rows", "s.10.snap", "s.10.rows", "s.2.snap", "other.1.snap"] {
+        for name in
+            ["s.1.snap", "s.1.rows", "s.3.snap", "s.3.rows", "s.10.snap", "s.10.rows", "s.2.snap", "other.1.snap"]
+        {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         keep_latest_epochs(dir.path(), 2, snapshot_epoch).unwrap();
