@@ -18,7 +18,8 @@ pub(crate) fn keep_latest_epochs(dir: &Path, keep: usize, epoch_of: impl Fn(&str
         .filter_map(|e| Some((epoch_of(&e.file_name().to_string_lossy())?, e.path())))
         .collect();
     let epochs: BTreeSet<u64> = files.iter().map(|(t, _)| *t).collect();
-    let Some(&oldest_kept) = epochs.iter().rev().take(keep).last() else { return Ok(()) };
+    // Fewer epochs than `keep` (at least one is always kept): nothing to remove.
+    let Some(&oldest_kept) = epochs.iter().rev().nth(keep.max(1) - 1) else { return Ok(()) };
     for (t, path) in files {
         if t < oldest_kept {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
