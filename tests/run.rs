@@ -100,6 +100,16 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
                 - rows.column_by_name("prev_trial_reward").unwrap().null_count();
             assert!(reflections > 0, "retroact: no reflector rows");
             assert!(m[1]["eval_final_success_rate"].is_number(), "retroact: no all-trials evaluation");
+            // Per-task outcomes of both evaluations, so the run's gain is paired by task.
+            for l in &m {
+                let first = l["eval_outcomes"].as_str().expect("retroact: no per-task first-trial outcomes");
+                let any = l["eval_final_outcomes"].as_str().expect("retroact: no per-task all-trials outcomes");
+                assert_eq!((first.len(), any.len()), (2, 2), "retroact: {l}");
+                assert!(first.chars().zip(any.chars()).all(|(f, a)| f == '0' || a == '1'), "retroact: {l}");
+                let solved = first.matches('1').count() as f64 / 2.0;
+                assert_eq!(l["eval_success_rate"].as_f64(), Some(solved), "retroact: {l}");
+            }
+            assert!(out.contains("greedy success on 2 dev tasks"), "retroact: no gain verdict in {out}");
         }
         let text = std::fs::read_to_string(&p).unwrap();
         if text.contains("[implicit_reward]") {

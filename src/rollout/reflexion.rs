@@ -172,16 +172,36 @@ pub fn reflexion(model: &Decoder, tok: &Tok, cfg: &RolloutConfig, r: &ReflexionC
     Ok(out)
 }
 
+/// One task's outcome in a Reflexion rollout: solved by its first trial (RetroAct's IR), by any
+/// trial (FR).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrialOutcome {
+    /// The first trial solved the task.
+    pub first: bool,
+    /// Some trial solved it.
+    pub any: bool,
+}
+
+/// Per task, in task-id order (so two evaluations of the same tasks pair up), its outcome over
+/// the planner rows of a Reflexion rollout.
+pub fn trial_outcomes(rows: &[EpisodeRow]) -> Vec<TrialOutcome> {
+    let mut by_task: std::collections::BTreeMap<&str, TrialOutcome> = Default::default();
+    for r in rows.iter().filter(|r| r.prev_trial_reward.is_none()) {
+        let o = by_task.entry(r.task_id.as_str()).or_default();
+        let solved = r.success == Some(true);
+        o.first |= solved && r.trial_index == Some(0);
+        o.any |= solved;
+    }
+    by_task.into_values().collect()
+}
+
 /// The fraction of tasks solved by the first trial (RetroAct's IR) and by any trial (FR), over
 /// the planner rows of a Reflexion rollout.
 pub fn trial_success(rows: &[EpisodeRow]) -> (f64, f64) {
-    let planner = || rows.iter().filter(|r| r.prev_trial_reward.is_none());
-    let tasks: std::collections::BTreeSet<&str> = planner().map(|r| r.task_id.as_str()).collect();
-    let first = planner().filter(|r| r.trial_index == Some(0) && r.success == Some(true)).count();
-    let solved: std::collections::BTreeSet<&str> =
-        planner().filter(|r| r.success == Some(true)).map(|r| r.task_id.as_str()).collect();
-    let n = tasks.len().max(1) as f64;
-    (first as f64 / n, solved.len() as f64 / n)
+    let outcomes = trial_outcomes(rows);
+    let n = outcomes.len().max(1) as f64;
+    let share = |solved: fn(&TrialOutcome) -> bool| outcomes.iter().filter(|o| solved(o)).count() as f64 / n;
+    (share(|o| o.first), share(|o| o.any))
 }
 
 #[cfg(test)]
@@ -224,5 +244,10 @@ mod tests {
             row("c", 1, false, false),
         ];
         assert_eq!(trial_success(&rows), (1.0 / 3.0, 2.0 / 3.0));
+        let o = |first, any| TrialOutcome { first, any };
+        assert_eq!(trial_outcomes(&rows), vec![o(true, true), o(false, true), o(false, false)]);
+        // Task-id order, whatever order the slots finished in.
+        let reversed: Vec<EpisodeRow> = rows.iter().rev().cloned().collect();
+        assert_eq!(trial_outcomes(&reversed), trial_outcomes(&rows));
     }
 }

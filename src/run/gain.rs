@@ -65,6 +65,11 @@ pub fn outcomes(text: &str) -> Vec<bool> {
     text.chars().map(|c| c == '1').collect()
 }
 
+/// Per-task outcomes as metrics store them: `1` solved, `0` not ([`outcomes`] reads them back).
+pub fn outcome_text(solved: impl IntoIterator<Item = bool>) -> String {
+    solved.into_iter().map(|ok| if ok { '1' } else { '0' }).collect()
+}
+
 fn rate(outcomes: &[bool]) -> String {
     let k = outcomes.iter().filter(|&&o| o).count();
     let (lo, hi) = wilson(k, outcomes.len());

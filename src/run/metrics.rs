@@ -29,13 +29,18 @@ pub struct IterationMetrics {
     /// Greedy success rate on the dev tasks after this iteration's update (Reflexion rollouts:
     /// of the first trial, RetroAct's IR).
     pub eval_success_rate: Option<f64>,
-    /// Per dev task, in task order: `1` if the greedy evaluation solved it, else `0` (the paired
-    /// comparison of a run's start and end, [`super::gain`]).
+    /// Per dev task, in task order (Reflexion rollouts: task-id order, the first trial): `1` if
+    /// the greedy evaluation solved it, else `0` (the paired comparison of a run's start and end,
+    /// [`super::gain`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_outcomes: Option<String>,
     /// Reflexion rollouts: the fraction of dev tasks solved by any trial (RetroAct's FR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_final_success_rate: Option<f64>,
+    /// Reflexion rollouts: per dev task, in task-id order, `1` if any trial solved it (the first
+    /// trial's outcomes are `eval_outcomes`, in the same order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_final_outcomes: Option<String>,
     /// Learner loss (mean over updates).
     pub loss: f64,
     /// Fraction of clipped tokens.

@@ -20,6 +20,7 @@ use arrow::array::RecordBatch;
 use super::critic::Critic;
 use super::discriminator::Discriminator;
 use super::examples::{from_rows, Columns, Example};
+use super::gain::outcome_text;
 use super::implicit_reward;
 use super::learner::{
     check_behaviour, fit, recompute_logp_old, score_reference, KlPenalty, Objective, Schedule, Stats,
@@ -41,8 +42,8 @@ use crate::pipeline::training::{
 };
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::reflexion::{
-    push_reflection_text, reflection_prompt, reflector_prompt_row, reflexion, render_memory, trial_success,
-    ReflexionConfig,
+    push_reflection_text, reflection_prompt, reflector_prompt_row, reflexion, render_memory, trial_outcomes,
+    trial_success, ReflexionConfig,
 };
 use crate::rollout::with_expert::join_expert;
 use crate::rollout::{played as played_with_transcripts, rollout, RolloutConfig};
@@ -387,13 +388,17 @@ impl Trainer {
             prefix_cache: self.spec.rollout.prefix_cache,
         };
         if r.source == RolloutSource::Reflexion {
-            let (first, last) = trial_success(&reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?);
+            let rows = reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?;
+            let (first, last) = trial_success(&rows);
+            let outcomes = trial_outcomes(&rows);
             m.eval_success_rate = Some(first);
             m.eval_final_success_rate = Some(last);
+            m.eval_outcomes = Some(outcome_text(outcomes.iter().map(|o| o.first)));
+            m.eval_final_outcomes = Some(outcome_text(outcomes.iter().map(|o| o.any)));
         } else {
             let rows = rollout(&self.model, &self.tok, &cfg)?;
             m.eval_success_rate = Some(success_rate(&rows));
-            m.eval_outcomes = Some(rows.iter().map(|r| if r.success == Some(true) { '1' } else { '0' }).collect());
+            m.eval_outcomes = Some(outcome_text(rows.iter().map(|r| r.success == Some(true))));
         }
         m.time_s.insert("eval".into(), t.elapsed().as_secs_f64());
         Ok(())
