@@ -115,7 +115,8 @@ pub fn run_rollout(
     let generated: usize = rows.iter().map(|r| r.segments.iter().filter(|&&s| s == 1).count()).sum();
     let trials = match reflexion {
         Some(_) => {
-            let (first, any) = crate::rollout::reflexion::trial_success(&rows);
+            let (first, any) =
+                crate::rollout::reflexion::solved_shares(&crate::rollout::reflexion::trial_outcomes(&rows));
             format!(", tasks solved: first trial {:.1}%, any trial {:.1}%", 100.0 * first, 100.0 * any)
         }
         None => String::new(),

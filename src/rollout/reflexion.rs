@@ -195,10 +195,8 @@ pub fn trial_outcomes(rows: &[EpisodeRow]) -> Vec<TrialOutcome> {
     by_task.into_values().collect()
 }
 
-/// The fraction of tasks solved by the first trial (RetroAct's IR) and by any trial (FR), over
-/// the planner rows of a Reflexion rollout.
-pub fn trial_success(rows: &[EpisodeRow]) -> (f64, f64) {
-    let outcomes = trial_outcomes(rows);
+/// The fraction of tasks solved by the first trial (RetroAct's IR) and by any trial (FR).
+pub fn solved_shares(outcomes: &[TrialOutcome]) -> (f64, f64) {
     let n = outcomes.len().max(1) as f64;
     let share = |solved: fn(&TrialOutcome) -> bool| outcomes.iter().filter(|o| solved(o)).count() as f64 / n;
     (share(|o| o.first), share(|o| o.any))
@@ -227,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn trial_success_counts_tasks() {
+    fn trial_outcomes_count_tasks() {
         let row = |task: &str, trial: i32, ok: bool, reflector: bool| EpisodeRow {
             task_id: task.into(),
             trial_index: Some(trial),
@@ -243,7 +241,7 @@ mod tests {
             row("c", 0, false, false),
             row("c", 1, false, false),
         ];
-        assert_eq!(trial_success(&rows), (1.0 / 3.0, 2.0 / 3.0));
+        assert_eq!(solved_shares(&trial_outcomes(&rows)), (1.0 / 3.0, 2.0 / 3.0));
         let o = |first, any| TrialOutcome { first, any };
         assert_eq!(trial_outcomes(&rows), vec![o(true, true), o(false, true), o(false, false)]);
         // Task-id order, whatever order the slots finished in.

@@ -42,8 +42,8 @@ use crate::pipeline::training::{
 };
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::reflexion::{
-    push_reflection_text, reflection_prompt, reflector_prompt_row, reflexion, render_memory, trial_outcomes,
-    trial_success, ReflexionConfig,
+    push_reflection_text, reflection_prompt, reflector_prompt_row, reflexion, render_memory, solved_shares,
+    trial_outcomes, ReflexionConfig,
 };
 use crate::rollout::with_expert::join_expert;
 use crate::rollout::{played as played_with_transcripts, rollout, RolloutConfig};
@@ -389,8 +389,8 @@ impl Trainer {
         };
         if r.source == RolloutSource::Reflexion {
             let rows = reflexion(&self.model, &self.tok, &cfg, &self.reflexion_config())?;
-            let (first, last) = trial_success(&rows);
             let outcomes = trial_outcomes(&rows);
+            let (first, last) = solved_shares(&outcomes);
             m.eval_success_rate = Some(first);
             m.eval_final_success_rate = Some(last);
             m.eval_outcomes = Some(outcome_text(outcomes.iter().map(|o| o.first)));
