@@ -31,6 +31,18 @@ impl Head {
         Head { vs, layers, detach_backbone }
     }
 
+    /// Sets the output layer's weights (and bias) to zero: every output starts at 0. The inner
+    /// layers keep their random init, so they get gradient once the output layer has moved.
+    pub fn zero_output(&mut self) {
+        let last = self.layers.last_mut().expect("a head has an output layer");
+        tch::no_grad(|| {
+            let _ = last.ws.zero_();
+            if let Some(b) = last.bs.as_mut() {
+                let _ = b.zero_();
+            }
+        });
+    }
+
     fn mlp(&self, x: &Tensor) -> Tensor {
         let x = if self.detach_backbone { x.detach() } else { x.shallow_clone() };
         let n = self.layers.len();
@@ -77,5 +89,19 @@ mod tests {
         v.sum(Kind::Float).backward();
         assert!(!hidden.grad().defined() || hidden.grad().abs().sum(Kind::Float).double_value(&[]) == 0.0);
         assert_eq!(head.vs.trainable_variables().len(), 3);
+    }
+
+    #[test]
+    fn a_zeroed_output_starts_at_zero_and_learns() {
+        tch::manual_seed(2);
+        let mut head = Head::new(8, &[16], true, true, Device::Cpu);
+        head.zero_output();
+        let hidden = Tensor::randn([3, 4, 8], (Kind::Float, Device::Cpu));
+        assert_eq!(head.values(&hidden).abs().max().double_value(&[]), 0.0);
+        // The output layer still gets gradient (the inner layers' activations are not zero).
+        let loss = (head.values(&hidden) - 1.0).square().mean(Kind::Float);
+        loss.backward();
+        let grads: f64 = head.vs.trainable_variables().iter().map(|v| v.grad().abs().sum(Kind::Float).double_value(&[])).sum();
+        assert!(grads > 0.0);
     }
 }

@@ -416,6 +416,19 @@ pub enum CriticBackbone {
     Frozen,
 }
 
+/// How a fresh critic's output layer starts (`[critic] output_init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticOutputInit {
+    /// Zero weights and bias: every value starts at 0, so the first advantages are the returns
+    /// themselves (their signs follow the outcomes) and value clipping moves the values from 0.
+    #[default]
+    Zero,
+    /// libtorch's default (Kaiming-uniform) init, as every other layer: the first values are
+    /// arbitrary, of the order of the hidden states' scale.
+    Uniform,
+}
+
 /// `[critic]`: a value head on the policy's detached hidden states (POAD, PPO with GAE).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -434,6 +447,9 @@ pub struct CriticSection {
     /// frozen base model: the head then fits a stationary target.
     #[serde(default)]
     pub backbone: CriticBackbone,
+    /// How the head's output layer starts (`zero`, the default, or libtorch's `uniform`).
+    #[serde(default)]
+    pub output_init: CriticOutputInit,
     /// Per-token value targets written by the stages (the GAE stage's `returns`).
     #[serde(default = "d_returns")]
     pub returns: String,

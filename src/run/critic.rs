@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::model::heads::Head;
 use crate::model::llama::Decoder;
 use crate::model::score::for_each_chunk;
-use crate::pipeline::training::CriticSection;
+use crate::pipeline::training::{CriticOutputInit, CriticSection};
 use crate::schema::builder::EpisodeRow;
 use crate::train::losses::{value_loss, Reduction};
 use crate::train::optim::{AdamW, OptimConfig};
@@ -35,9 +35,13 @@ pub struct Critic {
 }
 
 impl Critic {
-    /// A fresh critic for `model` (initialised from libtorch's generator: seed it first).
+    /// A fresh critic for `model` (initialised from libtorch's generator: seed it first; the output
+    /// layer zero unless `output_init = "uniform"`).
     pub fn new(model: &Decoder, cfg: &CriticSection) -> Critic {
-        let head = Head::new(model.cfg.hidden_size, &cfg.hidden, true, true, model.device());
+        let mut head = Head::new(model.cfg.hidden_size, &cfg.hidden, true, true, model.device());
+        if cfg.output_init == CriticOutputInit::Zero {
+            head.zero_output();
+        }
         let opt = AdamW::new(
             head.vs.variables().into_iter().collect(),
             OptimConfig { lr: cfg.lr, max_grad_norm: Some(1.0), ..Default::default() },
