@@ -101,7 +101,8 @@ mod tests {
         // The output layer still gets gradient (the inner layers' activations are not zero).
         let loss = (head.values(&hidden) - 1.0).square().mean(Kind::Float);
         loss.backward();
-        let grads: f64 = head.vs.trainable_variables().iter().map(|v| v.grad().abs().sum(Kind::Float).double_value(&[])).sum();
+        let grads: f64 =
+            head.vs.trainable_variables().iter().map(|v| v.grad().abs().sum(Kind::Float).double_value(&[])).sum();
         assert!(grads > 0.0);
     }
 }
