@@ -55,7 +55,7 @@ fn rollouts_are_token_exact_with_behaviour_logprobs() {
         let n = r.tokens.len();
         assert!(r.segments.len() == n && r.turns.len() == n && r.logp_behavior.as_ref().unwrap().len() == n);
         assert_eq!(r.turn_rewards.len(), 3, "three turns (random actions never finish a task)");
-        assert!(r.truncated && !r.terminated);
+        assert!(r.terminated && !r.truncated, "running out of turns ends the episode: a failure, no bootstrap");
         let lp = r.logp_behavior.as_ref().unwrap();
         for j in 0..n {
             let action = r.segments[j] == 1;

@@ -12,8 +12,8 @@
 //!   slot before the next call, so the batch stays full. With unlimited slots (the default) all
 //!   episodes start together and the result does not depend on `slots` being set. K rollouts of a
 //!   task share its group id (LOOP/GRPO groups).
-//! - An action cut by the token budget is marked by `truncated` at the episode level, and the
-//!   end-of-turn token is appended as template (the model did not emit it).
+//! - An action cut by the token budget gets the end-of-turn token appended as template (the
+//!   model did not emit it); the episode goes on, so the cut does not mark the row.
 //! - With expert correction (DAgger), the stored sequence is still exactly what the environment
 //!   received: a policy action that differs from the expert's is either replaced by the expert's
 //!   (its tokens then are the `action` segment, with no behaviour log-probs) or kept as `prompt`
@@ -31,7 +31,11 @@
 //!   naming the model, the environment and the action. Later, an action it cannot write (a rare
 //!   word) is left out of the choice, with a warning, never sent garbled.
 //! - An episode ends at `max_turns` or at the environment's own step budget, whichever is first;
-//!   its ids and `env` column carry the environment's stable identity ([`Env::id`]).
+//!   its ids and `env` column carry the environment's stable identity ([`Env::id`]). Running out
+//!   of turns ends the episode for good (`terminated`, not `truncated`): the task is to finish
+//!   within the budget, the policy and critic do not see how many turns are left, and a bootstrap
+//!   from V(s_T) at γ = 1 would make a failure worth whatever the critic says (its fixed point is
+//!   then the largest return). veRL's and LOOP's multi-turn rollouts score it a failure too.
 
 use self::action_scoring::{choose, Candidate};
 use crate::env::{by_name, Env};
@@ -248,9 +252,9 @@ pub(crate) fn act(
 }
 
 /// Appends generated tokens as `seg` with their behaviour log-probs, allowed sets, sampling
-/// shape and scored candidates (what the learner needs to rebuild the distribution they were drawn from); an action cut
-/// by the token budget gets the end-of-turn token as template and marks the row truncated
-/// (returns true then).
+/// shape and scored candidates (what the learner needs to rebuild the distribution they were
+/// drawn from); an action cut by the token budget gets the end-of-turn token as template (returns
+/// true then).
 fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, seg: Segment) -> bool {
     if g.allowed.iter().any(|a| !a.is_empty()) && row.allowed_counts.is_none() {
         row.allowed_counts = Some(vec![0; row.tokens.len()]);
@@ -274,7 +278,6 @@ fn push_generation(row: &mut EpisodeRow, g: &Generation, eos: i64, turn: i32, se
     let cut = g.finish == Finish::Length;
     if cut {
         push_tokens(row, &[eos as i32], &[Segment::Template as u8], turn);
-        row.truncated = true;
     }
     cut
 }
@@ -443,13 +446,13 @@ pub fn played(model: &Decoder, tok: &Tok, cfg: &RolloutConfig) -> Result<Vec<Tra
                 ep.fail(error);
                 continue;
             }
-            // The episode's budget: the run's turns, and the environment's own step budget.
+            // The episode's budget: the run's turns, and the environment's own step budget. Either
+            // end is terminal (module docs).
             if step.done || ep.turn == cfg.max_turns.min(ep.env.max_steps()) {
                 ep.done = true;
                 ep.cache = None;
                 ep.row.success = Some(step.success);
-                ep.row.terminated = step.done;
-                ep.row.truncated |= !step.done;
+                ep.row.terminated = true;
                 continue;
             }
             ep.messages.push(Message::new("user", &step.observation));
