@@ -213,3 +213,36 @@ fn append_publishes_whole_files_and_rejects_broken_ones() {
     assert!(err.contains("rollouts-001.parquet"), "{err}");
     assert_eq!(std::fs::read_dir(&watched).unwrap().count(), 2);
 }
+
+#[test]
+fn a_gae_stage_without_a_critic_is_refused_before_the_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ppo = std::fs::read_to_string(pipeline("ppo.toml")).unwrap();
+    let (head, rest) = ppo.split_once("\n[critic]").expect("ppo.toml has a [critic]");
+    let learner = rest.find("\n[learner]").expect("[learner] follows [critic]");
+    let p = write_pipeline(dir.path(), &format!("{head}{}", &rest[learner..]));
+    let out = dir.path().join("run");
+    let err = fails(&["run", &p, "--out", s(&out)]);
+    assert!(err.contains(&format!("{p}: stage 'gae': key 'values': `gae` reads column 'values'")), "{err}");
+    assert!(err.contains("[critic]"), "{err}");
+    assert!(!out.exists(), "nothing is written before the error: {}", out.display());
+}
+
+#[test]
+fn stream_training_refuses_the_steps_it_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    interleaved_files(&input, 4, 2, 1, 1);
+    for (name, section) in [
+        ("ppo.toml", "[critic]"),
+        ("stepagent_irl.toml", "[discriminator]"),
+        ("stepagent_implicit_ppo.toml", "[implicit_reward]"),
+    ] {
+        let out = dir.path().join(name);
+        let p = pipeline(name);
+        let err = fails(&["reprocess", &p, "--input", s(&input), "--output", s(&out), "--train"]);
+        assert!(err.contains(&format!("{p}: stage '{section}")), "{name}: {err}");
+        assert!(err.contains("does not run yet") && err.contains("trajflow run"), "{name}: {err}");
+        assert!(!out.join("checkpoints").exists(), "{name}: no training before the error");
+    }
+}

@@ -13,8 +13,9 @@
 //! - Pairs and minibatch order are functions of the rows and the seed (the learner's `fit`), so
 //!   runs are bit-identical on the CPU.
 
+use super::behaviour::recompute_logp_old;
 use super::examples::{drawn_rows, Example};
-use super::learner::{fit, recompute_logp_old, Objective, Schedule};
+use super::learner::{fit, Objective, Schedule};
 use super::preferences::preference_pairs;
 use crate::error::Result;
 use crate::model::llama::Decoder;

@@ -16,6 +16,7 @@
 //! ```
 //! Invariant: a run resumed from its last checkpoint continues exactly as if it had never stopped.
 
+pub mod behaviour;
 pub mod critic;
 pub mod discriminator;
 pub mod examples;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod plot;
 pub mod preferences;
 pub mod report;
+pub mod staleness;
 pub mod stream;
 pub mod tensorboard;
 pub mod trainer;
@@ -80,7 +82,67 @@ fn resolve(opts: &RunOptions) -> Result<(String, Plan, TrainingSpec)> {
     }
     let plan = Plan::from_spec(spec.clone())?;
     check_learner_columns(&spec, &plan)?;
+    check_values_source(&spec, &plan)?;
     Ok((text, plan, spec.training.expect("checked above")))
+}
+
+/// In `trajflow run` only a `[critic]` fills the trajectory column `values` (rollouts leave it
+/// empty): a stage that reads it with no critic and no upstream stage writing it is an error here,
+/// before the model loads, not at the first iteration.
+fn check_values_source(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
+    let t = spec.training.as_ref().expect("checked by the caller");
+    if t.critic.is_some() {
+        return Ok(());
+    }
+    for (i, s) in plan.stages.iter().enumerate() {
+        let written_upstream = |c: &str| plan.stages[..i].iter().any(|u| u.writes.iter().any(|(n, _)| n == c));
+        if let Some((key, _)) = s.read.iter().find(|(_, col)| col.as_str() == "values" && !written_upstream(col)) {
+            return Err(Error::Spec {
+                file: spec.file.clone(),
+                stage: Some(s.id.clone()),
+                key: Some(key.clone()),
+                message: format!(
+                    "`{}` reads column 'values', which only a [critic] section fills during a run; add [critic] or \
+                     use an advantage that needs no critic",
+                    s.op_name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Stream training (`watch --train`, `reprocess --train`) trains on stored rows through the
+/// stages and the update only: the steps a run performs on fresh rollouts before its stages (a
+/// discriminator's or an implicit reward model's training and rewards, a critic's values) do not
+/// run there, so a pipeline that declares them is refused rather than silently trained without them.
+fn check_stream_steps(spec: &PipelineSpec) -> Result<()> {
+    let t = spec.training.as_ref().expect("checked by the caller");
+    let declared = [
+        (
+            "[discriminator]",
+            t.discriminator.is_some(),
+            "rewards each step with a discriminator trained on every rollout",
+        ),
+        (
+            "[implicit_reward]",
+            t.implicit_reward.is_some(),
+            "rewards each step with a reward model trained on every rollout",
+        ),
+        ("[critic]", t.critic.is_some(), "writes the critic's values into every rollout before the stages"),
+    ];
+    match declared.iter().find(|(_, present, _)| *present) {
+        Some((section, _, what)) => Err(Error::Spec {
+            file: spec.file.clone(),
+            stage: Some((*section).into()),
+            key: None,
+            message: format!(
+                "this section {what}, a step --train (watch / reprocess) does not run yet: the update would train \
+                 without it; use `trajflow run`, or a pipeline without {section}"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The learner's columns must be written by a stage or be trajectory columns.
@@ -133,6 +195,7 @@ pub fn stream_spec(
         });
     }
     check_learner_columns(&spec, &Plan::from_spec(spec.clone())?)?;
+    check_stream_steps(&spec)?;
     if !leader {
         return Ok(spec);
     }
