@@ -226,6 +226,8 @@ fn a_gae_stage_without_a_critic_is_refused_before_the_run_starts() {
     assert!(err.contains(&format!("{p}: stage 'gae': key 'values': `gae` reads column 'values'")), "{err}");
     assert!(err.contains("[critic]"), "{err}");
     assert!(!out.exists(), "nothing is written before the error: {}", out.display());
+    let err = fails(&["validate", &p]);
+    assert!(err.contains(&format!("{p}: stage 'gae': key 'values'")), "validate: {err}");
 }
 
 #[test]

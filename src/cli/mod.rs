@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::dataflow::{self, Cluster, Columns, Job};
 use crate::error::{Error, Result};
 use crate::pipeline::plan::InputColumns;
+use crate::pipeline::training_checks::{check_training, TrainingMode};
 use crate::pipeline::{explain::explain, PipelineSpec, Plan};
 use crate::store::{input_parts, Dataset, PartReader};
 
@@ -478,10 +479,16 @@ fn input_columns(input: &Path) -> Result<(InputColumns, Vec<PathBuf>)> {
     Ok((schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect(), parts))
 }
 
+/// The validated plan of `pipeline` (against `input`'s columns when given). Without `input` a
+/// training pipeline is also checked as `trajflow run` would run it.
 fn plan_for(pipeline: &Path, input: Option<&Path>) -> Result<Plan> {
     let spec = PipelineSpec::from_file(pipeline)?;
     match input {
-        None => Plan::from_spec(spec),
+        None => {
+            let plan = Plan::from_spec(spec.clone())?;
+            check_training(&spec, &plan, TrainingMode::Run)?;
+            Ok(plan)
+        }
         Some(i) => {
             let (cols, _) = input_columns(i)?;
             Plan::with_input(spec, &cols, i.display().to_string())

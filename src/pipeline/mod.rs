@@ -8,6 +8,7 @@ pub mod plan;
 pub mod reduction;
 pub mod spec;
 pub mod training;
+pub mod training_checks;
 
 pub use plan::Plan;
 pub use spec::PipelineSpec;

@@ -37,7 +37,8 @@ use std::path::PathBuf;
 
 use crate::dataflow::{iterate, Cluster, Driver};
 use crate::error::{Error, Result};
-use crate::pipeline::training::{apply_sets, LossKind, TrainingSpec};
+use crate::pipeline::training::{apply_sets, TrainingSpec};
+use crate::pipeline::training_checks::{check_training, TrainingMode};
 use crate::pipeline::{PipelineSpec, Plan};
 
 /// What to run.
@@ -81,98 +82,8 @@ fn resolve(opts: &RunOptions) -> Result<(String, Plan, TrainingSpec)> {
         });
     }
     let plan = Plan::from_spec(spec.clone())?;
-    check_learner_columns(&spec, &plan)?;
-    check_values_source(&spec, &plan)?;
+    check_training(&spec, &plan, TrainingMode::Run)?;
     Ok((text, plan, spec.training.expect("checked above")))
-}
-
-/// In `trajflow run` only a `[critic]` fills the trajectory column `values` (rollouts leave it
-/// empty): a stage that reads it with no critic and no upstream stage writing it is an error here,
-/// before the model loads, not at the first iteration.
-fn check_values_source(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
-    let t = spec.training.as_ref().expect("checked by the caller");
-    if t.critic.is_some() {
-        return Ok(());
-    }
-    for (i, s) in plan.stages.iter().enumerate() {
-        let written_upstream = |c: &str| plan.stages[..i].iter().any(|u| u.writes.iter().any(|(n, _)| n == c));
-        if let Some((key, _)) = s.read.iter().find(|(_, col)| col.as_str() == "values" && !written_upstream(col)) {
-            return Err(Error::Spec {
-                file: spec.file.clone(),
-                stage: Some(s.id.clone()),
-                key: Some(key.clone()),
-                message: format!(
-                    "`{}` reads column 'values', which only a [critic] section fills during a run; add [critic] or \
-                     use an advantage that needs no critic",
-                    s.op_name
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Stream training (`watch --train`, `reprocess --train`) trains on stored rows through the
-/// stages and the update only: the steps a run performs on fresh rollouts before its stages (a
-/// discriminator's or an implicit reward model's training and rewards, a critic's values) do not
-/// run there, so a pipeline that declares them is refused rather than silently trained without them.
-fn check_stream_steps(spec: &PipelineSpec) -> Result<()> {
-    let t = spec.training.as_ref().expect("checked by the caller");
-    let declared = [
-        (
-            "[discriminator]",
-            t.discriminator.is_some(),
-            "rewards each step with a discriminator trained on every rollout",
-        ),
-        (
-            "[implicit_reward]",
-            t.implicit_reward.is_some(),
-            "rewards each step with a reward model trained on every rollout",
-        ),
-        ("[critic]", t.critic.is_some(), "writes the critic's values into every rollout before the stages"),
-    ];
-    match declared.iter().find(|(_, present, _)| *present) {
-        Some((section, _, what)) => Err(Error::Spec {
-            file: spec.file.clone(),
-            stage: Some((*section).into()),
-            key: None,
-            message: format!(
-                "this section {what}, a step --train (watch / reprocess) does not run yet: the update would train \
-                 without it; use `trajflow run`, or a pipeline without {section}"
-            ),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// The learner's columns must be written by a stage or be trajectory columns.
-fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
-    let t = spec.training.as_ref().expect("checked by the caller");
-    let l = &t.learner;
-    let written: Vec<&str> = plan.stages.iter().flat_map(|s| s.writes.iter().map(|(n, _)| n.as_str())).collect();
-    let table = crate::schema::TableSchema::trajectory();
-    let known = |c: &str| written.contains(&c) || table.fields.iter().any(|f| f.name == c);
-    let mut needed = Vec::new();
-    if matches!(l.loss, LossKind::Ppo | LossKind::ClippedIs) {
-        needed.push(("[learner]", "advantages", l.advantages.as_str()));
-    }
-    if let Some(k) = &l.keep {
-        needed.push(("[learner]", "keep", k.as_str()));
-    }
-    if let Some(c) = &t.critic {
-        needed.push(("[critic]", "returns", c.returns.as_str()));
-    }
-    for (section, key, col) in needed {
-        if !known(col) {
-            return Err(Error::Spec {
-                file: spec.file.clone(),
-                stage: Some(section.into()),
-                key: Some(key.into()),
-                message: format!("column '{col}' is written by no stage (stages write: {})", written.join(", ")),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// A training pipeline for `watch --train` / `reprocess --train`: the file with `sets` applied,
@@ -194,8 +105,7 @@ pub fn stream_spec(
             message: "--train needs a training pipeline ([model], [learner])".into(),
         });
     }
-    check_learner_columns(&spec, &Plan::from_spec(spec.clone())?)?;
-    check_stream_steps(&spec)?;
+    check_training(&spec, &Plan::from_spec(spec.clone())?, TrainingMode::Stream)?;
     if !leader {
         return Ok(spec);
     }

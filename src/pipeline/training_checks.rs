@@ -1,0 +1,121 @@
+//! The checks that a training pipeline's sections and its stage graph agree, run on the validated
+//! plan before any model loads or anything is written (`trajflow run`, `watch --train`,
+//! `reprocess --train`, and `trajflow validate` of a training pipeline).
+//!
+//! Invariant: a step a pipeline declares either runs in the mode it is run in or is refused with
+//! an error naming the file, the section or stage, and the key; nothing declared is skipped
+//! silently.
+
+use crate::error::{Error, Result};
+use crate::pipeline::training::LossKind;
+use crate::pipeline::{PipelineSpec, Plan};
+
+/// How a training pipeline is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingMode {
+    /// `trajflow run`: rollouts from the environment, then the pipeline-declared steps.
+    Run,
+    /// `watch --train` / `reprocess --train`: stored rows through the stages and the update.
+    Stream,
+}
+
+/// Every check of a training pipeline for `mode` (none for a data pipeline).
+pub fn check_training(spec: &PipelineSpec, plan: &Plan, mode: TrainingMode) -> Result<()> {
+    if spec.training.is_none() {
+        return Ok(());
+    }
+    check_learner_columns(spec, plan)?;
+    match mode {
+        TrainingMode::Run => check_values_source(spec, plan),
+        TrainingMode::Stream => check_stream_steps(spec),
+    }
+}
+
+/// The learner's columns must be written by a stage or be trajectory columns.
+fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
+    let t = spec.training.as_ref().expect("checked by the caller");
+    let l = &t.learner;
+    let written: Vec<&str> = plan.stages.iter().flat_map(|s| s.writes.iter().map(|(n, _)| n.as_str())).collect();
+    let table = crate::schema::TableSchema::trajectory();
+    let known = |c: &str| written.contains(&c) || table.fields.iter().any(|f| f.name == c);
+    let mut needed = Vec::new();
+    if matches!(l.loss, LossKind::Ppo | LossKind::ClippedIs) {
+        needed.push(("[learner]", "advantages", l.advantages.as_str()));
+    }
+    if let Some(k) = &l.keep {
+        needed.push(("[learner]", "keep", k.as_str()));
+    }
+    if let Some(c) = &t.critic {
+        needed.push(("[critic]", "returns", c.returns.as_str()));
+    }
+    for (section, key, col) in needed {
+        if !known(col) {
+            return Err(Error::Spec {
+                file: spec.file.clone(),
+                stage: Some(section.into()),
+                key: Some(key.into()),
+                message: format!("column '{col}' is written by no stage (stages write: {})", written.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// In `trajflow run` only a `[critic]` fills the trajectory column `values` (rollouts leave it
+/// empty): a stage that reads it with no critic and no upstream stage writing it is an error here,
+/// before the model loads, not at the first iteration.
+fn check_values_source(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
+    let t = spec.training.as_ref().expect("checked by the caller");
+    if t.critic.is_some() {
+        return Ok(());
+    }
+    for (i, s) in plan.stages.iter().enumerate() {
+        let written_upstream = |c: &str| plan.stages[..i].iter().any(|u| u.writes.iter().any(|(n, _)| n == c));
+        if let Some((key, _)) = s.read.iter().find(|(_, col)| col.as_str() == "values" && !written_upstream(col)) {
+            return Err(Error::Spec {
+                file: spec.file.clone(),
+                stage: Some(s.id.clone()),
+                key: Some(key.clone()),
+                message: format!(
+                    "`{}` reads column 'values', which only a [critic] section fills during a run; add [critic] or \
+                     use an advantage that needs no critic",
+                    s.op_name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Stream training (`watch --train`, `reprocess --train`) trains on stored rows through the
+/// stages and the update only: the steps a run performs on fresh rollouts before its stages (a
+/// discriminator's or an implicit reward model's training and rewards, a critic's values) do not
+/// run there, so a pipeline that declares them is refused rather than silently trained without them.
+fn check_stream_steps(spec: &PipelineSpec) -> Result<()> {
+    let t = spec.training.as_ref().expect("checked by the caller");
+    let declared = [
+        (
+            "[discriminator]",
+            t.discriminator.is_some(),
+            "rewards each step with a discriminator trained on every rollout",
+        ),
+        (
+            "[implicit_reward]",
+            t.implicit_reward.is_some(),
+            "rewards each step with a reward model trained on every rollout",
+        ),
+        ("[critic]", t.critic.is_some(), "writes the critic's values into every rollout before the stages"),
+    ];
+    match declared.iter().find(|(_, present, _)| *present) {
+        Some((section, _, what)) => Err(Error::Spec {
+            file: spec.file.clone(),
+            stage: Some((*section).into()),
+            key: None,
+            message: format!(
+                "this section {what}, a step --train (watch / reprocess) does not run yet: the update would train \
+                 without it; use `trajflow run`, or a pipeline without {section}"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
