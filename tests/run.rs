@@ -361,6 +361,66 @@ fn lora_runs_train_only_the_adapter_and_resume_exactly() {
     assert!(err.contains("[model]") && err.contains("x_proj"), "{err}");
 }
 
+/// A real pretrained LLM: `pipelines/smollm2/poad.toml` (SmolLM2-135M-Instruct + LoRA, POAD,
+/// the kitchen, no warm start) runs two iterations end to end; checkpoint 2's base weights are the
+/// pretrained ones bit for bit and only the adapter moved; a run resumed after iteration 1 equals
+/// the uninterrupted one (weights and metrics).
+#[test]
+fn smollm2_poad_with_lora_in_the_kitchen_keeps_its_base_and_resumes_exactly() {
+    let base = match trajflow::model::load_decoder("smollm2-135m", tch::Device::Cpu) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smollm2/poad.toml");
+    let small = [
+        "rollout.tasks=1",
+        "rollout.k=2",
+        "rollout.max_turns=3",
+        "rollout.max_action_tokens=6",
+        "run.eval_tasks=1",
+        "run.eval_every=1",
+        "learner.minibatch=2",
+    ];
+    let go = |out: &Path, iterations: &str| {
+        let mut args = vec!["run", s(&p), "--out", s(out), "--quiet", "--set", iterations];
+        small.iter().for_each(|x| args.extend(["--set", x]));
+        ok(&args);
+    };
+    let full = tmp.path().join("full");
+    go(&full, "run.iterations=2");
+    let m = metrics(&full);
+    assert_eq!(m.len(), 3, "iterations 0, 1 and 2");
+    assert!(m[1]["trained_tokens"].as_u64().unwrap() > 0, "iteration 1 trained: {}", m[1]);
+    assert!(m[1]["logp_mismatch_max"].as_f64().unwrap() <= 1e-3, "behaviour vs learner: {}", m[1]);
+    let file = full.join("checkpoints/iter-0002/weights.safetensors");
+    let w2: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(&file).unwrap().into_iter().collect();
+    let pretrained = base.vs.variables();
+    let (mut frozen, mut moved) = (0, 0);
+    for (name, t) in &w2 {
+        if name.contains("lora_") {
+            moved += usize::from(name.contains("lora_B") && t.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0);
+        } else {
+            assert!(t.equal(&pretrained[name]), "{name}: a base weight changed");
+            frozen += 1;
+        }
+    }
+    assert!(frozen > 0 && moved > 0, "{frozen} base tensors, {moved} adapter B factors moved off zero");
+    drop((w2, pretrained, base));
+    for it in [0, 1] {
+        std::fs::remove_dir_all(full.join(format!("checkpoints/iter-{it:04}"))).unwrap();
+    }
+    let part = tmp.path().join("part");
+    go(&part, "run.iterations=1");
+    ok(&["run", "--resume", s(&part), "--quiet", "--set", "run.iterations=2"]);
+    assert!(weights(&full, 2) == weights(&part, 2), "resumed weights differ");
+    assert_eq!(metrics(&full), metrics(&part));
+}
+
 /// `[model] precision = "bf16"`: a run trains with bfloat16 products and float32 weights; a
 /// resumed bf16 run equals the uninterrupted one bit for bit (the cached bf16 weight copies are
 /// rebuilt, not saved); an unknown precision is an error naming the key.
