@@ -8,8 +8,15 @@ use common::*;
 fn every_shipped_pipeline_validates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
+    // The pipelines and those of the folders beside them (pipelines/smollm2/).
+    let files = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).flat_map(|p| {
+        if p.is_dir() {
+            std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect()
+        } else {
+            vec![p]
+        }
+    });
+    for p in files {
         if p.extension().is_some_and(|e| e == "toml") {
             let out = ok(&["validate", s(&p)]);
             assert!(out.contains(": ok ("), "{out}");
@@ -150,4 +157,20 @@ fn outputs_only_mode_writes_the_key_and_the_new_columns_with_the_same_values() {
     for c in &names {
         assert_eq!(slim.column_by_name(c).unwrap(), all.column_by_name(c).unwrap(), "{c}");
     }
+}
+
+#[test]
+fn ops_lists_every_operator_with_the_columns_it_reads_and_writes() {
+    let out = ok(&["ops"]);
+    for (name, summary) in trajflow::stages::OPERATORS {
+        assert!(out.contains(&format!("{name:<22} {summary}\n")), "{name} missing:\n{out}");
+    }
+    assert!(out.contains("reads group_id, reward; writes episode_advantage, keep\n"), "{out}");
+    assert!(
+        out.contains(
+            "reads segments, turns, turn_rewards, values, truncated, bootstrap_value?; writes advantages, returns\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("missing field"), "{out}");
 }

@@ -637,6 +637,49 @@ fn walk_count(dir: &Path) -> usize {
         .sum()
 }
 
+/// `trajflow ops`: every operator with its summary and, as built with its default parameters (and
+/// placeholders for required ones), the columns it reads (`?` = optional) and writes (renamed per stage with `read.ROLE` / `write.ROLE`).
+fn operators() -> String {
+    let cols = |c: &[crate::stages::Col], mark: bool| -> String {
+        let names: Vec<String> =
+            c.iter().map(|c| format!("{}{}", c.name, if mark && c.optional { "?" } else { "" })).collect();
+        names.join(", ")
+    };
+    // Placeholders for the parameters some operators require (they do not change the columns).
+    let required = |key: &str| match key {
+        "gamma" | "lambda" => Some(toml::Value::Float(1.0)),
+        "model" => Some(toml::Value::String("MODEL".into())),
+        _ => None,
+    };
+    let mut out = String::new();
+    for (name, summary) in crate::stages::OPERATORS {
+        out.push_str(&format!("{name:<22} {summary}\n"));
+        let mut params = toml::Table::new();
+        let built = loop {
+            match crate::stages::build(name, &params) {
+                Err(e) if !params.contains_key(&e.key) && required(&e.key).is_some() => {
+                    params.insert(e.key.clone(), required(&e.key).expect("checked"));
+                }
+                other => break other,
+            }
+        };
+        match built {
+            Ok(op) => {
+                let d = op.describe();
+                out.push_str(&format!(
+                    "{:<22} reads {}; writes {}\n",
+                    "",
+                    cols(&d.reads(), true),
+                    cols(&d.writes(), false)
+                ));
+            }
+            Err(e) if e.key == "op" => out.push_str(&format!("{:<22} (only in the libtorch build)\n", "")),
+            Err(e) => out.push_str(&format!("{:<22} ({}: {})\n", "", e.key, e.message)),
+        }
+    }
+    out
+}
+
 /// Runs a parsed command line; returns what to print on stdout.
 pub fn run(cli: Cli) -> Result<String> {
     match cli.command {
@@ -645,7 +688,7 @@ pub fn run(cli: Cli) -> Result<String> {
             Ok(format!("{}: ok ({} stages, pipeline '{}')\n", pipeline.display(), plan.stages.len(), plan.name))
         }
         Command::Explain { pipeline, input } => Ok(explain(&plan_for(&pipeline, input.as_deref())?)),
-        Command::Ops => Ok(crate::stages::OPERATORS.iter().map(|(n, d)| format!("{n:<22} {d}\n")).collect()),
+        Command::Ops => Ok(operators()),
         Command::Reprocess { pipeline, input, output, columns, learn, cluster } => {
             let (cols, parts) = input_columns(&input)?;
             let cluster: Cluster = cluster.into();
