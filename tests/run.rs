@@ -93,6 +93,22 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
         assert!(m[1]["episodes"].as_u64().unwrap() > 0, "{name}");
         let rows = read_sorted(&dir.join("trajectories"));
         assert_eq!(rows.num_rows() as u64, m[1]["episodes"].as_u64().unwrap() + m[2]["episodes"].as_u64().unwrap());
+        // The parts of the phases are recorded, each inside its phase.
+        let text = std::fs::read_to_string(&p).unwrap();
+        let line = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().nth(1).unwrap().to_string();
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let t = line["time_s"].as_object().unwrap();
+        let mut parts = vec!["rollout/generate", "learn/recompute", "learn/fit", "learn/forward", "learn/backward"];
+        if text.contains("\n[critic]") {
+            parts.extend(["rollout/values", "learn/critic"]);
+        }
+        if text.contains("\n[discriminator]") || text.contains("\n[implicit_reward]") {
+            parts.push("rollout/rewards");
+        }
+        for part in parts {
+            let (phase, _) = part.split_once('/').unwrap();
+            assert!(t[part].as_f64().unwrap() <= t[phase].as_f64().unwrap(), "{name}: {part} in {t:?}");
+        }
         if name == "retroact" {
             // Random tiny episodes fail: every task gets its second trial, after a reflection.
             assert!(dir.join("imitation").is_dir(), "retroact: the imitation set was not stored");
@@ -111,7 +127,6 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
             }
             assert!(out.contains("greedy success on 2 dev tasks"), "retroact: no gain verdict in {out}");
         }
-        let text = std::fs::read_to_string(&p).unwrap();
         if text.contains("[implicit_reward]") {
             // The reward model trains on the same pairs, and rewrites every row's reward.
             let pairs: u64 = m[1..].iter().map(|l| l["pairs"].as_u64().unwrap()).sum();

@@ -99,7 +99,11 @@ pub struct IterationMetrics {
     pub generated_tokens: u64,
     /// Generated tokens per second of rollout time.
     pub tokens_per_s: f64,
-    /// Seconds per phase: `rollout`, `stages`, `learn`, `eval`.
+    /// Seconds per phase: `rollout`, `stages`, `learn`, `eval`; and the parts of a phase, named
+    /// `phase/part` (`rollout/generate`, `rollout/rewards` (discriminator or implicit reward
+    /// model), `rollout/values` (critic), `learn/recompute` (behaviour check and `logp_old`),
+    /// `learn/reference`, `learn/fit` (the epochs), and within it `learn/forward`,
+    /// `learn/backward` (with the optimiser steps) and `learn/critic`).
     pub time_s: BTreeMap<String, f64>,
 }
 

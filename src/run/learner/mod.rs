@@ -140,6 +140,12 @@ pub struct Stats {
     pub preference_accuracy: f64,
     /// PPO with a KL penalty: the penalty's KL estimate to the reference (before β).
     pub kl_ref: f64,
+    /// Seconds in the policy's forward passes (padding included).
+    pub forward_s: f64,
+    /// Seconds in the policy's backward passes and optimiser steps.
+    pub backward_s: f64,
+    /// Seconds in the critic's forward, backward and steps.
+    pub critic_s: f64,
 }
 
 /// Log-probs of the targets `[B, T−1]` (differentiable) under the distributions they were drawn
@@ -242,12 +248,16 @@ pub fn fit(
                     Objective::Ppo { entropy_coef, .. } if entropy_coef > 0.0 => Entropy::Differentiable,
                     _ => Entropy::Detached,
                 };
+                let clock = std::time::Instant::now();
                 let (logp, entropy, hidden) = forward(model, &p, bonus);
+                stats.forward_s += clock.elapsed().as_secs_f64();
                 if let Some(c) = critic.as_deref_mut() {
+                    let clock = std::time::Instant::now();
                     let weight = mb.iter().map(|e| e.trained()).sum::<usize>() as f64 / tokens as f64;
                     let l = c.loss(&hidden, &p);
                     vloss += weight * l.double_value(&[]);
                     c.opt.backward(&(l * (weight * micro.len() as f64)), None)?;
+                    stats.critic_s += clock.elapsed().as_secs_f64();
                 }
                 let mut micro_kl = 0.0;
                 let loss = match objective {
@@ -324,9 +334,11 @@ pub fn fit(
                 // the accumulation, so the minibatch's update happens on schedule).
                 let skip = s.kl_skip > 0.0 && micro_kl > s.kl_skip;
                 let scale = if skip { 0.0 } else { weight * micro.len() as f64 };
+                let clock = std::time::Instant::now();
                 if let Outcome::Stepped { grad_norm: g } = opt.backward(&(loss * scale), None)? {
                     grad_norm = Some(g);
                 }
+                stats.backward_s += clock.elapsed().as_secs_f64();
             }
             bar.step(format!("epoch {}/{}, loss {loss_sum:.4}", epoch + 1, s.epochs));
             n += 1.0;

@@ -77,6 +77,8 @@ impl Driver for Trainer {
                 Vec::new(),
             )?;
         }
+        let mut phases = BTreeMap::from([("rollout/generate".to_string(), t.elapsed().as_secs_f64())]);
+        let phase = Instant::now();
         let disc = match self.discriminator.as_mut() {
             Some(d) => {
                 Some(d.train_and_reward(&self.model, &mut rows, self.spec.model.max_batch_tokens, seed ^ iteration)?)
@@ -93,9 +95,14 @@ impl Driver for Trainer {
             )?),
             None => None,
         };
+        if disc.is_some() || implicit.is_some() {
+            phases.insert("rollout/rewards".into(), phase.elapsed().as_secs_f64());
+        }
         self.load_critic_backbone()?;
         if let Some(c) = &self.critic {
+            let phase = Instant::now();
             c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
+            phases.insert("rollout/values".into(), phase.elapsed().as_secs_f64());
         }
         let secs = t.elapsed().as_secs_f64();
         // Tokens the policy sampled: those with a behaviour log-prob (expert rows have none).
@@ -113,7 +120,7 @@ impl Driver for Trainer {
             env_failures,
             generated_tokens: generated,
             tokens_per_s: generated as f64 / secs.max(1e-9),
-            time_s: BTreeMap::from([("rollout".to_string(), secs)]),
+            time_s: [(String::from("rollout"), secs)].into_iter().chain(phases).collect(),
             discriminator_loss: disc.map(|d| d.loss),
             discriminator_accuracy: disc.map(|d| d.accuracy),
             pairs: implicit.map(|s| s.pairs),
@@ -159,7 +166,7 @@ impl Driver for Trainer {
             m.kl,
             m.clip_frac,
             m.entropy,
-            m.time_s.values().sum::<f64>()
+            m.time_s.iter().filter(|(k, _)| !k.contains('/')).map(|(_, v)| v).sum::<f64>()
         ));
         self.metrics.append(&m)?;
         self.checkpoint(iteration)

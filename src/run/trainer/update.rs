@@ -84,6 +84,7 @@ impl Trainer {
         };
         // DPO's reference is the policy at the start of the iteration, whatever `logp_old` says.
         let recompute = (l.loss != LossKind::Nll && l.logp_old == LogpOld::Recompute) || l.loss == LossKind::Dpo;
+        let phase = Instant::now();
         if l.loss != LossKind::Nll {
             let mismatch = check_behaviour(&self.model, &mut examples, self.spec.model.max_batch_tokens, recompute)?;
             if mismatch.tokens > 0 {
@@ -99,6 +100,7 @@ impl Trainer {
                 }
             }
         }
+        m.time_s.insert("learn/recompute".into(), phase.elapsed().as_secs_f64());
         if let Some(stale_rows) = stale_rows {
             // Beyond the staleness bound with `stale = "truncate"`: each action token's advantage
             // is scaled by min(1, π/μ), π the current policy, μ the behaviour policy.
@@ -119,7 +121,9 @@ impl Trainer {
                 self.reference = Some(self.frozen_policy()?);
             }
             let reference = self.reference.as_ref().expect("loaded above");
+            let phase = Instant::now();
             score_reference(reference, &mut examples, self.spec.model.max_batch_tokens)?;
+            m.time_s.insert("learn/reference".into(), phase.elapsed().as_secs_f64());
         }
         if l.loss == LossKind::ClippedIs && l.imitation > 0.0 {
             let seed = self.spec.run.seed.wrapping_mul(0x5851_F42D_4C95_7F2D) ^ iteration;
@@ -135,7 +139,14 @@ impl Trainer {
         };
         let objective = self.objective();
         self.load_critic_backbone()?;
+        let phase = Instant::now();
         let stats = fit(&self.model, &mut self.opt, self.critic.as_mut(), &examples, objective, &schedule)?;
+        m.time_s.insert("learn/fit".into(), phase.elapsed().as_secs_f64());
+        m.time_s.insert("learn/forward".into(), stats.forward_s);
+        m.time_s.insert("learn/backward".into(), stats.backward_s);
+        if self.critic.is_some() {
+            m.time_s.insert("learn/critic".into(), stats.critic_s);
+        }
         fill_learner(m, &stats);
         if l.loss == LossKind::Dpo {
             m.preference_accuracy = Some(stats.preference_accuracy);
