@@ -100,6 +100,7 @@ _bench:
 		--kernels $$(ls -t target/release/deps/kernels-* | grep -v '\.d$$' | head -1)
 	$(PY) benches/incremental.py --bin target/lite/release/trajflow
 	cargo bench --bench model --no-run 2>&1 | tail -1
+	$(VENV)/bin/pip install --disable-pip-version-check -q peft==0.21.2
 	$(PY) benches/model.py --threads 2 --repeat 2
 	TRAJFLOW_BIN=target/lite/release/trajflow $(PY) benches/scaling.py
 	TRAJFLOW_BIN=target/release/trajflow $(PY) benches/stream_latency.py

@@ -37,6 +37,7 @@ ROOT = os.path.dirname(HERE)
 CONFIGS = [  # (model, mode, batch, precision)
     ("small", "train", 8, "float32"),
     ("smollm2", "train", 4, "float32"),
+    ("smollm2", "lora", 4, "float32"),
     ("small", "generate", 8, "float32"),
     ("smollm2", "generate", 4, "float32"),
     ("small", "train", 8, "bf16"),
@@ -57,6 +58,8 @@ def flops_per_token(dims, mode, context):
     n = layers * (d * h * hd + 2 * d * kvh * hd + h * hd * d + 3 * d * inter) + v * d
     if mode == "train":
         return 6 * n + 12 * layers * h * hd * context
+    if mode == "lora":  # no weight gradients for the frozen base: forward 2N + input gradients 2N
+        return 4 * n + 12 * layers * h * hd * context
     return 2 * n + 4 * layers * h * hd * context
 
 
@@ -125,7 +128,7 @@ def main():
     for model, mode, batch, precision in configs:
         args = ["--model", model, "--mode", mode, "--batch", str(batch), "--precision", precision,
                 "--device", a.device]
-        if mode == "train":
+        if mode in ("train", "lora"):
             args += ["--seq", str(SEQ), "--steps", str(steps)]
             shape = f"B={batch}, T={SEQ}, {steps} steps"
         else:
@@ -145,7 +148,7 @@ def main():
         raw += [r for r in (tf, pt) if r is not None]
         ratio = f"**{tf['tokens_per_s'] / pt['tokens_per_s']:.2f}x**" if tf and pt else "-"
         dims = pt.get("dims") if pt else None
-        fpt = dims and flops_per_token(dims, mode, SEQ if mode == "train" else PROMPT_LEN + new_tokens / 2)
+        fpt = dims and flops_per_token(dims, mode, SEQ if mode != "generate" else PROMPT_LEN + new_tokens / 2)
 
         def tflops(res):
             if res is None or not fpt:
@@ -175,7 +178,9 @@ def main():
         "tied embeddings); *smollm2* = SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32). "
         "PyTorch side: `benches/model_reference.py` (transformers LlamaForCausalLM, sdpa attention). "
         "*train*: tokens/s = B·T·steps / time of the timed steps (forward, next-token NLL, backward, "
-        "AdamW lr 1e-5; one untimed warm-up step). *generate*: greedy decoding with KV cache, "
+        "AdamW lr 1e-5; one untimed warm-up step). *lora*: the same step with a LoRA adapter (r 8, alpha 16, "
+        "q/k/v/o projections; PyTorch side: peft) and the base frozen, AdamW on the adapter only; "
+        "model FLOPs 4N + 12·L·H·hd·T (no weight gradients for the base). *generate*: greedy decoding with KV cache, "
         "tokens/s = generated tokens (B·new) / time of the fastest of 3 identical generations in the "
         "process (one untimed 4-token warm-up). Peak RSS: "
         "the process's maxrss (each run is its own process; host memory). Ratio = trajflow / PyTorch. "

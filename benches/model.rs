@@ -1,7 +1,7 @@
 //! Model throughput on this machine, trajflow's side of `benches/model.py` (the same CLI and JSON
 //! as `benches/model_reference.py`, which runs the same model in PyTorch/transformers):
 //!
-//!     cargo bench --bench model -- --model small|smollm2 --mode train|generate
+//!     cargo bench --bench model -- --model small|smollm2 --mode train|lora|generate
 //!                                  [--batch 8] [--seq 256] [--steps 5] [--new-tokens 64]
 //!                                  [--precision float32|bf16] [--device cpu|cuda] [--generations 3]
 //!
@@ -73,9 +73,16 @@ fn main() {
     );
     let vocab = model.cfg.vocab_size;
     let mut rng = SplitMix::new(1);
-    let (tokens, seconds) = if mode == "train" {
+    if mode == "lora" {
+        // LoRA r 8, alpha 16 on the attention projections; the base frozen (as peft's LoraConfig
+        // on the reference side).
+        let targets = ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec();
+        let cfg = trajflow::model::lora::LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets };
+        trajflow::model::lora::attach(&mut model, cfg).expect("LoRA attaches");
+    }
+    let (tokens, seconds) = if mode == "train" || mode == "lora" {
         let mut opt = AdamW::new(
-            model.vs.variables().into_iter().collect(),
+            model.trainable_variables(),
             OptimConfig { lr: 1e-5, max_grad_norm: None, ..Default::default() },
         );
         let mut step = |ids: &Tensor| {
@@ -113,7 +120,7 @@ fn main() {
         }
         (n as f64, fastest)
     };
-    let shape = if mode == "train" { format!("\"seq\": {t}") } else { format!("\"new_tokens\": {new_tokens}") };
+    let shape = if mode != "generate" { format!("\"seq\": {t}") } else { format!("\"new_tokens\": {new_tokens}") };
     println!(
         "{{\"impl\": \"trajflow\", \"model\": \"{which}\", \"mode\": \"{mode}\", \"precision\": \"{precision}\", \"device\": \"{device_name}\", \"batch\": {b}, {shape}, \"tokens_per_s\": {:.1}, \"seconds\": {seconds:.3}, \"peak_rss_mb\": {:.0}, \"torch_threads\": {}, \"retains_freed_memory\": {retained}}}",
         tokens / seconds,

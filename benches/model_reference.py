@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch / transformers reference for the model benchmarks (training steps and greedy generation).
 
-    python benches/model_reference.py --model {small,smollm2} --mode {train,generate}
+    python benches/model_reference.py --model {small,smollm2} --mode {train,lora,generate}
         [--batch 8] [--seq 256] [--steps 5] [--new-tokens 64] [--threads N] [--gguf PATH]
         [--precision float32|bf16] [--device cpu|cuda] [--generations 3]
 
@@ -79,7 +79,7 @@ def bench_train(model, batch, seq, steps, device):
     model.train()
     gen = torch.Generator().manual_seed(SEED)
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
 
     def step():
         logits = model(input_ids=ids).logits
@@ -125,7 +125,7 @@ def bench_generate(model, batch, new_tokens, device, generations):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["small", "smollm2"], required=True)
-    ap.add_argument("--mode", choices=["train", "generate"], required=True)
+    ap.add_argument("--mode", choices=["train", "lora", "generate"], required=True)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
@@ -140,11 +140,16 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     model = (small_model() if a.model == "small" else smollm2_model(a.gguf)).to(a.device)
+    if a.mode == "lora":
+        # PEFT's LoRA, r 8, alpha 16 on the attention projections, the base frozen.
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
 
     out = {"impl": "pytorch", "model": a.model, "mode": a.mode, "precision": a.precision, "device": a.device,
            "batch": a.batch}
     with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-        if a.mode == "train":
+        if a.mode in ("train", "lora"):
             tokens, seconds = bench_train(model, a.batch, a.seq, a.steps, a.device)
             out["seq"] = a.seq
         else:
