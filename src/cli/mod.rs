@@ -637,32 +637,24 @@ fn walk_count(dir: &Path) -> usize {
         .sum()
 }
 
-/// `trajflow ops`: every operator with its summary and, as built with its default parameters (and
-/// placeholders for required ones), the columns it reads (`?` = optional) and writes (renamed per stage with `read.ROLE` / `write.ROLE`).
+/// `trajflow ops`: every operator with its summary and the columns it reads (`?` = optional) and
+/// writes, as built with its defaults (renamed per stage with `read.ROLE` / `write.ROLE`).
 fn operators() -> String {
     let cols = |c: &[crate::stages::Col], mark: bool| -> String {
         let names: Vec<String> =
             c.iter().map(|c| format!("{}{}", c.name, if mark && c.optional { "?" } else { "" })).collect();
         names.join(", ")
     };
-    // Placeholders for the parameters some operators require (they do not change the columns).
-    let required = |key: &str| match key {
-        "gamma" | "lambda" => Some(toml::Value::Float(1.0)),
-        "model" => Some(toml::Value::String("MODEL".into())),
-        _ => None,
-    };
     let mut out = String::new();
     for (name, summary) in crate::stages::OPERATORS {
         out.push_str(&format!("{name:<22} {summary}\n"));
-        let mut params = toml::Table::new();
-        let built = loop {
-            match crate::stages::build(name, &params) {
-                Err(e) if !params.contains_key(&e.key) && required(&e.key).is_some() => {
-                    params.insert(e.key.clone(), required(&e.key).expect("checked"));
-                }
-                other => break other,
-            }
+        // The parameters without a default get placeholders; they do not change the columns.
+        let required: toml::Table = match *name {
+            "gae" => toml::toml! { gamma = 1.0 lambda = 1.0 },
+            "logprobs" => toml::toml! { model = "MODEL" },
+            _ => toml::Table::new(),
         };
+        let built = crate::stages::build(name, &required);
         match built {
             Ok(op) => {
                 let d = op.describe();
