@@ -16,7 +16,7 @@ RUN_DIR ?= runs/loop
 DEMO_DIR ?= runs/demo
 ALFWORLD_LOG ?= ../shared/data/knowagent/alfworld_llama2-13b_rollouts.jsonl
 
-.PHONY: run demo test bench bench-learning setup model build release clean-cache fmt
+.PHONY: run demo test bench bench-learning gpu-bin setup model build release clean-cache fmt
 
 setup: $(STAMP)
 
@@ -113,6 +113,21 @@ _bench:
 
 fmt:
 	cargo fmt --all
+
+# benches/gpu.sh's binaries, stripped, for a CUDA machine with torch 2.11.0 but no Rust toolchain:
+# trajflow, cuda (tests/cuda.rs) and model (benches/model.rs) in target/gpu-bin/ and as one
+# target/gpu-bin.tar.xz (TRAJFLOW_GPU_BIN=target/gpu-bin.tar.xz benches/gpu.sh). Needs the build's
+# libtorch (`make build` first, or LIBTORCH=... on the command line); no download.
+GPU_BIN := target/gpu-bin
+exe_of = $$(cargo $(1) --release --no-run --message-format=json -q | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+gpu-bin:
+	cargo build --release
+	@rm -rf $(GPU_BIN) && mkdir -p $(GPU_BIN)
+	strip -o $(GPU_BIN)/trajflow target/release/trajflow
+	strip -o $(GPU_BIN)/cuda $(call exe_of,test --test cuda)
+	strip -o $(GPU_BIN)/model $(call exe_of,bench --bench model)
+	tar -C target -cJf $(GPU_BIN).tar.xz gpu-bin
+	@ls -l $(GPU_BIN) $(GPU_BIN).tar.xz
 
 clean-cache:
 	rm -rf $(CACHE)

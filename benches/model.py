@@ -13,7 +13,7 @@ and both print one JSON line {"impl", "model", "mode", "precision", "batch", "se
 timed). Configurations, each in float32 and in bf16 (autocast on the PyTorch side):
     train    small    B=8, T=256, 5 steps       generate small    B=8, 32-token prompts, 64 new
     train    smollm2  B=4, T=256, 5 steps       generate smollm2  B=4, 32-token prompts, 64 new
---quick: 2 steps, 16 new tokens. --only MODEL:MODE[:PRECISION] picks a subset. On a GPU machine:
+--quick: 2 steps, 16 new tokens. --batch-scale N multiplies every batch. --only MODEL:MODE[:PRECISION] picks a subset. On a GPU machine:
 --device cuda --peak-tflops P (the GPU's dense peak at the precision, e.g. 989 for an H100 SXM in
 bf16) adds model FLOP utilisation.
 
@@ -108,6 +108,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each side N times, alternating, and keep each side's best (noisy machines)")
     ap.add_argument("--only", nargs="*", help="subset of MODEL:MODE[:PRECISION], e.g. small:train smollm2:generate:bf16")
+    ap.add_argument("--batch-scale", type=int, default=1,
+                    help="multiply every configuration's batch by N (a GPU needs larger batches than a CPU)")
     ap.add_argument("--python", default=sys.executable, help="interpreter for model_reference.py")
     ap.add_argument("--results", default=os.path.join(HERE, "results", "model.md"))
     a = ap.parse_args()
@@ -126,6 +128,7 @@ def main():
     load_before = os.getloadavg()
     rows, raw, failed = [], [], False
     for model, mode, batch, precision in configs:
+        batch *= a.batch_scale
         args = ["--model", model, "--mode", mode, "--batch", str(batch), "--precision", precision,
                 "--device", a.device]
         if mode in ("train", "lora"):
@@ -162,7 +165,8 @@ def main():
     tf_threads = next((r["torch_threads"] for r in raw if r.get("impl") == "trajflow"), None)
     load_after = os.getloadavg()
     cmdline = "python benches/model.py" + (" --quick" if a.quick else "") + \
-        (f" --threads {a.threads}" if a.threads else "") + (f" --repeat {a.repeat}" if a.repeat > 1 else "") + \
+        (f" --threads {a.threads}" if a.threads else "") + \
+        (f" --batch-scale {a.batch_scale}" if a.batch_scale > 1 else "") + (f" --repeat {a.repeat}" if a.repeat > 1 else "") + \
         (f" --device {a.device}" if a.device != "cpu" else "") + \
         (f" --peak-tflops {a.peak_tflops}" if a.peak_tflops else "")
     bin_desc = f"`{os.path.relpath(binary, ROOT)}`" if binary else "none (trajflow not run)"
