@@ -119,12 +119,12 @@ fmt:
 # target/gpu-bin.tar.xz (TRAJFLOW_GPU_BIN=target/gpu-bin.tar.xz benches/gpu.sh). Needs the build's
 # libtorch (`make build` first, or LIBTORCH=... on the command line); no download.
 GPU_BIN := target/gpu-bin
-exe_of = $$(cargo $(1) --release --no-run --message-format=json -q | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+exe_of = $$(cargo $(1) --no-run --message-format=json -q | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
 gpu-bin:
 	cargo build --release
 	@rm -rf $(GPU_BIN) && mkdir -p $(GPU_BIN)
 	strip -o $(GPU_BIN)/trajflow target/release/trajflow
-	strip -o $(GPU_BIN)/cuda $(call exe_of,test --test cuda)
+	strip -o $(GPU_BIN)/cuda $(call exe_of,test --release --test cuda)
 	strip -o $(GPU_BIN)/model $(call exe_of,bench --bench model)
 	tar -C target -cJf $(GPU_BIN).tar.xz gpu-bin
 	@ls -l $(GPU_BIN) $(GPU_BIN).tar.xz
