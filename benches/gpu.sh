@@ -12,7 +12,8 @@
 # gpu-model.md/.json, gpu-cuda-tests.log, gpu-runs.log.
 #
 # Needs: a CUDA build of torch==2.11.0 importable by $PYTHON (default python3) with transformers
-# (and peft, for the LoRA row); the SmolLM2 GGUF in $TRAJFLOW_CACHE/models (`make model`). The
+# and gguf (the PyTorch side reads SmolLM2 from the GGUF); the SmolLM2 GGUF in
+# $TRAJFLOW_CACHE/models (default ~/.cache/trajflow; `make model` fetches it). The
 # binaries are built with cargo against that torch, or, where the machine has no Rust toolchain,
 # taken prebuilt from $TRAJFLOW_GPU_BIN: a folder holding `trajflow`, `cuda` (the test binary of
 # tests/cuda.rs) and `model` (the benchmark binary of benches/model.rs), built on any x86_64

@@ -8,7 +8,7 @@
 Models (float32 weights, sdpa attention; --precision bf16 wraps the timed work in torch.autocast):
 - small: a random-init LlamaForCausalLM (torch.manual_seed(0)): vocab 49152, hidden 128, ffn 344,
   4 layers, 4 heads / 2 KV heads, head_dim 32, rope_theta 1e4, rms_norm_eps 1e-5, tied embeddings.
-- smollm2: SmolLM2-135M-Instruct from ~/.cache/trajflow/models/SmolLM2-135M-Instruct.Q4_1.gguf,
+- smollm2: SmolLM2-135M-Instruct from $TRAJFLOW_CACHE (default ~/.cache/trajflow)/models/SmolLM2-135M-Instruct.Q4_1.gguf,
   dequantised to float32 and converted by tests/parity/hf_gguf_logprobs.py's load_model (reused,
   not copied), then switched from eager to sdpa attention.
 
@@ -37,7 +37,8 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_GGUF = os.path.expanduser("~/.cache/trajflow/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+DEFAULT_GGUF = os.path.join(os.environ.get("TRAJFLOW_CACHE") or os.path.expanduser("~/.cache/trajflow"),
+                            "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 PROMPT_LEN = 32
 SEED = 0
 
