@@ -33,13 +33,17 @@ def last_eval(rows):
     return r["iteration"], [c == "1" for c in r["eval_outcomes"]]
 
 
+def interval(values, quantile=1.96):
+    """Mean of `values` and its 95 % interval, mean ± quantile · standard error."""
+    n = len(values)
+    m = sum(values) / n
+    half = quantile * math.sqrt(sum((x - m) ** 2 for x in values) / (n - 1) / n)
+    return m, m - half, m + half
+
+
 def paired(before, after):
-    """Mean of after - before in points, and its 95 % interval (normal approximation)."""
-    d = [int(a) - int(b) for a, b in zip(after, before)]
-    n = len(d)
-    m = sum(d) / n
-    half = 1.96 * math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1) / n)
-    return 100 * m, 100 * (m - half), 100 * (m + half)
+    """Mean of after - before in points, paired by task, and its 95 % interval (normal approximation)."""
+    return tuple(100 * x for x in interval([float(a) - float(b) for a, b in zip(after, before)]))
 
 
 def fmt(g):
@@ -72,17 +76,11 @@ def main():
         print(f"| {run} | {it} | {sum(after)} / {len(after)} | {fmt(g)} | {sampled} | {kl:.4f} | {mismatch:.1e} |")
     n = len(gains)
     if n > 1:
-        m = sum(gains) / n
-        half = T975[n - 1] * math.sqrt(sum((g - m) ** 2 for g in gains) / (n - 1) / n)
-        verdict = "improved" if m - half > 0 else "got worse" if m + half < 0 else "inconclusive"
-        print(f"\nOver the {n} runs (t, {n - 1} degrees of freedom): **{m:+.1f} [{m - half:+.1f}, {m + half:+.1f}]: {verdict}**.")
+        g = interval(gains, T975[n - 1])
+        verdict = "improved" if g[1] > 0 else "got worse" if g[2] < 0 else "inconclusive"
+        print(f"\nOver the {n} runs (t, {n - 1} degrees of freedom): **{fmt(g)}: {verdict}**.")
         mean_after = [sum(a[i] for a in afters) / n for i in range(len(before))]
-        d = [x - int(b) for x, b in zip(mean_after, before)]
-        mm = sum(d) / len(d)
-        h = 1.96 * math.sqrt(sum((x - mm) ** 2 for x in d) / (len(d) - 1) / len(d))
-        print(f"The per-task mean over the runs against the warm start, paired by task: "
-              f"{100 * mm:+.1f} [{100 * (mm - h):+.1f}, {100 * (mm + h):+.1f}].")
-
+        print(f"The per-task mean over the runs against the warm start, paired by task: {fmt(paired(before, mean_after))}.")
 
 if __name__ == "__main__":
     main()
