@@ -94,7 +94,7 @@ for spec in $PIPELINES; do for seed in $SEEDS; do runs+=("$OUT/$(label_of "$spec
   echo "# Learning benchmark"
   echo
   echo "Command: \`RESULT=$RESULT ITERATIONS=$ITERATIONS${SETS:+ SETS=\"$SETS\"} benches/learning.sh \"$SEEDS\" \"$PIPELINES\"\`, $(nproc) CPU cores, $(uname -m), no GPU,"
-  echo "$(date -u +%Y-%m-%d). Environment and model: see the pipelines' [rollout] and [model] sections."
+  echo "$(date -u +%Y-%m-%d). Environment and model: see the pipelines' rollout stage and [models.policy] table."
   echo
   $BIN report "${runs[@]}" --output "benches/results/$RESULT.png"
 } > "benches/results/$RESULT.md"

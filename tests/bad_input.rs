@@ -217,14 +217,15 @@ fn append_publishes_whole_files_and_rejects_broken_ones() {
 #[test]
 fn a_gae_stage_without_a_critic_is_refused_before_the_run_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let ppo = std::fs::read_to_string(pipeline("ppo.toml")).unwrap();
-    let (head, rest) = ppo.split_once("\n[critic]").expect("ppo.toml has a [critic]");
-    let learner = rest.find("\n[learner]").expect("[learner] follows [critic]");
-    let p = write_pipeline(dir.path(), &format!("{head}{}", &rest[learner..]));
+    let text = "name = \"no-critic\"\n[models.policy]\nname = \"small:household-pick\"\n\
+                [[stage]]\nid = \"rollout\"\nop = \"rollout\"\nmodel = \"policy\"\n\
+                [[stage]]\nid = \"gae\"\nop = \"gae\"\ninputs = [\"rollout\"]\ngamma = 1.0\nlambda = 1.0\n\
+                [[stage]]\nid = \"learner\"\nop = \"ppo_update\"\nmodel = \"policy\"\ninputs = [\"gae\"]\n";
+    let p = write_pipeline(dir.path(), text);
     let out = dir.path().join("run");
     let err = fails(&["run", &p, "--out", s(&out)]);
     assert!(err.contains(&format!("{p}: stage 'gae': key 'values': `gae` reads column 'values'")), "{err}");
-    assert!(err.contains("[critic]"), "{err}");
+    assert!(err.contains("a `values` step"), "{err}");
     assert!(!out.exists(), "nothing is written before the error: {}", out.display());
     let err = fails(&["validate", &p]);
     assert!(err.contains(&format!("{p}: stage 'gae': key 'values'")), "validate: {err}");
@@ -236,14 +237,14 @@ fn stream_training_refuses_the_steps_it_does_not_run() {
     let input = dir.path().join("in");
     interleaved_files(&input, 4, 2, 1, 1);
     for (name, section) in [
-        ("ppo.toml", "[critic]"),
-        ("stepagent_irl.toml", "[discriminator]"),
-        ("stepagent_implicit_ppo.toml", "[implicit_reward]"),
+        ("ppo.toml", "values"),
+        ("stepagent_irl.toml", "discriminator"),
+        ("stepagent_implicit_ppo.toml", "implicit_reward"),
     ] {
         let out = dir.path().join(name);
         let p = pipeline(name);
         let err = fails(&["reprocess", &p, "--input", s(&input), "--output", s(&out), "--train"]);
-        assert!(err.contains(&format!("{p}: stage '{section}")), "{name}: {err}");
+        assert!(err.contains(&format!("{p}: stage '{section}'")), "{name}: {err}");
         assert!(err.contains("does not run yet") && err.contains("trajflow run"), "{name}: {err}");
         assert!(!out.join("checkpoints").exists(), "{name}: no training before the error");
     }

@@ -42,6 +42,19 @@ fn explain_poad_advantages() {
     insta::assert_snapshot!(explain("poad_advantages.toml"));
 }
 
+/// A training pipeline's graph: models, the model steps (a critic's values), the data stages and
+/// the update.
+#[test]
+fn explain_poad_training_graph() {
+    insta::assert_snapshot!(explain("poad.toml"));
+}
+
+/// A join of two sources (ETO: the policy's rollout and the expert's) straight into the update.
+#[test]
+fn explain_eto_training_graph() {
+    insta::assert_snapshot!(explain("eto.toml"));
+}
+
 #[test]
 fn explain_reinforce_pp_with_a_column_rename() {
     insta::assert_snapshot!(explain("reinforce_pp_advantages.toml"));

@@ -30,7 +30,7 @@ fn training_pipelines() -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .filter(|p| std::fs::read_to_string(p).unwrap().contains("\n[model]"))
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains("\n[models."))
         .collect();
     out.sort();
     out
@@ -99,10 +99,10 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
         let line: serde_json::Value = serde_json::from_str(&line).unwrap();
         let t = line["time_s"].as_object().unwrap();
         let mut parts = vec!["rollout/generate", "learn/recompute", "learn/fit", "learn/forward", "learn/backward"];
-        if text.contains("\n[critic]") {
+        if text.contains("op = \"values\"") {
             parts.extend(["rollout/values", "learn/critic"]);
         }
-        if text.contains("\n[discriminator]") || text.contains("\n[implicit_reward]") {
+        if text.contains("op = \"discriminator_reward\"") || text.contains("op = \"implicit_reward\"") {
             parts.push("rollout/rewards");
         }
         for part in parts {
@@ -127,12 +127,12 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
             }
             assert!(out.contains("greedy success on 2 dev tasks"), "retroact: no gain verdict in {out}");
         }
-        if text.contains("[implicit_reward]") {
+        if text.contains("op = \"implicit_reward\"") {
             // The reward model trains on the same pairs, and rewrites every row's reward.
             let pairs: u64 = m[1..].iter().map(|l| l["pairs"].as_u64().unwrap()).sum();
             assert!(pairs > 0 && m[1]["implicit_reward_loss"].is_number(), "{name}: no reward-model training");
         }
-        if text.contains("loss = \"dpo\"") {
+        if text.contains("op = \"dpo_update\"") {
             // An untrained policy disagrees with the expert: DPO must find pairs to train on.
             let pairs: u64 = m[1..].iter().map(|l| l["pairs"].as_u64().unwrap()).sum();
             assert!(pairs > 0, "{name}: DPO trained on no pairs");
@@ -203,7 +203,7 @@ fn bad_training_sections_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let p = pipeline("loop.toml");
     let err = fails(&["run", &p, "--out", s(&tmp.path().join("x")), "--set", "learner.clip=-1"]);
-    assert!(err.contains("[learner]") && err.contains("clip"), "{err}");
+    assert!(err.contains("stage 'learner': key 'clip'"), "{err}");
     let err = fails(&["run", &p, "--out", s(&tmp.path().join("y")), "--set", "learner.advantages=nope"]);
     assert!(err.contains("nope"), "{err}");
     let err = fails(&["run", &pipeline("loop_advantages.toml"), "--out", s(&tmp.path().join("z"))]);
@@ -212,17 +212,17 @@ fn bad_training_sections_are_named() {
     assert!(err.contains("config.toml"), "{err}");
     // The discriminator scores one-step (prefix, action) rows: it needs expert-prefix rollouts.
     let irl = pipeline("stepagent_irl.toml");
-    let err = fails(&["run", &irl, "--out", s(&tmp.path().join("w")), "--set", "rollout.source=policy"]);
-    assert!(err.contains("[discriminator]") && err.contains("expert_prefixes"), "{err}");
+    let err = fails(&["run", &irl, "--out", s(&tmp.path().join("w")), "--set", "rollout.op=rollout"]);
+    assert!(err.contains("stage 'discriminator'") && err.contains("expert_prefixes"), "{err}");
     let implicit = pipeline("stepagent_implicit_ppo.toml");
-    let err = fails(&["run", &implicit, "--out", s(&tmp.path().join("w2")), "--set", "learner.loss=dpo"]);
-    assert!(err.contains("[implicit_reward]") && err.contains("dpo"), "{err}");
+    let err = fails(&["run", &implicit, "--out", s(&tmp.path().join("w2")), "--set", "learner.op=dpo_update"]);
+    assert!(err.contains("stage 'implicit_reward'") && err.contains("dpo"), "{err}");
     let err = fails(&["run", &pipeline("eto.toml"), "--out", s(&tmp.path().join("v")), "--set", "learner.beta=0"]);
-    assert!(err.contains("[learner]") && err.contains("beta"), "{err}");
+    assert!(err.contains("stage 'learner': key 'beta'"), "{err}");
     // RetroAct's imitation regulariser draws from the warm start's rows: it needs one.
     let retro = pipeline("retroact.toml");
     let err = fails(&["run", &retro, "--out", s(&tmp.path().join("u")), "--set", "warm_start.demos=0"]);
-    assert!(err.contains("[learner]") && err.contains("imitation"), "{err}");
+    assert!(err.contains("stage 'learner'") && err.contains("imitation"), "{err}");
     let err = fails(&[
         "run",
         &pipeline("loop.toml"),
@@ -231,7 +231,7 @@ fn bad_training_sections_are_named() {
         "--set",
         "warm_start.reflection_tasks=5",
     ]);
-    assert!(err.contains("[warm_start]") && err.contains("reflexion"), "{err}");
+    assert!(err.contains("stage 'warm_start'") && err.contains("reflexion"), "{err}");
 }
 
 /// `run.eval_every` evaluates after the warm start, every N iterations and after the last, and the
@@ -373,7 +373,7 @@ fn lora_runs_train_only_the_adapter_and_resume_exactly() {
     assert_eq!(weights(&full, 2), weights(&part, 2));
     assert_eq!(metrics(&full), metrics(&part));
     let err = fails(&["run", &p, "--out", s(&tmp.path().join("bad")), "--set", "model.lora.targets=[\"x_proj\"]"]);
-    assert!(err.contains("[model]") && err.contains("x_proj"), "{err}");
+    assert!(err.contains("stage '[models.policy]'") && err.contains("x_proj"), "{err}");
 }
 
 /// A real pretrained LLM: `pipelines/smollm2/poad.toml` (SmolLM2-135M-Instruct + LoRA, POAD,
@@ -458,7 +458,7 @@ fn bf16_runs_keep_float32_weights_and_resume_exactly() {
     run(Path::new(&p), &f32_run, &["run.iterations=1"]);
     assert_ne!(weights(&f32_run, 1), weights(&part, 1), "bf16 trained exactly like float32");
     let err = fails(&["run", &p, "--out", s(&tmp.path().join("bad")), "--set", "model.precision=\"fp8\""]);
-    assert!(err.contains("[model]") && err.contains("fp8"), "{err}");
+    assert!(err.contains("stage '[models.policy]'") && err.contains("fp8"), "{err}");
 }
 
 /// A bridged environment that crashes in one task's episodes (tests/fixtures/counter_bridge.py

@@ -669,6 +669,17 @@ fn operators() -> String {
             Err(e) => out.push_str(&format!("{:<22} ({}: {})\n", "", e.key, e.message)),
         }
     }
+    out.push_str("\nmodel-bound operators (graph-form training pipelines; `model = \"NAME\"` names a [models.NAME]):\n");
+    for op in crate::pipeline::graph::MODEL_OPERATORS {
+        use crate::pipeline::graph::Needs;
+        let model = match op.needs {
+            Needs::Nothing => "no model".to_string(),
+            Needs::Policy => "model: the policy".to_string(),
+            Needs::Head(h) => format!("model: a {h} head"),
+        };
+        out.push_str(&format!("{:<22} {} ({:?}, {model})\n", op.name, op.summary, op.role));
+        out.push_str(&format!("{:<22} reads {}; writes {}\n", "", op.reads, op.writes));
+    }
     out
 }
 
@@ -677,7 +688,11 @@ pub fn run(cli: Cli) -> Result<String> {
     match cli.command {
         Command::Validate { pipeline, input } => {
             let plan = plan_for(&pipeline, input.as_deref())?;
-            Ok(format!("{}: ok ({} stages, pipeline '{}')\n", pipeline.display(), plan.stages.len(), plan.name))
+            let steps = match &plan.graph {
+                Some(g) => format!("{} model steps, {} data stages, update '{}'", g.before.len(), plan.stages.len(), g.update.id),
+                None => format!("{} stages", plan.stages.len()),
+            };
+            Ok(format!("{}: ok ({steps}, pipeline '{}')\n", pipeline.display(), plan.name))
         }
         Command::Explain { pipeline, input } => Ok(explain(&plan_for(&pipeline, input.as_deref())?)),
         Command::Ops => Ok(operators()),

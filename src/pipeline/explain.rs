@@ -7,6 +7,13 @@ use std::fmt::Write;
 use super::plan::Plan;
 use crate::stages::Operator;
 
+/// `ID = OP [model M] <- INPUTS` for a model-bound step.
+fn step_line(step: &crate::pipeline::graph::ModelStep) -> String {
+    let model = step.model.as_ref().map(|m| format!(" [model {m}]")).unwrap_or_default();
+    let inputs = if step.inputs.is_empty() { String::new() } else { format!(" <- {}", step.inputs.join(", ")) };
+    format!("{} = {}{model}{inputs}", step.id, step.op)
+}
+
 /// Renders the plan.
 pub fn explain(plan: &Plan) -> String {
     let mut s = String::new();
@@ -17,6 +24,16 @@ pub fn explain(plan: &Plan) -> String {
     let _ = writeln!(s, "input: {}", plan.input_source);
     let cols: Vec<String> = plan.input_columns.iter().map(|(n, t)| format!("{n}: {t}")).collect();
     let _ = writeln!(s, "  reads {}", cols.join(", "));
+    if let Some(g) = &plan.graph {
+        let _ = writeln!(s, "models:");
+        for (name, what) in &g.models {
+            let _ = writeln!(s, "  {name}: {what}");
+        }
+        let _ = writeln!(s, "model steps before the stages (the update's new policy feeds the next iteration's source):");
+        for step in &g.before {
+            let _ = writeln!(s, "  {}", step_line(step));
+        }
+    }
     let _ = writeln!(s, "stages, in execution order:");
     for (i, st) in plan.stages.iter().enumerate() {
         let kind = match &st.op {
@@ -26,7 +43,8 @@ pub fn explain(plan: &Plan) -> String {
                 None => "grouped over all rows".to_string(),
             },
         };
-        let inputs = if st.inputs.is_empty() { "input".to_string() } else { st.inputs.join(", ") };
+        let input = plan.graph.as_ref().and_then(|g| g.before.last()).map_or("input", |last| last.id.as_str());
+        let inputs = if st.inputs.is_empty() { input.to_string() } else { st.inputs.join(", ") };
         let _ = writeln!(s, "  {}. {} = {} ({kind}) <- {inputs}", i + 1, st.id, st.op_name);
         let params = st.op.describe().params();
         if !params.is_empty() {
@@ -38,6 +56,9 @@ pub fn explain(plan: &Plan) -> String {
         let _ = writeln!(s, "       reads:  {}", reads.join(", "));
         let writes: Vec<String> = st.writes.iter().map(|(c, t)| format!("{c}: {t}")).collect();
         let _ = writeln!(s, "       writes: {}", writes.join(", "));
+    }
+    if let Some(g) = &plan.graph {
+        let _ = writeln!(s, "update:\n  {}", step_line(&g.update));
     }
     let _ = writeln!(s, "dataflow:");
     let _ = write!(s, "  read shards (row groups by worker)");

@@ -4,6 +4,7 @@
 
 pub mod deferral;
 pub mod explain;
+pub mod graph;
 pub mod plan;
 pub mod reduction;
 pub mod spec;

@@ -46,6 +46,8 @@ pub struct Plan {
     pub stages: Vec<PlannedStage>,
     /// Input columns the stages read (plus `episode_id`), with their types.
     pub input_columns: Vec<(String, ColumnType)>,
+    /// A graph-form training pipeline's models and model-bound steps.
+    pub graph: Option<crate::pipeline::graph::Graph>,
 }
 
 /// The columns of an input: name -> Arrow type.
@@ -217,6 +219,7 @@ impl Plan {
             input_source: source,
             stages,
             input_columns: input_columns.into_iter().collect(),
+            graph: spec.graph,
         })
     }
 

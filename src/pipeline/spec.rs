@@ -37,6 +37,9 @@ pub struct PipelineSpec {
     pub stages: Vec<StageSpec>,
     /// The training-loop sections (`[model]`, `[rollout]`, ...), if this is a training pipeline.
     pub training: Option<super::training::TrainingSpec>,
+    /// The models and model-bound steps of a graph-form pipeline ([`super::graph`]), lowered
+    /// into `training`.
+    pub graph: Option<super::graph::Graph>,
 }
 
 /// One `[[stage]]` table.
@@ -104,10 +107,15 @@ impl PipelineSpec {
             err(None, unknown_field(&msg).as_deref(), msg.trim().to_string())
         };
         let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
-        let training = super::training::TrainingSpec::take(file, &mut table)?;
+        let graph = super::graph::lower(file, &mut table)?;
+        let training = super::training::TrainingSpec::take(file, &mut table)
+            .map_err(|e| match &graph {
+                Some(g) => g.relocate(e),
+                None => e,
+            })?;
         if let Some(k) = table.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
             let known =
-                "name, description, input, stage, model, rollout, warm_start, learner, critic, discriminator, implicit_reward, run";
+                "name, description, input, stage, models, run, stream (or the section form's model, rollout, warm_start, learner, critic, discriminator, implicit_reward)";
             return Err(err(None, Some(k), format!("unknown field `{k}`, expected one of {known}")));
         }
         let raw: RawFile = toml::Value::Table(table).try_into().map_err(syntax)?;
@@ -149,6 +157,7 @@ impl PipelineSpec {
             input: raw.input,
             stages,
             training,
+            graph,
         })
     }
 }

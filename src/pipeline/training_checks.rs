@@ -24,11 +24,15 @@ pub fn check_training(spec: &PipelineSpec, plan: &Plan, mode: TrainingMode) -> R
     if spec.training.is_none() {
         return Ok(());
     }
-    check_learner_columns(spec, plan)?;
-    match mode {
+    let checked = check_learner_columns(spec, plan).and_then(|()| match mode {
         TrainingMode::Run => check_values_source(spec, plan),
         TrainingMode::Stream => check_stream_steps(spec),
-    }
+    });
+    // A graph-form pipeline's errors name the stage or model table the section came from.
+    checked.map_err(|e| match &spec.graph {
+        Some(g) => g.relocate(e),
+        None => e,
+    })
 }
 
 /// The learner's columns must be written by a stage or be trajectory columns.
@@ -61,8 +65,8 @@ fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// In `trajflow run` only a `[critic]` fills the trajectory column `values` (rollouts leave it
-/// empty): a stage that reads it with no critic and no upstream stage writing it is an error here,
+/// In `trajflow run` only a critic (a `values` step, or `[critic]`) fills the trajectory column
+/// `values` (rollouts leave it empty): a stage that reads it with no critic and no upstream stage writing it is an error here,
 /// before the model loads, not at the first iteration.
 fn check_values_source(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
     let t = spec.training.as_ref().expect("checked by the caller");
@@ -77,8 +81,8 @@ fn check_values_source(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
                 stage: Some(s.id.clone()),
                 key: Some(key.clone()),
                 message: format!(
-                    "`{}` reads column 'values', which only a [critic] section fills during a run; add [critic] or \
-                     use an advantage that needs no critic",
+                    "`{}` reads column 'values', which only a critic fills during a run: add a `values` step (a \
+                     [critic] section in the section form) or use an advantage that needs no critic",
                     s.op_name
                 ),
             });
@@ -112,8 +116,8 @@ fn check_stream_steps(spec: &PipelineSpec) -> Result<()> {
             stage: Some((*section).into()),
             key: None,
             message: format!(
-                "this section {what}, a step --train (watch / reprocess) does not run yet: the update would train \
-                 without it; use `trajflow run`, or a pipeline without {section}"
+                "this step ({section} in the section form) {what}, which --train (watch / reprocess) does not run \
+                 yet: the update would train without it; use `trajflow run`, or a pipeline without it"
             ),
         }),
         None => Ok(()),

@@ -129,7 +129,9 @@ pub fn expert_prefix_rows(
         let gens = super::act(model, tok, &prompts, allowed.as_deref(), &s, scoring, None)?;
         for (d, g) in chunk.iter().zip(gens) {
             let e = &expert[d.episode];
-            let turn = e.turns[d.start];
+            // A one-step row has one turn (`turn_rewards = [r]`): its action is turn 0 whatever
+            // the expert's turn was, so per-turn operators (GAE) index its reward.
+            let turn = 0;
             let run: Vec<i64> = e.tokens[d.start..d.end].iter().map(|&t| t as i64).filter(|&t| t != eos).collect();
             let body: Vec<i64> = g.tokens.iter().copied().filter(|&t| t != eos).collect();
             let matched = tok.decode(&body)?.trim() == tok.decode(&run)?.trim();

@@ -6,9 +6,10 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Applies `--set KEY=VALUE` overrides to a pipeline file's text. KEY is a dotted path
-/// (`learner.lr`, `rollout.k`; `stage.ID.KEY` is the key of the `[[stage]]` with id ID); `model`
-/// and `env` are short for `model.name` and `rollout.env`, and setting `env` also retargets a
-/// `small:ENV` model. VALUE is read as TOML (`0.5`, `true`,
+/// (`learner.lr`, `rollout.k`; `stage.ID.KEY` is the key of the `[[stage]]` with id ID, and in a
+/// graph-form pipeline so is `ID.KEY` when the file has no table ID, and `model.KEY` the policy's
+/// `[models.NAME]` key); `model` and `env` are short for the policy's `name` and `rollout.env`, and
+/// setting `env` also retargets a `small:ENV` model. VALUE is read as TOML (`0.5`, `true`,
 /// `"x"`), or as a string when it is not valid TOML.
 pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| Error::Spec {
@@ -24,22 +25,36 @@ pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.to_string()));
-        let path: Vec<&str> = match key {
-            "model" => vec!["model", "name"],
-            "env" => vec!["rollout", "env"],
-            k => k.split('.').collect(),
+        // In the graph form (`[models]`), the policy is the model table without a `head`, and
+        // `ID.KEY` addresses the `[[stage]]` whose id is ID unless the file has a table ID.
+        let policy: Option<String> = doc.get("models").and_then(toml::Value::as_table).and_then(|m| {
+            m.iter().find(|(_, t)| t.get("head").is_none()).map(|(name, _)| name.clone())
+        });
+        let path: Vec<&str> = match (key, &policy) {
+            ("model", Some(p)) => vec!["models", p.as_str(), "name"],
+            ("model", None) => vec!["model", "name"],
+            ("env", _) => vec!["rollout", "env"],
+            (k, Some(p)) if k.starts_with("model.") => ["models", p.as_str()].into_iter().chain(k.split('.').skip(1)).collect(),
+            (k, _) => k.split('.').collect(),
         };
         if key == "env" {
-            let model = doc.get_mut("model").and_then(|m| m.get_mut("name"));
-            if let Some(toml::Value::String(name)) = model {
+            let model = match &policy {
+                Some(p) => doc.get_mut("models").and_then(|m| m.get_mut(p.as_str())),
+                None => doc.get_mut("model"),
+            };
+            if let Some(toml::Value::String(name)) = model.and_then(|m| m.get_mut("name")) {
                 if name.starts_with("small:") {
                     *name = format!("small:{}", value.as_str().unwrap_or_default());
                 }
             }
         }
-        // `stage.ID.KEY` addresses the `[[stage]]` whose id is ID.
-        let (mut at, path) = match path.as_slice() {
-            ["stage", id, rest @ ..] if !rest.is_empty() => {
+        let stage_id = match path.as_slice() {
+            ["stage", id, rest @ ..] if !rest.is_empty() => Some((*id, 2)),
+            [id, rest @ ..] if policy.is_some() && !rest.is_empty() && !doc.contains_key(*id) => Some((*id, 1)),
+            _ => None,
+        };
+        let (mut at, path) = match stage_id {
+            Some((id, skip)) => {
                 let stage = doc
                     .get_mut("stage")
                     .and_then(toml::Value::as_array_mut)
@@ -47,12 +62,12 @@ pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
                         stages
                             .iter_mut()
                             .filter_map(toml::Value::as_table_mut)
-                            .find(|t| t.get("id").and_then(toml::Value::as_str) == Some(*id))
+                            .find(|t| t.get("id").and_then(toml::Value::as_str) == Some(id))
                     })
                     .ok_or_else(|| Error::Usage(format!("--set {key}: no [[stage]] with id '{id}'")))?;
-                (stage, rest.to_vec())
+                (stage, path[skip..].to_vec())
             }
-            _ => (&mut doc, path.clone()),
+            None => (&mut doc, path.clone()),
         };
         for part in &path[..path.len() - 1] {
             at = at
@@ -92,5 +107,27 @@ mod tests {
         let out = apply_sets(Path::new("p.toml"), text, &["model=/some/folder".into()]).unwrap();
         assert!(out.contains("/some/folder"));
         assert!(apply_sets(Path::new("p.toml"), text, &["nokey".into()]).is_err());
+    }
+
+    #[test]
+    fn graph_form_sets_address_stages_and_the_policy() {
+        let text = "[models.policy]\nname = \"small:household\"\n[models.critic]\nhead = \"value\"\non = \"policy\"\n\
+                    [[stage]]\nid = \"rollout\"\nop = \"rollout\"\nk = 4\n[[stage]]\nid = \"learner\"\nop = \"ppo_update\"\n\
+                    [run]\nseed = 0\n";
+        let sets = ["rollout.k=2", "learner.lr=0.5", "env=kitchen", "run.seed=3", "models.critic.lr=0.01", "model.precision=bf16"];
+        let out = apply_sets(Path::new("p.toml"), text, &sets.map(String::from)).unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(t["stage"][0]["k"].as_integer(), Some(2));
+        assert_eq!(t["stage"][0]["env"].as_str(), Some("kitchen"));
+        assert_eq!(t["stage"][1]["lr"].as_float(), Some(0.5));
+        assert_eq!(t["models"]["policy"]["name"].as_str(), Some("small:kitchen"));
+        assert_eq!(t["models"]["critic"]["lr"].as_float(), Some(0.01));
+        assert_eq!(t["models"]["policy"]["precision"].as_str(), Some("bf16"));
+        assert_eq!(t["run"]["seed"].as_integer(), Some(3));
+        assert!(t.get("rollout").is_none() && t.get("learner").is_none());
+        let out = apply_sets(Path::new("p.toml"), text, &["model=/some/folder".into()]).unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(t["models"]["policy"]["name"].as_str(), Some("/some/folder"));
+        assert!(apply_sets(Path::new("p.toml"), text, &["values.lr=1".into()]).is_err());
     }
 }
