@@ -186,4 +186,8 @@ fn ops_lists_every_operator_with_the_columns_it_reads_and_writes() {
         "{out}"
     );
     assert!(!out.contains("missing field"), "{out}");
+    for op in trajflow::pipeline::graph::MODEL_OPERATORS {
+        assert!(out.contains(&format!("{:<22} {} (", op.name, op.summary)), "{} missing:\n{out}", op.name);
+        assert!(out.contains(&format!("reads {}; writes {}\n", op.reads, op.writes)), "{}:\n{out}", op.name);
+    }
 }

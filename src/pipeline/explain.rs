@@ -29,7 +29,7 @@ pub fn explain(plan: &Plan) -> String {
         for (name, what) in &g.models {
             let _ = writeln!(s, "  {name}: {what}");
         }
-        let _ = writeln!(s, "model steps before the stages (the update's new policy feeds the next iteration's source):");
+        let _ = writeln!(s, "model steps, before the stages (the sources play the latest policy version):");
         for step in &g.before {
             let _ = writeln!(s, "  {}", step_line(step));
         }
@@ -58,7 +58,11 @@ pub fn explain(plan: &Plan) -> String {
         let _ = writeln!(s, "       writes: {}", writes.join(", "));
     }
     if let Some(g) = &plan.graph {
-        let _ = writeln!(s, "update:\n  {}", step_line(&g.update));
+        if plan.stages.is_empty() {
+            let _ = writeln!(s, "  (none: the update reads the rows)");
+        }
+        let critic = g.critic.as_ref().map(|c| format!(", also trains {c}")).unwrap_or_default();
+        let _ = writeln!(s, "update (emits the next policy version):\n  {}{critic}", step_line(&g.update));
     }
     let _ = writeln!(s, "dataflow:");
     let _ = write!(s, "  read shards (row groups by worker)");

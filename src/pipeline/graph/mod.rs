@@ -102,6 +102,8 @@ pub struct Graph {
     pub before: Vec<ModelStep>,
     /// The update.
     pub update: ModelStep,
+    /// The value head the update also trains.
+    pub critic: Option<String>,
     /// Per lowered section, where its keys came from: the default place, and keys placed elsewhere.
     origins: BTreeMap<&'static str, (String, BTreeMap<String, String>)>,
 }
@@ -296,7 +298,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
             (name.clone(), what)
         })
         .collect();
-    Ok(Graph { models, before, update: update.view(), origins })
+    Ok(Graph { models, before, update: update.view(), critic, origins })
 }
 
 fn parse_step(
