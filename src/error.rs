@@ -11,11 +11,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A pipeline file is malformed or invalid.
-    #[error("{file}: {}{}{message}", stage.as_ref().map(|s| format!("stage '{s}': ")).unwrap_or_default(), key.as_ref().map(|k| format!("key '{k}': ")).unwrap_or_default())]
+    #[error("{file}: {}{}{message}", stage.as_deref().map(place).unwrap_or_default(), key.as_ref().map(|k| format!("key '{k}': ")).unwrap_or_default())]
     Spec {
         /// The pipeline file.
         file: PathBuf,
-        /// The stage id, when the problem is inside one stage.
+        /// The stage id, when the problem is inside one stage, or a table (`[run]`, `[models.NAME]`).
         stage: Option<String>,
         /// The TOML key at fault, when there is one.
         key: Option<String>,
@@ -106,5 +106,14 @@ impl Error {
 impl From<crate::model::gguf::GgufError> for Error {
     fn from(e: crate::model::gguf::GgufError) -> Self {
         Error::Model(e.to_string())
+    }
+}
+
+/// Where in a pipeline file a spec error is: `stage 'ID': `, or a table as written (`[models.policy]: `).
+fn place(stage: &str) -> String {
+    if stage.starts_with('[') {
+        format!("{stage}: ")
+    } else {
+        format!("stage '{stage}': ")
     }
 }

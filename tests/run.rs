@@ -48,7 +48,10 @@ fn tiny_extra(pipeline: &Path) -> &'static [&'static str] {
 
 fn run(pipeline: &Path, out: &Path, extra: &[&str]) -> String {
     let mut args: Vec<String> = vec!["run".into(), s(pipeline).into(), "--out".into(), s(out).into(), "--quiet".into()];
-    for set in TINY.iter().chain(tiny_extra(pipeline)).chain(extra) {
+    // A key of a step the pipeline does not have is an error (sft.toml has no warm start).
+    let warm = std::fs::read_to_string(pipeline).unwrap().contains("op = \"warm_start\"");
+    let tiny = TINY.iter().filter(|set| warm || !set.starts_with("warm_start."));
+    for set in tiny.chain(tiny_extra(pipeline)).chain(extra) {
         args.push("--set".into());
         args.push(set.to_string());
     }
@@ -373,7 +376,7 @@ fn lora_runs_train_only_the_adapter_and_resume_exactly() {
     assert_eq!(weights(&full, 2), weights(&part, 2));
     assert_eq!(metrics(&full), metrics(&part));
     let err = fails(&["run", &p, "--out", s(&tmp.path().join("bad")), "--set", "model.lora.targets=[\"x_proj\"]"]);
-    assert!(err.contains("stage '[models.policy]'") && err.contains("x_proj"), "{err}");
+    assert!(err.contains("[models.policy]: key 'lora'") && err.contains("x_proj"), "{err}");
 }
 
 /// A real pretrained LLM: `pipelines/smollm2/poad.toml` (SmolLM2-135M-Instruct + LoRA, POAD,
@@ -458,7 +461,7 @@ fn bf16_runs_keep_float32_weights_and_resume_exactly() {
     run(Path::new(&p), &f32_run, &["run.iterations=1"]);
     assert_ne!(weights(&f32_run, 1), weights(&part, 1), "bf16 trained exactly like float32");
     let err = fails(&["run", &p, "--out", s(&tmp.path().join("bad")), "--set", "model.precision=\"fp8\""]);
-    assert!(err.contains("stage '[models.policy]'") && err.contains("fp8"), "{err}");
+    assert!(err.contains("[models.policy]: ") && err.contains("fp8"), "{err}");
 }
 
 /// A bridged environment that crashes in one task's episodes (tests/fixtures/counter_bridge.py

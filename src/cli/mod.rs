@@ -669,7 +669,9 @@ fn operators() -> String {
             Err(e) => out.push_str(&format!("{:<22} ({}: {})\n", "", e.key, e.message)),
         }
     }
-    out.push_str("\nmodel-bound operators (graph-form training pipelines; `model = \"NAME\"` names a [models.NAME]):\n");
+    out.push_str(
+        "\nmodel-bound operators (graph-form training pipelines; `model = \"NAME\"` names a [models.NAME]):\n",
+    );
     for op in crate::pipeline::graph::MODEL_OPERATORS {
         use crate::pipeline::graph::Needs;
         let model = match op.needs {
@@ -689,7 +691,12 @@ pub fn run(cli: Cli) -> Result<String> {
         Command::Validate { pipeline, input } => {
             let plan = plan_for(&pipeline, input.as_deref())?;
             let steps = match &plan.graph {
-                Some(g) => format!("{} model steps, {} data stages, update '{}'", g.before.len(), plan.stages.len(), g.update.id),
+                Some(g) => format!(
+                    "{} model steps, {} data stages, update '{}'",
+                    g.before.len(),
+                    plan.stages.len(),
+                    g.update.id
+                ),
                 None => format!("{} stages", plan.stages.len()),
             };
             Ok(format!("{}: ok ({steps}, pipeline '{}')\n", pipeline.display(), plan.name))

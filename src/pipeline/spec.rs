@@ -108,11 +108,10 @@ impl PipelineSpec {
         };
         let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
         let graph = super::graph::lower(file, &mut table)?;
-        let training = super::training::TrainingSpec::take(file, &mut table)
-            .map_err(|e| match &graph {
-                Some(g) => g.relocate(e),
-                None => e,
-            })?;
+        let training = super::training::TrainingSpec::take(file, &mut table).map_err(|e| match &graph {
+            Some(g) => g.relocate(e),
+            None => e,
+        })?;
         if let Some(k) = table.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
             let known =
                 "name, description, input, stage, models, run, stream (or the section form's model, rollout, warm_start, learner, critic, discriminator, implicit_reward)";

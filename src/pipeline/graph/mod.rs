@@ -104,8 +104,8 @@ pub struct Graph {
     pub update: ModelStep,
     /// The value head the update also trains.
     pub critic: Option<String>,
-    /// Per lowered section, where its keys came from: the default place, and keys placed elsewhere.
-    origins: BTreeMap<&'static str, (String, BTreeMap<String, String>)>,
+    /// Per lowered section, where its keys came from.
+    origins: Origins,
 }
 
 impl Graph {
@@ -203,7 +203,11 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
         let id = t.get("id").and_then(toml::Value::as_str).unwrap_or("?").to_string();
         let inputs: Vec<String> = t.get("inputs").cloned().and_then(|v| v.try_into().ok()).unwrap_or_default();
         if inputs.is_empty() {
-            return Err(GraphError::new(&id, Some("inputs"), &format!("name the stage it reads (the rows come from '{end}')")));
+            return Err(GraphError::new(
+                &id,
+                Some("inputs"),
+                &format!("name the stage it reads (the rows come from '{end}')"),
+            ));
         }
         if let Some(step) = inputs.iter().find(|i| step_ids.contains(i.as_str()) && **i != end) {
             return Err(GraphError::new(
@@ -214,14 +218,11 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
                 ),
             ));
         }
-        let kept: Vec<toml::Value> =
-            inputs.into_iter().filter(|i| *i != end).map(toml::Value::String).collect();
+        let kept: Vec<toml::Value> = inputs.into_iter().filter(|i| *i != end).map(toml::Value::String).collect();
         t.insert("inputs".into(), toml::Value::Array(kept));
     }
     let update = update(&steps, &data, &data_ids, &end)?;
     let critic = critic(update, &chain, &models)?;
-    let discriminator = chain.iter().find(|s| s.op.name == "discriminator_reward");
-    let implicit = chain.iter().find(|s| s.op.name == "implicit_reward");
     for (name, _) in &models {
         let used = steps.iter().any(|s| s.model.as_deref() == Some(name)) || critic.as_deref() == Some(name);
         if !used {
@@ -229,17 +230,64 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
         }
     }
 
+    let shape = Shape { warm_start, source, join, chain: &chain, update, critic: critic.as_deref() };
+    let origins = write_sections(table, &models, &policy, &shape);
+    if !data.is_empty() {
+        table.insert("stage".into(), toml::Value::Array(data.into_iter().map(toml::Value::Table).collect()));
+    }
+
+    let mut before: Vec<ModelStep> = warm_start.into_iter().map(Step::view).collect();
+    before.extend(steps.iter().filter(|s| matches!(s.op.role, Role::Source | Role::Join)).map(Step::view));
+    before.extend(chain.iter().map(|s| s.view()));
+    let models = models
+        .iter()
+        .map(|(name, m)| {
+            let what = match &m.head {
+                None => format!("policy {}", m.keys.get("name").and_then(toml::Value::as_str).unwrap_or("?")),
+                Some(h) => format!("{h} head on {policy}"),
+            };
+            (name.clone(), what)
+        })
+        .collect();
+    Ok(Graph { models, before, update: update.view(), critic, origins })
+}
+
+/// The validated shape the trainer runs.
+#[derive(Clone, Copy)]
+struct Shape<'a> {
+    warm_start: Option<&'a Step>,
+    source: &'a Step,
+    join: Option<&'a Step>,
+    chain: &'a [&'a Step],
+    update: &'a Step,
+    critic: Option<&'a str>,
+}
+
+/// Per lowered section: the place its keys come from by default, and keys placed elsewhere.
+type Origins = BTreeMap<&'static str, (String, BTreeMap<String, String>)>;
+
+/// Writes the trainer's sections for `shape` into `table`; returns where each key came from.
+fn write_sections(
+    table: &mut toml::Table,
+    models: &BTreeMap<String, models::ModelDecl>,
+    policy: &str,
+    shape: &Shape<'_>,
+) -> Origins {
     // The sections, and where each key came from: a section's keys by default from one stage,
     // a head's architecture and optimiser from its model table.
+    let Shape { warm_start, source, join, chain, update, critic } = *shape;
+    let discriminator = chain.iter().find(|s| s.op.name == "discriminator_reward");
+    let implicit = chain.iter().find(|s| s.op.name == "implicit_reward");
     let mut origins = BTreeMap::new();
-    let mut put = |table: &mut toml::Table, name: &'static str, keys: toml::Table, at: &str, moved: Vec<(String, String)>| {
-        table.insert(name.into(), toml::Value::Table(keys));
-        origins.insert(name, (at.to_string(), moved.into_iter().collect()));
-    };
+    let mut put =
+        |table: &mut toml::Table, name: &'static str, keys: toml::Table, at: &str, moved: Vec<(String, String)>| {
+            table.insert(name.into(), toml::Value::Table(keys));
+            origins.insert(name, (at.to_string(), moved.into_iter().collect()));
+        };
     let placed = |keys: &toml::Table, at: &str| -> Vec<(String, String)> {
         keys.keys().map(|k| (k.clone(), at.to_string())).collect()
     };
-    put(table, "model", models[&policy].keys.clone(), &format!("[models.{policy}]"), vec![]);
+    put(table, "model", models[policy].keys.clone(), &format!("[models.{policy}]"), vec![]);
     let mut rollout = source.keys.clone();
     let kind = match (join, source.op.name) {
         (Some(_), _) => "policy_vs_expert",
@@ -264,7 +312,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
     let loss = update.op.name.trim_end_matches("_update");
     learner.insert("loss".into(), toml::Value::String(loss.into()));
     put(table, "learner", learner, &update.id, vec![]);
-    if let (Some(c), Some(v)) = (&critic, chain.iter().find(|s| s.op.name == "values")) {
+    if let (Some(c), Some(v)) = (critic, chain.iter().find(|s| s.op.name == "values")) {
         let mut keys = models[c].keys.clone();
         let mut moved = placed(&keys, &format!("[models.{c}]"));
         moved.extend(CRITIC_KEYS.iter().map(|k| (k.to_string(), update.id.clone())));
@@ -281,24 +329,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
     if let Some(r) = implicit {
         put(table, "implicit_reward", r.keys.clone(), &r.id, vec![]);
     }
-    if !data.is_empty() {
-        table.insert("stage".into(), toml::Value::Array(data.into_iter().map(toml::Value::Table).collect()));
-    }
-
-    let mut before: Vec<ModelStep> = warm_start.into_iter().map(Step::view).collect();
-    before.extend(steps.iter().filter(|s| matches!(s.op.role, Role::Source | Role::Join)).map(Step::view));
-    before.extend(chain.iter().map(|s| s.view()));
-    let models = models
-        .iter()
-        .map(|(name, m)| {
-            let what = match &m.head {
-                None => format!("policy {}", m.keys.get("name").and_then(toml::Value::as_str).unwrap_or("?")),
-                Some(h) => format!("{h} head on {policy}"),
-            };
-            (name.clone(), what)
-        })
-        .collect();
-    Ok(Graph { models, before, update: update.view(), critic, origins })
+    origins
 }
 
 fn parse_step(
@@ -322,8 +353,9 @@ fn parse_step(
         None => Vec::new(),
         Some(v) => v.try_into().map_err(|_| GraphError::new(&id, Some("inputs"), "must be a list of stage ids"))?,
     };
-    if let Some(k) = t.keys().find(|k| !op.keys.contains(&k.as_str())) {
-        let known = if op.keys.is_empty() { "none".to_string() } else { op.keys.join(", ") };
+    if let Some(k) = t.keys().find(|k| !op.key_names().any(|n| n == k.as_str())) {
+        let names: Vec<&str> = op.key_names().collect();
+        let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
         return Err(GraphError::new(&id, Some(k), &format!("`{}` has no key '{k}' (its keys: {known})", op.name)));
     }
     let wanted = match op.needs {
@@ -367,7 +399,11 @@ fn single(steps: &[Step], role: Role) -> Result<Option<&Step>, GraphError> {
     let mut of: Vec<&Step> = steps.iter().filter(|s| s.op.role == role).collect();
     if of.len() > 1 {
         let ids: Vec<&str> = of.iter().map(|s| s.id.as_str()).collect();
-        return Err(GraphError::new(&of[1].id, Some("op"), &format!("one {} step at most ({})", format!("{role:?}").to_lowercase(), ids.join(", "))));
+        return Err(GraphError::new(
+            &of[1].id,
+            Some("op"),
+            &format!("one {} step at most ({})", format!("{role:?}").to_lowercase(), ids.join(", ")),
+        ));
     }
     Ok(of.pop())
 }
@@ -401,7 +437,8 @@ fn source(steps: &[Step]) -> Result<(&Step, Option<&Step>), GraphError> {
         };
     };
     let find = |op: &str| sources.iter().find(|s| s.op.name == op && join.inputs.contains(&s.id)).copied();
-    let (Some(policy), Some(expert), 2, 2) = (find("rollout"), find("expert_rollout"), join.inputs.len(), sources.len())
+    let (Some(policy), Some(expert), 2, 2) =
+        (find("rollout"), find("expert_rollout"), join.inputs.len(), sources.len())
     else {
         return Err(GraphError::new(
             &join.id,
@@ -538,7 +575,11 @@ fn critic(
             ))
         }
         (Some(c), Some(v)) if v.model.as_deref() != Some(c.as_str()) => {
-            return Err(GraphError::new(&update.id, Some("critic"), &format!("the `values` step '{}' uses another head", v.id)))
+            return Err(GraphError::new(
+                &update.id,
+                Some("critic"),
+                &format!("the `values` step '{}' uses another head", v.id),
+            ))
         }
         (Some(_), Some(_)) => {}
     }

@@ -45,8 +45,8 @@ pub struct ModelOp {
     pub role: Role,
     /// The model it names.
     pub needs: Needs,
-    /// The keys it takes besides `id`, `op`, `model` and `inputs`.
-    pub keys: &'static [&'static str],
+    /// The keys it takes besides `id`, `op`, `model` and `inputs`, in groups.
+    pub keys: &'static [&'static [&'static str]],
     /// Columns it reads.
     pub reads: &'static str,
     /// Columns it writes.
@@ -69,23 +69,8 @@ const PLAY: &[&str] = &[
     "action_scoring",
     "prefix_cache",
 ];
-const REFLEXION: &[&str] = &[
-    "env",
-    "tasks",
-    "k",
-    "temperature",
-    "top_k",
-    "top_p",
-    "max_turns",
-    "max_action_tokens",
-    "admissible",
-    "slots",
-    "action_scoring",
-    "prefix_cache",
-    "trials",
-    "memory",
-    "reflection_tokens",
-];
+/// `reflexion`'s keys besides [`PLAY`].
+const TRIALS: &[&str] = &["trials", "memory", "reflection_tokens"];
 const UPDATE: &[&str] = &[
     "advantages",
     "keep",
@@ -116,7 +101,8 @@ const UPDATE: &[&str] = &[
     "value_clip",
 ];
 const ROWS: &str = "episode rows (trajectory table; `values` empty)";
-const UPDATE_READS: &str = "tokens, segments, logp_behavior, advantages, keep?, returns (with a critic), values (with a critic)";
+const UPDATE_READS: &str =
+    "tokens, segments, logp_behavior, advantages, keep?, returns (with a critic), values (with a critic)";
 
 /// The model-bound operators, in documentation order.
 pub const MODEL_OPERATORS: &[ModelOp] = &[
@@ -125,7 +111,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "SFT on expert demonstrations before iteration 1 (DAgger rounds, RetroAct's reflections)",
         role: Role::Phase,
         needs: Needs::Policy,
-        keys: &[
+        keys: &[&[
             "demos",
             "epochs",
             "minibatch",
@@ -137,7 +123,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
             "dagger_keep",
             "reflection_tasks",
             "reflection_epochs",
-        ],
+        ]],
         reads: "-",
         writes: "- (the policy's weights)",
     },
@@ -146,7 +132,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "the policy plays `tasks` train tasks `k` times each (one group per task)",
         role: Role::Source,
         needs: Needs::Policy,
-        keys: PLAY,
+        keys: &[PLAY],
         reads: "-",
         writes: ROWS,
     },
@@ -155,7 +141,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "the environment's expert plays the tasks (SFT data; joined with a rollout: ETO)",
         role: Role::Source,
         needs: Needs::Nothing,
-        keys: PLAY,
+        keys: &[PLAY],
         reads: "-",
         writes: "episode rows without logp_behavior",
     },
@@ -164,7 +150,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "StepAgent: at each expert action the policy proposes its own (groups of two one-step rows)",
         role: Role::Source,
         needs: Needs::Policy,
-        keys: PLAY,
+        keys: &[PLAY],
         reads: "-",
         writes: "one-step rows (expert's reward 1; the agent's 1 if it matched)",
     },
@@ -173,7 +159,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "RetroAct: Reflexion trials, a reflection after each failure carried by the next prompt",
         role: Role::Source,
         needs: Needs::Policy,
-        keys: REFLEXION,
+        keys: &[PLAY, TRIALS],
         reads: "-",
         writes: "planner rows (one per trial, prev_trial_reward) and reflector rows",
     },
@@ -182,7 +168,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "ETO: the expert's episode joins each task's group; failures cut at its turns + extra_turns",
         role: Role::Join,
         needs: Needs::Nothing,
-        keys: &["extra_turns"],
+        keys: &[&["extra_turns"]],
         reads: "the rows of a `rollout` and an `expert_rollout`",
         writes: ROWS,
     },
@@ -191,7 +177,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "StepAgent-IRL: trains a discriminator (agent vs expert) and rewards each step -log D",
         role: Role::Annotate,
         needs: Needs::Head("discriminator"),
-        keys: &["epochs", "minibatch"],
+        keys: &[&["epochs", "minibatch"]],
         reads: "tokens, segments, logp_behavior",
         writes: "reward, turn_rewards",
     },
@@ -200,7 +186,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "StepAgent-implicit: a DPO-trained copy of the policy rewards each step beta*log ratio",
         role: Role::Annotate,
         needs: Needs::Policy,
-        keys: &["beta", "chosen_nll", "lr", "epochs", "minibatch"],
+        keys: &[&["beta", "chosen_nll", "lr", "epochs", "minibatch"]],
         reads: "tokens, segments, group_id, reward",
         writes: "reward, turn_rewards",
     },
@@ -218,7 +204,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "clipped policy gradient (PPO/LOOP/POAD/GRPO...), optionally training the critic",
         role: Role::Update,
         needs: Needs::Policy,
-        keys: UPDATE,
+        keys: &[UPDATE],
         reads: UPDATE_READS,
         writes: "- (the next policy version)",
     },
@@ -227,7 +213,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "negative log-likelihood of the rows' action tokens (SFT)",
         role: Role::Update,
         needs: Needs::Policy,
-        keys: UPDATE,
+        keys: &[UPDATE],
         reads: "tokens, segments, keep?",
         writes: "- (the next policy version)",
     },
@@ -236,7 +222,7 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "DPO on each group's best vs worst row (ETO, StepAgent's DPO form)",
         role: Role::Update,
         needs: Needs::Policy,
-        keys: UPDATE,
+        keys: &[UPDATE],
         reads: "tokens, segments, group_id, reward",
         writes: "- (the next policy version)",
     },
@@ -245,13 +231,18 @@ pub const MODEL_OPERATORS: &[ModelOp] = &[
         summary: "RetroAct: clipped importance-weighted policy gradient, with an imitation mix",
         role: Role::Update,
         needs: Needs::Policy,
-        keys: UPDATE,
+        keys: &[UPDATE],
         reads: UPDATE_READS,
         writes: "- (the next policy version)",
     },
 ];
 
 impl ModelOp {
+    /// Every key it takes.
+    pub fn key_names(&self) -> impl Iterator<Item = &'static str> {
+        self.keys.iter().flat_map(|group| group.iter().copied())
+    }
+
     /// Whether it reads the (expert, agent) action pairs that only `expert_prefixes` plays.
     pub fn reads_expert_pairs(&self) -> bool {
         matches!(self.name, "discriminator_reward" | "implicit_reward")
@@ -291,7 +282,7 @@ mod tests {
                 "rollout" | "expert_rollout" | "expert_prefixes" | "reflexion" | "join_expert" => &rollout,
                 _ => continue,
             };
-            for k in op.keys {
+            for k in op.key_names() {
                 assert!(section.contains(&k.to_string()), "{}: {k}", op.name);
             }
         }

@@ -14,6 +14,8 @@ use super::GraphError;
 pub struct ModelDecl {
     /// `None` for the policy; `value` or `discriminator` for a head.
     pub head: Option<String>,
+    /// A head's `on`: the model whose backbone it reads.
+    on: Option<String>,
     /// The table without `head` and `on` (the section keys it lowers into).
     pub keys: toml::Table,
 }
@@ -43,23 +45,21 @@ pub fn parse(models: toml::Value) -> Result<(BTreeMap<String, ModelDecl>, String
                 ))
             }
         };
-        let on = keys.remove("on");
-        match (&head, on) {
-            (Some(_), Some(toml::Value::String(on))) => {
-                if !out.is_empty() || !on.is_empty() {
-                    // Checked below, once every model is read.
-                    keys.insert("on".into(), toml::Value::String(on));
-                }
-            }
+        let on = match (&head, keys.remove("on")) {
+            (Some(_), Some(toml::Value::String(on))) => Some(on),
             (Some(_), _) => {
-                return Err(GraphError::new(&at(&name), Some("on"), "a head needs `on = \"POLICY\"`, the model it reads"))
+                return Err(GraphError::new(
+                    &at(&name),
+                    Some("on"),
+                    "a head needs `on = \"POLICY\"`, the model it reads",
+                ))
             }
             (None, Some(_)) => {
                 return Err(GraphError::new(&at(&name), Some("on"), "only a head (`head = ...`) sits on another model"))
             }
-            (None, None) => {}
-        }
-        out.insert(name, ModelDecl { head, keys });
+            (None, None) => None,
+        };
+        out.insert(name, ModelDecl { head, on, keys });
     }
     let policies: Vec<&String> = out.iter().filter(|(_, m)| m.head.is_none()).map(|(n, _)| n).collect();
     let policy = match policies.as_slice() {
@@ -74,16 +74,13 @@ pub fn parse(models: toml::Value) -> Result<(BTreeMap<String, ModelDecl>, String
             ));
         }
     };
-    for (name, m) in out.iter_mut() {
-        if m.head.is_some() {
-            let on = m.keys.remove("on").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            if on != policy {
-                return Err(GraphError::new(
-                    &at(name),
-                    Some("on"),
-                    &format!("'{on}' is not the policy (heads sit on the policy '{policy}')"),
-                ));
-            }
+    for (name, m) in &out {
+        if let Some(on) = m.on.as_ref().filter(|on| **on != policy) {
+            return Err(GraphError::new(
+                &at(name),
+                Some("on"),
+                &format!("'{on}' is not the policy (heads sit on the policy '{policy}')"),
+            ));
         }
     }
     Ok((out, policy))

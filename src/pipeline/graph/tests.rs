@@ -191,7 +191,8 @@ fn invalid_graphs_are_refused_where_they_are_wrong() {
 
 #[test]
 fn models_must_be_one_policy_and_used_heads() {
-    let unused = POAD_GRAPH.replace("[models.critic]", "[models.spare]\nhead = \"discriminator\"\non = \"policy\"\n[models.critic]");
+    let unused = POAD_GRAPH
+        .replace("[models.critic]", "[models.spare]\nhead = \"discriminator\"\non = \"policy\"\n[models.critic]");
     assert_eq!(error_at(&unused).0.as_deref(), Some("[models.spare]"));
     let two = POAD_GRAPH.replace("[models.critic]", "[models.other]\nname = \"small:household\"\n[models.critic]");
     assert!(error_at(&two).2.contains("2 policies"));

@@ -27,14 +27,17 @@ pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
             .unwrap_or_else(|| toml::Value::String(value.to_string()));
         // In the graph form (`[models]`), the policy is the model table without a `head`, and
         // `ID.KEY` addresses the `[[stage]]` whose id is ID unless the file has a table ID.
-        let policy: Option<String> = doc.get("models").and_then(toml::Value::as_table).and_then(|m| {
-            m.iter().find(|(_, t)| t.get("head").is_none()).map(|(name, _)| name.clone())
-        });
+        let policy: Option<String> = doc
+            .get("models")
+            .and_then(toml::Value::as_table)
+            .and_then(|m| m.iter().find(|(_, t)| t.get("head").is_none()).map(|(name, _)| name.clone()));
         let path: Vec<&str> = match (key, &policy) {
             ("model", Some(p)) => vec!["models", p.as_str(), "name"],
             ("model", None) => vec!["model", "name"],
             ("env", _) => vec!["rollout", "env"],
-            (k, Some(p)) if k.starts_with("model.") => ["models", p.as_str()].into_iter().chain(k.split('.').skip(1)).collect(),
+            (k, Some(p)) if k.starts_with("model.") => {
+                ["models", p.as_str()].into_iter().chain(k.split('.').skip(1)).collect()
+            }
             (k, _) => k.split('.').collect(),
         };
         if key == "env" {
@@ -114,7 +117,14 @@ mod tests {
         let text = "[models.policy]\nname = \"small:household\"\n[models.critic]\nhead = \"value\"\non = \"policy\"\n\
                     [[stage]]\nid = \"rollout\"\nop = \"rollout\"\nk = 4\n[[stage]]\nid = \"learner\"\nop = \"ppo_update\"\n\
                     [run]\nseed = 0\n";
-        let sets = ["rollout.k=2", "learner.lr=0.5", "env=kitchen", "run.seed=3", "models.critic.lr=0.01", "model.precision=bf16"];
+        let sets = [
+            "rollout.k=2",
+            "learner.lr=0.5",
+            "env=kitchen",
+            "run.seed=3",
+            "models.critic.lr=0.01",
+            "model.precision=bf16",
+        ];
         let out = apply_sets(Path::new("p.toml"), text, &sets.map(String::from)).unwrap();
         let t: toml::Table = toml::from_str(&out).unwrap();
         assert_eq!(t["stage"][0]["k"].as_integer(), Some(2));
