@@ -5,9 +5,12 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// The top-level tables of a graph-form pipeline: `--set TABLE.KEY` sets them, present or not.
+const GRAPH_TABLES: &[&str] = &["models", "run", "stream", "stage"];
+
 /// Applies `--set KEY=VALUE` overrides to a pipeline file's text. KEY is a dotted path
 /// (`learner.lr`, `rollout.k`; `stage.ID.KEY` is the key of the `[[stage]]` with id ID, and in a
-/// graph-form pipeline so is `ID.KEY` when the file has no table ID, and `model.KEY` the policy's
+/// graph-form pipeline so is `ID.KEY` unless ID is `run`, `stream` or `models`, and `model.KEY` the policy's
 /// `[models.NAME]` key); `model` and `env` are short for the policy's `name` and `rollout.env`, and
 /// setting `env` also retargets a `small:ENV` model. VALUE is read as TOML (`0.5`, `true`,
 /// `"x"`), or as a string when it is not valid TOML.
@@ -53,7 +56,7 @@ pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
         }
         let stage_id = match path.as_slice() {
             ["stage", id, rest @ ..] if !rest.is_empty() => Some((*id, 2)),
-            [id, rest @ ..] if policy.is_some() && !rest.is_empty() && !doc.contains_key(*id) => Some((*id, 1)),
+            [id, rest @ ..] if policy.is_some() && !rest.is_empty() && !GRAPH_TABLES.contains(id) => Some((*id, 1)),
             _ => None,
         };
         let (mut at, path) = match stage_id {
@@ -124,6 +127,7 @@ mod tests {
             "run.seed=3",
             "models.critic.lr=0.01",
             "model.precision=bf16",
+            "stream.checkpoint_every=2",
         ];
         let out = apply_sets(Path::new("p.toml"), text, &sets.map(String::from)).unwrap();
         let t: toml::Table = toml::from_str(&out).unwrap();
@@ -134,6 +138,7 @@ mod tests {
         assert_eq!(t["models"]["critic"]["lr"].as_float(), Some(0.01));
         assert_eq!(t["models"]["policy"]["precision"].as_str(), Some("bf16"));
         assert_eq!(t["run"]["seed"].as_integer(), Some(3));
+        assert_eq!(t["stream"]["checkpoint_every"].as_integer(), Some(2));
         assert!(t.get("rollout").is_none() && t.get("learner").is_none());
         let out = apply_sets(Path::new("p.toml"), text, &["model=/some/folder".into()]).unwrap();
         let t: toml::Table = toml::from_str(&out).unwrap();
