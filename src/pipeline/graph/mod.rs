@@ -198,29 +198,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
         }
     }
     let end = chain.last().copied().unwrap_or(join.unwrap_or(source)).id.clone();
-    let step_ids: BTreeSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
-    for t in data.iter_mut() {
-        let id = t.get("id").and_then(toml::Value::as_str).unwrap_or("?").to_string();
-        let inputs: Vec<String> = t.get("inputs").cloned().and_then(|v| v.try_into().ok()).unwrap_or_default();
-        if inputs.is_empty() {
-            return Err(GraphError::new(
-                &id,
-                Some("inputs"),
-                &format!("name the stage it reads (the rows come from '{end}')"),
-            ));
-        }
-        if let Some(step) = inputs.iter().find(|i| step_ids.contains(i.as_str()) && **i != end) {
-            return Err(GraphError::new(
-                &id,
-                Some("inputs"),
-                &format!(
-                    "reads '{step}', but the data stages run after every reward and value step here: read '{end}'"
-                ),
-            ));
-        }
-        let kept: Vec<toml::Value> = inputs.into_iter().filter(|i| *i != end).map(toml::Value::String).collect();
-        t.insert("inputs".into(), toml::Value::Array(kept));
-    }
+    attach_data_stages(&mut data, &steps, &end)?;
     let update = update(&steps, &data, &data_ids, &end)?;
     let critic = critic(update, &chain, &models)?;
     for (name, _) in &models {
@@ -330,6 +308,36 @@ fn write_sections(
         put(table, "implicit_reward", r.keys.clone(), &r.id, vec![]);
     }
     origins
+}
+
+/// Checks that every data stage names its inputs and reads the model steps only at `end` (the
+/// last reward or value step, or the source), and removes `end` from their inputs: in the lowered
+/// pipeline the stages' input is the rows after every model step.
+fn attach_data_stages(data: &mut [toml::Table], steps: &[Step], end: &str) -> Result<(), GraphError> {
+    let step_ids: BTreeSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+    for t in data.iter_mut() {
+        let id = t.get("id").and_then(toml::Value::as_str).unwrap_or("?").to_string();
+        let inputs: Vec<String> = t.get("inputs").cloned().and_then(|v| v.try_into().ok()).unwrap_or_default();
+        if inputs.is_empty() {
+            return Err(GraphError::new(
+                &id,
+                Some("inputs"),
+                &format!("name the stage it reads (the rows come from '{end}')"),
+            ));
+        }
+        if let Some(step) = inputs.iter().find(|i| step_ids.contains(i.as_str()) && **i != end) {
+            return Err(GraphError::new(
+                &id,
+                Some("inputs"),
+                &format!(
+                    "reads '{step}', but the data stages run after every reward and value step here: read '{end}'"
+                ),
+            ));
+        }
+        let kept: Vec<toml::Value> = inputs.into_iter().filter(|i| *i != end).map(toml::Value::String).collect();
+        t.insert("inputs".into(), toml::Value::Array(kept));
+    }
+    Ok(())
 }
 
 fn parse_step(
