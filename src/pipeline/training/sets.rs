@@ -29,7 +29,7 @@ pub fn apply_sets(file: &Path, text: &str, sets: &[String]) -> Result<String> {
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.to_string()));
         // In the graph form (`[models]`), the policy is the model table without a `head`, and
-        // `ID.KEY` addresses the `[[stage]]` whose id is ID unless the file has a table ID.
+        // `ID.KEY` addresses the `[[stage]]` whose id is ID unless ID is one of GRAPH_TABLES.
         let policy: Option<String> = doc
             .get("models")
             .and_then(toml::Value::as_table)
