@@ -10,15 +10,16 @@
 //! `bootstrap_value` of a truncated episode is the head on the last token's state. This is the
 //! convention of [`crate::ops::gae`].
 
+use arrow::array::RecordBatch;
 use tch::Tensor;
 
 use super::examples::Padded;
+use super::row_columns::{flags, token_ids, with_values};
 use crate::error::Result;
 use crate::model::heads::Head;
 use crate::model::llama::Decoder;
 use crate::model::score::for_each_chunk;
 use crate::pipeline::training::{CriticOutputInit, CriticSection};
-use crate::schema::builder::EpisodeRow;
 use crate::train::losses::{value_loss, Reduction};
 use crate::train::optim::{AdamW, OptimConfig};
 
@@ -49,11 +50,14 @@ impl Critic {
         Critic { head, opt, clip: (cfg.value_clip > 0.0).then_some(cfg.value_clip), backbone: None }
     }
 
-    /// Writes `values` (and `bootstrap_value` of truncated episodes) onto `rows`; `model` is the
-    /// policy (used unless the critic has a backbone of its own).
-    pub fn annotate(&self, model: &Decoder, rows: &mut [EpisodeRow], max_batch_tokens: usize) -> Result<()> {
+    /// `rows` with the critic's `values` (and `bootstrap_value` of truncated episodes); `model` is
+    /// the policy (used unless the critic has a backbone of its own).
+    pub fn annotate(&self, model: &Decoder, rows: &RecordBatch, max_batch_tokens: usize) -> Result<RecordBatch> {
         let model = self.backbone.as_ref().unwrap_or(model);
-        let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
+        let seqs = token_ids(rows)?;
+        let truncated = flags(rows, "truncated");
+        let mut all_values = vec![Vec::new(); seqs.len()];
+        let mut bootstrap = vec![None; seqs.len()];
         for_each_chunk(model, &seqs, max_batch_tokens, |chunk, t, _, hidden| {
             let v: Vec<f32> = Vec::try_from(self.head.values(hidden).to_device(tch::Device::Cpu).view([-1]))?;
             for (r, &i) in chunk.iter().enumerate() {
@@ -64,12 +68,12 @@ impl Critic {
                     values.push(0.0);
                     values.extend_from_slice(&own[..len - 1]);
                 }
-                let row = &mut rows[i];
-                row.bootstrap_value = (row.truncated && len > 0).then(|| own[len - 1]);
-                row.values = Some(values);
+                bootstrap[i] = (truncated[i] && len > 0).then(|| own[len - 1]);
+                all_values[i] = values;
             }
             Ok(())
-        })
+        })?;
+        with_values(rows, &all_values, &bootstrap)
     }
 
     /// The value loss of a padded minibatch given the policy's hidden states `[B, T, D]` (the

@@ -12,14 +12,16 @@
 
 use tch::{Device, Kind, Tensor};
 
+use arrow::array::RecordBatch;
+
 use super::learner::shuffled;
+use super::row_columns::{generated, segment_codes, token_ids, with_rewards};
 use crate::error::Result;
 use crate::model::heads::Head;
 use crate::model::llama::Decoder;
 use crate::model::score::for_each_chunk;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::DiscriminatorSection;
-use crate::schema::builder::EpisodeRow;
 use crate::train::losses::bce_with_logits;
 use crate::train::optim::{AdamW, OptimConfig};
 
@@ -56,12 +58,11 @@ impl Discriminator {
     /// Every row's features, `[N, D]` on the model's device: the mean of the final hidden states
     /// over its `action` tokens (the last token's if it has none). Not the last token alone: there
     /// the decoder's state is shaped to predict the next turn's template, which every row shares.
-    fn features(model: &Decoder, rows: &[EpisodeRow], max_batch_tokens: usize) -> Result<Tensor> {
-        let seqs: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.iter().map(|&t| t as i64).collect()).collect();
-        let mut out: Vec<Option<Tensor>> = (0..rows.len()).map(|_| None).collect();
-        for_each_chunk(model, &seqs, max_batch_tokens, |chunk, _, _, hidden| {
+    fn features(model: &Decoder, seqs: &[Vec<i64>], segments: &[Vec<u8>], max_batch_tokens: usize) -> Result<Tensor> {
+        let mut out: Vec<Option<Tensor>> = (0..seqs.len()).map(|_| None).collect();
+        for_each_chunk(model, seqs, max_batch_tokens, |chunk, _, _, hidden| {
             for (r, &i) in chunk.iter().enumerate() {
-                let seg = &rows[i].segments;
+                let seg = &segments[i];
                 let mut at: Vec<i64> =
                     (0..seg.len()).filter(|&j| seg[j] == Segment::Action as u8).map(|j| j as i64).collect();
                 if at.is_empty() {
@@ -80,25 +81,25 @@ impl Discriminator {
         Ok(Tensor::stack(&feats, 0))
     }
 
-    /// Trains on `rows` (labels from the module docs) and replaces each row's reward by
-    /// `−log D(s, a)`. `seed` orders the minibatches.
+    /// Trains on `rows` (labels from the module docs) and returns `rows` with each reward replaced
+    /// by `−log D(s, a)`. `seed` orders the minibatches.
     pub fn train_and_reward(
         &mut self,
         model: &Decoder,
-        rows: &mut [EpisodeRow],
+        rows: &RecordBatch,
         max_batch_tokens: usize,
         seed: u64,
-    ) -> Result<DiscriminatorStats> {
-        if rows.is_empty() {
-            return Ok(DiscriminatorStats::default());
+    ) -> Result<(RecordBatch, DiscriminatorStats)> {
+        if rows.num_rows() == 0 {
+            return Ok((rows.clone(), DiscriminatorStats::default()));
         }
-        let feats = Self::features(model, rows, max_batch_tokens)?;
-        let labels: Vec<f32> = rows.iter().map(|r| f32::from(u8::from(r.logp_behavior.is_some()))).collect();
+        let feats = Self::features(model, &token_ids(rows)?, &segment_codes(rows)?, max_batch_tokens)?;
+        let labels: Vec<f32> = generated(rows).into_iter().map(|g| f32::from(u8::from(g))).collect();
         let device = feats.device();
         let labels = Tensor::from_slice(&labels).to(device);
         let mut stats = DiscriminatorStats::default();
         for epoch in 0..self.epochs {
-            let order = shuffled(rows.len(), seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let order = shuffled(rows.num_rows(), seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let (mut sum, mut n) = (0.0, 0.0);
             for batch in order.chunks(self.minibatch) {
                 let idx: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
@@ -116,11 +117,7 @@ impl Discriminator {
         stats.accuracy = right.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         // −log σ(x) = softplus(−x).
         let rewards: Vec<f32> = Vec::try_from(logits.neg().softplus())?;
-        for (row, r) in rows.iter_mut().zip(rewards) {
-            row.reward = r;
-            row.turn_rewards = vec![r];
-        }
-        Ok(stats)
+        Ok((with_rewards(rows, &rewards)?, stats))
     }
 }
 
@@ -128,6 +125,8 @@ impl Discriminator {
 mod tests {
     use super::*;
     use crate::model::config::DecoderConfig;
+    use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
+    use arrow::array::AsArray;
 
     /// Expert rows end in token 5, agent rows in token 9: the discriminator learns to tell them
     /// apart, and the expert-like rows get the higher reward.
@@ -137,7 +136,7 @@ mod tests {
         let model = Decoder::new(DecoderConfig::small(12), Device::Cpu);
         let cfg = DiscriminatorSection { hidden: vec![32], lr: 1e-2, epochs: 60, minibatch: 8 };
         let mut d = Discriminator::new(&model, &cfg);
-        let mut rows: Vec<EpisodeRow> = (0..16)
+        let rows: Vec<EpisodeRow> = (0..16)
             .map(|i| {
                 let agent = i % 2 == 1;
                 let last = if agent { 9 } else { 5 };
@@ -151,13 +150,15 @@ mod tests {
                 }
             })
             .collect();
-        let stats = d.train_and_reward(&model, &mut rows, 4096, 1).unwrap();
+        let mut b = TrajectoryBuilder::default();
+        rows.into_iter().for_each(|r| b.push(r));
+        let (rows, stats) = d.train_and_reward(&model, &b.finish(), 4096, 1).unwrap();
         assert_eq!(stats.accuracy, 1.0, "{stats:?}");
-        let (expert, agent): (Vec<&EpisodeRow>, Vec<&EpisodeRow>) =
-            rows.iter().partition(|r| r.logp_behavior.is_none());
-        let worst_expert = expert.iter().map(|r| r.reward).fold(f32::INFINITY, f32::min);
-        let best_agent = agent.iter().map(|r| r.reward).fold(f32::NEG_INFINITY, f32::max);
+        let rewards = rows.column_by_name("reward").unwrap().as_primitive::<arrow::datatypes::Float32Type>();
+        let agent = generated(&rows);
+        let worst_expert = (0..16).filter(|&i| !agent[i]).map(|i| rewards.value(i)).fold(f32::INFINITY, f32::min);
+        let best_agent = (0..16).filter(|&i| agent[i]).map(|i| rewards.value(i)).fold(f32::NEG_INFINITY, f32::max);
         assert!(worst_expert > best_agent, "expert rewards ≥ {worst_expert}, agent rewards ≤ {best_agent}");
-        assert!(rows.iter().all(|r| r.turn_rewards == vec![r.reward] && r.reward >= 0.0));
+        assert!(rewards.values().iter().all(|&r| r >= 0.0));
     }
 }

@@ -13,16 +13,18 @@
 //! - Pairs and minibatch order are functions of the rows and the seed (the learner's `fit`), so
 //!   runs are bit-identical on the CPU.
 
+use arrow::array::RecordBatch;
+
 use super::behaviour::recompute_logp_old;
 use super::examples::{drawn_rows, Example};
 use super::learner::{fit, Objective, Schedule};
 use super::preferences::preference_pairs;
+use super::row_columns::{segment_codes, token_ids, with_rewards};
 use crate::error::Result;
 use crate::model::llama::Decoder;
 use crate::model::score::drawn_logprobs;
 use crate::ops::segment::Segment;
 use crate::pipeline::training::ImplicitRewardSection;
-use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
 use crate::train::optim::{AdamW, OptimConfig};
 
 /// One iteration's reward-model training.
@@ -36,19 +38,16 @@ pub struct ImplicitRewardStats {
     pub accuracy: f64,
 }
 
-/// Trains φ (see the module docs) on the pairs of `rows` and replaces every row's reward by φ's
-/// implicit reward. `seed` orders the minibatches.
+/// Trains φ (see the module docs) on the pairs of `rows` and returns `rows` with every reward
+/// replaced by φ's implicit reward. `seed` orders the minibatches.
 pub fn train_and_reward(
     policy: &Decoder,
     cfg: &ImplicitRewardSection,
-    rows: &mut [EpisodeRow],
+    rows: &RecordBatch,
     max_batch_tokens: usize,
     seed: u64,
-) -> Result<ImplicitRewardStats> {
-    let mut b = TrajectoryBuilder::default();
-    rows.iter().for_each(|r| b.push(r.clone()));
-    let batch = b.finish();
-    let (mut pairs, count) = preference_pairs(&batch)?;
+) -> Result<(RecordBatch, ImplicitRewardStats)> {
+    let (mut pairs, count) = preference_pairs(rows)?;
     let mut stats = ImplicitRewardStats { pairs: count.pairs, ..Default::default() };
     let reward_model = policy.duplicate()?;
     if !pairs.is_empty() {
@@ -75,23 +74,23 @@ pub fn train_and_reward(
     }
     // Each row's action tokens under the distribution they were drawn from (the expert's: the
     // plain softmax), as the pairs φ was trained on.
-    let examples: Vec<Example> =
-        rows.iter().zip(drawn_rows(&batch)?).map(|(row, drawn)| Example { drawn, ..action_example(row) }).collect();
+    let examples: Vec<Example> = token_ids(rows)?
+        .into_iter()
+        .zip(segment_codes(rows)?)
+        .zip(drawn_rows(rows)?)
+        .map(|((tokens, segments), drawn)| Example { drawn, ..action_example(tokens, &segments) })
+        .collect();
     let theta = scored(policy, &examples, max_batch_tokens)?;
     let rewards = reward(&reward_model, &theta, cfg.beta, &examples, max_batch_tokens)?;
-    for (row, r) in rows.iter_mut().zip(rewards) {
-        row.reward = r;
-        row.turn_rewards = vec![r];
-    }
-    Ok(stats)
+    Ok((with_rewards(rows, &rewards)?, stats))
 }
 
-/// `row`'s tokens with its action tokens marked (the only fields [`reward`] reads).
-fn action_example(row: &EpisodeRow) -> Example {
-    let n = row.tokens.len();
+/// A row's tokens with its action tokens marked (the only fields [`reward`] reads).
+fn action_example(tokens: Vec<i64>, segments: &[u8]) -> Example {
+    let n = tokens.len();
     Example {
-        tokens: row.tokens.iter().map(|&t| t as i64).collect(),
-        mask: row.segments.iter().map(|&s| f32::from(u8::from(s == Segment::Action as u8))).collect(),
+        tokens,
+        mask: segments.iter().map(|&s| f32::from(u8::from(s == Segment::Action as u8))).collect(),
         adv: vec![0.0; n],
         logp_old: vec![f32::NAN; n],
         logp_ref: vec![f32::NAN; n],
@@ -134,6 +133,8 @@ mod tests {
     use super::*;
     use crate::model::config::DecoderConfig;
     use crate::model::score::token_logprobs;
+    use crate::schema::builder::{EpisodeRow, TrajectoryBuilder};
+    use arrow::array::AsArray;
     use tch::Device;
 
     /// One-step rows at 4 prefixes: the expert answers token 5, the agent token 9 (except at
@@ -178,18 +179,20 @@ mod tests {
             m.vs.variables().into_iter().map(|(k, t)| (k, t.copy())).collect()
         };
         let before = weights(&policy);
-        let mut rows = rows();
-        let stats = train_and_reward(&policy, &cfg(1e-2), &mut rows, 4096, 7).unwrap();
+        let rows = rows();
+        let mut b = TrajectoryBuilder::default();
+        rows.iter().for_each(|r| b.push(r.clone()));
+        let (rewarded, stats) = train_and_reward(&policy, &cfg(1e-2), &b.finish(), 4096, 7).unwrap();
         assert_eq!(stats.pairs, 3, "{stats:?}");
         assert_eq!(stats.accuracy, 1.0, "{stats:?}");
-        for pair in rows.chunks(2) {
-            let (expert, agent) = (&pair[0], &pair[1]);
-            if expert.tokens == agent.tokens {
-                assert_eq!(expert.reward, agent.reward);
+        let reward = rewarded.column_by_name("reward").unwrap().as_primitive::<arrow::datatypes::Float32Type>();
+        for (p, pair) in rows.chunks(2).enumerate() {
+            let (expert, agent) = (reward.value(2 * p), reward.value(2 * p + 1));
+            if pair[0].tokens == pair[1].tokens {
+                assert_eq!(expert, agent);
             } else {
-                assert!(expert.reward > agent.reward, "{} vs {}", expert.reward, agent.reward);
+                assert!(expert > agent, "{expert} vs {agent}");
             }
-            assert!(pair.iter().all(|r| r.turn_rewards == vec![r.reward]));
         }
         let after = weights(&policy);
         assert!(before.iter().zip(&after).all(|((k, a), (l, b))| k == l && a.equal(b)), "the policy's weights changed");
@@ -202,7 +205,8 @@ mod tests {
         tch::manual_seed(1);
         let policy = Decoder::new(DecoderConfig::small(12), Device::Cpu);
         let other = Decoder::new(DecoderConfig::small(12), Device::Cpu);
-        let ex = action_example(&rows()[1]);
+        let row = &rows()[1];
+        let ex = action_example(row.tokens.iter().map(|&t| i64::from(t)).collect(), &row.segments);
         let t = token_logprobs(&policy, std::slice::from_ref(&ex.tokens), 4096).unwrap();
         let r = reward(&other, &t, 0.5, std::slice::from_ref(&ex), 4096).unwrap()[0];
         let p = token_logprobs(&other, std::slice::from_ref(&ex.tokens), 4096).unwrap().remove(0);

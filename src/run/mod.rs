@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod plot;
 pub mod preferences;
 pub mod report;
+pub mod row_columns;
 pub mod staleness;
 pub mod stream;
 pub mod tensorboard;

@@ -1,17 +1,15 @@
-//! The [`Driver`] side of a run: one iteration's rollouts from the configured source (the
-//! discriminator's or implicit reward model's step rewards and the critic's values added before
-//! the stages), then, after the stages, trajectories committed → update → evaluation → metrics
+//! The [`Driver`] side of a run: one iteration's rollouts from the configured source (then the
+//! model steps: a reward model's step rewards, the critic's values), then, after the stages, trajectories committed → update → evaluation → metrics
 //! line → checkpoint.
 //!
 //! Invariant: an iteration's tasks, environment seed and sampler seed are functions of
 //! `(seed, iteration)` alone, so a resumed run replays the next iteration bit for bit.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 
-use super::{fmt_eval, return_mean, success_rate, Trainer};
+use super::{fmt_eval, Trainer};
 use crate::dataflow::Driver;
 use crate::env::{task_ids, Split};
 use crate::error::Result;
@@ -19,8 +17,8 @@ use crate::pipeline::training::RolloutSource;
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::reflexion::reflexion;
 use crate::rollout::with_expert::join_expert;
-use crate::run::implicit_reward;
 use crate::run::metrics::IterationMetrics;
+use crate::run::row_columns::outcomes;
 use crate::schema::builder::TrajectoryBuilder;
 use crate::store::Dataset;
 
@@ -56,7 +54,7 @@ impl Driver for Trainer {
         };
         // Episodes whose environment broke are not the policy's doing: they are stored, said, and
         // kept out of the stages and the update.
-        let (failed, mut rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.env_error.is_some());
+        let (failed, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.env_error.is_some());
         let env_failures = failed.len();
         if env_failures > 0 {
             let mut b = TrajectoryBuilder::default();
@@ -77,61 +75,30 @@ impl Driver for Trainer {
                 Vec::new(),
             )?;
         }
-        let mut phases = BTreeMap::from([("rollout/generate".to_string(), t.elapsed().as_secs_f64())]);
-        let phase = Instant::now();
-        let disc = match self.discriminator.as_mut() {
-            Some(d) => {
-                Some(d.train_and_reward(&self.model, &mut rows, self.spec.model.max_batch_tokens, seed ^ iteration)?)
-            }
-            None => None,
-        };
-        let implicit = match &self.spec.implicit_reward {
-            Some(cfg) => Some(implicit_reward::train_and_reward(
-                &self.model,
-                cfg,
-                &mut rows,
-                self.spec.model.max_batch_tokens,
-                seed ^ iteration,
-            )?),
-            None => None,
-        };
-        if disc.is_some() || implicit.is_some() {
-            phases.insert("rollout/rewards".into(), phase.elapsed().as_secs_f64());
-        }
-        self.load_critic_backbone()?;
-        if let Some(c) = &self.critic {
-            let phase = Instant::now();
-            c.annotate(&self.model, &mut rows, self.spec.model.max_batch_tokens)?;
-            phases.insert("rollout/values".into(), phase.elapsed().as_secs_f64());
-        }
-        let secs = t.elapsed().as_secs_f64();
+        let generate = t.elapsed().as_secs_f64();
         // Tokens the policy sampled: those with a behaviour log-prob (expert rows have none).
         let generated: u64 = rows
             .iter()
             .filter_map(|e| e.logp_behavior.as_ref())
             .map(|lp| lp.iter().filter(|x| x.is_finite()).count() as u64)
             .sum();
+        let mut m = IterationMetrics { iteration, policy_version: iteration as i64 - 1, ..Default::default() };
+        m.time_s.insert("rollout/generate".into(), generate);
+        let mut b = TrajectoryBuilder::default();
+        rows.into_iter().for_each(|r| b.push(r));
+        let rows = self.model_steps(b.finish(), seed ^ iteration, &mut m)?;
+        let secs = t.elapsed().as_secs_f64();
+        (m.success_rate, m.return_mean) = outcomes(&rows);
         self.current = IterationMetrics {
-            iteration,
-            policy_version: iteration as i64 - 1,
-            episodes: rows.len(),
-            success_rate: success_rate(&rows),
-            return_mean: return_mean(&rows),
+            episodes: rows.num_rows(),
             env_failures,
             generated_tokens: generated,
             tokens_per_s: generated as f64 / secs.max(1e-9),
-            time_s: [(String::from("rollout"), secs)].into_iter().chain(phases).collect(),
-            discriminator_loss: disc.map(|d| d.loss),
-            discriminator_accuracy: disc.map(|d| d.accuracy),
-            pairs: implicit.map(|s| s.pairs),
-            preference_accuracy: implicit.map(|s| s.accuracy),
-            implicit_reward_loss: implicit.map(|s| s.loss),
-            ..Default::default()
+            ..m
         };
-        let mut b = TrajectoryBuilder::default();
-        rows.into_iter().for_each(|r| b.push(r));
+        self.current.time_s.insert("rollout".into(), secs);
         self.rollout_done = Some(Instant::now());
-        Ok(b.finish())
+        Ok(rows)
     }
 
     fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()> {

@@ -12,6 +12,7 @@
 //!   deduplicated by `episode_id` on read) and whose metrics line is dropped at resume.
 
 mod iteration;
+mod model_steps;
 mod update;
 mod warm_start;
 
@@ -200,7 +201,8 @@ impl Trainer {
             m.eval_final_outcomes = Some(outcome_text(outcomes.iter().map(|o| o.any)));
         } else {
             let rows = rollout(&self.model, &self.tok, &cfg)?;
-            m.eval_success_rate = Some(success_rate(&rows));
+            m.eval_success_rate =
+                Some(rows.iter().filter(|r| r.success == Some(true)).count() as f64 / rows.len().max(1) as f64);
             m.eval_outcomes = Some(outcome_text(rows.iter().map(|r| r.success == Some(true))));
         }
         m.time_s.insert("eval".into(), t.elapsed().as_secs_f64());
@@ -324,29 +326,6 @@ impl Trainer {
         let r = &self.spec.rollout;
         ReflexionConfig { trials: r.trials, memory: r.memory, reflection_tokens: r.reflection_tokens }
     }
-}
-
-/// The policy's episodes (rows with behaviour log-probs, reflector rows excepted), or all rows
-/// when the policy played none (expert rollouts): expert rows joined for comparison do not count
-/// in a rollout's statistics.
-fn played(rows: &[EpisodeRow]) -> Vec<&EpisodeRow> {
-    let own: Vec<&EpisodeRow> =
-        rows.iter().filter(|r| r.logp_behavior.is_some() && r.prev_trial_reward.is_none()).collect();
-    if own.is_empty() {
-        rows.iter().collect()
-    } else {
-        own
-    }
-}
-
-fn success_rate(rows: &[EpisodeRow]) -> f64 {
-    let rows = played(rows);
-    rows.iter().filter(|r| r.success == Some(true)).count() as f64 / rows.len().max(1) as f64
-}
-
-fn return_mean(rows: &[EpisodeRow]) -> f64 {
-    let rows = played(rows);
-    rows.iter().map(|e| e.reward as f64).sum::<f64>() / rows.len().max(1) as f64
 }
 
 fn fmt_opt(x: Option<f64>) -> String {
