@@ -157,7 +157,7 @@ def main():
         a.pipeline = "loop"
     name = a.pipeline + ("-train" if a.train else "") + a.tag
     wdir, out = f"{a.workdir}/in-{name}", f"{a.workdir}/out-{name}"
-    dataset = f"{out}/trajectories" if a.train else out
+    dataset = f"{out}/ingested" if a.train else out
     for d in (wdir, out):
         shutil.rmtree(d, ignore_errors=True)
     os.makedirs(wdir)

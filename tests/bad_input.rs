@@ -230,22 +230,3 @@ fn a_gae_stage_without_a_critic_is_refused_before_the_run_starts() {
     let err = fails(&["validate", &p]);
     assert!(err.contains(&format!("{p}: stage 'gae': key 'values'")), "validate: {err}");
 }
-
-#[test]
-fn stream_training_refuses_the_steps_it_does_not_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    interleaved_files(&input, 4, 2, 1, 1);
-    for (name, section) in [
-        ("ppo.toml", "values"),
-        ("stepagent_irl.toml", "discriminator"),
-        ("stepagent_implicit_ppo.toml", "implicit_reward"),
-    ] {
-        let out = dir.path().join(name);
-        let p = pipeline(name);
-        let err = fails(&["reprocess", &p, "--input", s(&input), "--output", s(&out), "--train"]);
-        assert!(err.contains(&format!("{p}: stage '{section}'")), "{name}: {err}");
-        assert!(err.contains("does not run yet") && err.contains("trajflow run"), "{name}: {err}");
-        assert!(!out.join("checkpoints").exists(), "{name}: no training before the error");
-    }
-}

@@ -52,12 +52,53 @@ fn actor_files(dir: &Path, drop_rows: &[usize]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// StepAgent's rows, as an actor running `expert_prefixes` would log them: the expert's episodes
+/// of `TASKS / 4` tasks cut at each of its actions, the expert's row and the policy's row
+/// (`small:household-pick`, sampled) at each prefix forming a group of 2, spread over `FILES`
+/// files (row i to file i % FILES, so each group spans two files).
+fn prefix_files(dir: &Path) -> Vec<PathBuf> {
+    let spec = "small:household-pick";
+    let tok = trajflow::model::load_tokenizer(spec).unwrap();
+    tch::manual_seed(0);
+    let model = trajflow::model::load_decoder(spec, tch::Device::Cpu).unwrap();
+    let tasks: Vec<u64> = (0..(TASKS / 4) as u64).collect();
+    let mut expert = trajflow::env::demos::expert_rows_of("household-pick", &tasks, 3, &tok, spec).unwrap();
+    for (row, task) in expert.iter_mut().zip(&tasks) {
+        row.episode_id = format!("household-pick-{task}-expert");
+        row.group_id = format!("household-pick-{task}");
+    }
+    let sampling = Sampling { temperature: 1.0, max_new_tokens: 6, seed: 9, ..Default::default() };
+    let rows =
+        trajflow::rollout::prefixes::expert_prefix_rows(&model, &tok, &expert, None, None, &sampling, 0).unwrap();
+    (0..FILES)
+        .map(|f| {
+            let mut b = TrajectoryBuilder::default();
+            for (_, r) in rows.iter().enumerate().filter(|(i, _)| i % FILES == f) {
+                b.push(r.clone());
+            }
+            let name = format!("actor-{f:03}.parquet");
+            write_file(dir, &name, &b.finish());
+            dir.join(name)
+        })
+        .collect()
+}
+
 /// The `--set`s of a stream run from the pipeline's model, untrained: no warm start, no
 /// evaluation, groups of K, 3 groups per update.
 fn sets(extra: &[&str]) -> Vec<String> {
+    stream_sets(&["rollout.k=4"], extra)
+}
+
+/// [`sets`] for StepAgent's one-step rows: groups of 2 (an expert and the policy at a prefix).
+fn prefix_sets() -> Vec<String> {
+    stream_sets(&["stream.group_size=2"], &[])
+}
+
+fn stream_sets(groups: &[&str], extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> =
-        ["warm_start.demos=0", "run.eval_tasks=0", "rollout.k=4", "stream.groups_per_update=3", "learner.minibatch=4"]
+        ["warm_start.demos=0", "run.eval_tasks=0", "stream.groups_per_update=3", "learner.minibatch=4"]
             .iter()
+            .chain(groups)
             .chain(extra)
             .flat_map(|s| ["--set".to_string(), s.to_string()])
             .collect();
@@ -79,7 +120,7 @@ fn last_weights(run: &Path) -> (u64, Vec<u8>) {
 }
 
 fn logged(out: &Path) -> usize {
-    std::fs::read_dir(out.join("trajectories").join("_ingested"))
+    std::fs::read_dir(out.join("ingested").join("_ingested"))
         .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())
         .unwrap_or(0)
 }
@@ -99,40 +140,71 @@ fn drop_in(f: &Path, wdir: &Path) {
     std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
 }
 
+/// `reprocess --train` of `files` at once, then `watch --train` of the same files dropped in one
+/// at a time (2 workers): the same stage outputs, metrics lines, losses, weights and optimiser
+/// state. Returns the metrics of the reprocess.
+fn watch_equals_reprocess(
+    dir: &Path,
+    p: &str,
+    input: &Path,
+    files: &[PathBuf],
+    sets: &[String],
+) -> Vec<serde_json::Value> {
+    let once = dir.join(format!("once-{p}"));
+    ok(&args(&["reprocess", &pipeline(p), "--input", s(input), "--output", s(&once), "--train"], sets));
+    let m = metrics(&once);
+    assert!(m[1..].iter().all(|x| x["updates"].as_u64() > Some(0)), "{p}: every update trained");
+    let (wdir, out) = (dir.join(format!("w-{p}")), dir.join(format!("watched-{p}")));
+    std::fs::create_dir_all(&wdir).unwrap();
+    let mut child = watch(&pipeline(p), &wdir, &out, sets).spawn().unwrap();
+    for f in files {
+        let n = logged(&out);
+        drop_in(f, &wdir);
+        let start = Instant::now();
+        while logged(&out) == n {
+            assert!(start.elapsed() < Duration::from_secs(120), "{p}: watch did not ingest {}", f.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_same_dataset(&once.join("trajectories"), &out.join("trajectories"));
+    assert_eq!(last_weights(&once), last_weights(&out), "{p}: same weights and optimiser state");
+    let w = metrics(&out);
+    assert_eq!(w.len(), m.len());
+    for (a, b) in m.iter().zip(&w) {
+        assert_eq!(a["loss"], b["loss"], "{p}: same losses update by update");
+    }
+    m
+}
+
 #[test]
 fn watch_one_file_at_a_time_trains_the_weights_of_reprocess_all_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     let files = actor_files(&input, &[]);
-    let sets = sets(&[]);
-    for p in ["loop.toml", "grpo.toml"] {
-        let once = dir.path().join(format!("once-{p}"));
-        ok(&args(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&once), "--train"], &sets));
+    for p in ["loop.toml", "grpo.toml", "ppo.toml"] {
         // 16 groups close over 6 files; 3 per update: 5 updates (one group waits for more data).
-        let m = metrics(&once);
+        let m = watch_equals_reprocess(dir.path(), p, &input, &files, &sets(&[]));
         assert_eq!(m.len(), 6, "{p}: iteration 0 and 5 updates");
-        assert!(m[1..].iter().all(|x| x["updates"].as_u64() > Some(0)), "{p}: every update trained");
-        // The same files arriving one at a time, 2 workers.
-        let (wdir, out) = (dir.path().join(format!("w-{p}")), dir.path().join(format!("watched-{p}")));
-        std::fs::create_dir_all(&wdir).unwrap();
-        let mut child = watch(&pipeline(p), &wdir, &out, &sets).spawn().unwrap();
-        for f in &files {
-            let n = logged(&out);
-            drop_in(f, &wdir);
-            let start = Instant::now();
-            while logged(&out) == n {
-                assert!(start.elapsed() < Duration::from_secs(120), "{p}: watch did not ingest {}", f.display());
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        assert!(child.wait().unwrap().success());
-        assert_same_dataset(&once.join("trajectories"), &out.join("trajectories"));
-        assert_eq!(last_weights(&once), last_weights(&out), "{p}: same weights and optimiser state");
-        let w = metrics(&out);
-        assert_eq!(w.len(), m.len());
-        for (a, b) in m.iter().zip(&w) {
-            assert_eq!(a["loss"], b["loss"], "{p}: same losses update by update");
-        }
+    }
+}
+
+/// The model steps of a graph run on each update's groups before its data stages, in both modes:
+/// the discriminator (trained on every update's rows, then rewarding them), the implicit reward
+/// model, and (ppo.toml above) the critic's values.
+#[test]
+fn watch_equals_reprocess_with_a_discriminator_and_an_implicit_reward_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let files = prefix_files(&input);
+    for (p, trained) in [("stepagent_irl.toml", "discriminator_accuracy"), ("stepagent_implicit_ppo.toml", "pairs")] {
+        let m = watch_equals_reprocess(dir.path(), p, &input, &files, &prefix_sets());
+        assert!(m.len() >= 3, "{p}: at least two updates: {}", m.len());
+        assert!(m[1..].iter().all(|x| x[trained].is_number()), "{p}: {trained} logged every update");
+        // The rewards the stages saw are the reward model's, not the logged 0/1.
+        let rows = read_sorted(&dir.path().join(format!("once-{p}")).join("trajectories"));
+        let r = f32s(&rows, "reward");
+        assert!(r.iter().any(|&x| x != 0.0 && x != 1.0), "{p}: rewards {r:?}");
     }
 }
 

@@ -102,9 +102,9 @@ pub enum Command {
         /// column the stages write (outputs), or episode_id + the results, without intermediates (final).
         #[arg(long, value_enum, default_value_t = Columns::All)]
         columns: Columns,
-        /// Snapshot the grouped stages' state every this many files, so that a restart replays
-        /// only the files after the latest snapshot (0: never; a restart replays every file).
-        /// Not with a deferred whitening or --train, which replay every file.
+        /// Snapshot the grouped stages' state (with --train, the learner's) every this many
+        /// files, so that a restart replays only the files after the latest snapshot (0: never;
+        /// a restart replays every file). Not with a deferred whitening, which replays every file.
         #[arg(long, default_value_t = 100)]
         snapshot_every: u64,
         /// Retention window: seal a group this many files after it was last touched; later rows
@@ -514,7 +514,8 @@ pub struct TrainArgs {
 }
 
 /// The pipeline (with `sets`), what its outputs are gathered for, and the dataset they are
-/// written to: OUTPUT itself, or with `train` the run directory OUTPUT's `trajectories/`.
+/// written to: OUTPUT itself, or with `train` the run directory OUTPUT's `ingested/` (the rows as
+/// they came, which the learner trains on; its stage outputs go to `trajectories/`).
 fn training(
     pipeline: &Path,
     learn: &TrainArgs,
@@ -539,11 +540,15 @@ fn training(
                 crate::progress::enable();
             }
             let t = spec.training.clone().expect("checked by stream_spec");
-            Some(Box::new(crate::run::stream::StreamLearner::open(t, output, verbose)?))
+            let plan = Plan::from_spec(spec.clone())?;
+            Some(Box::new(crate::run::stream::StreamLearner::open(t, plan, output, verbose)?))
         } else {
             None
         };
-        Ok((spec, dataflow::Gather::To(consumer), output.join("trajectories")))
+        // The files are only ingested (stored, deduplicated, gathered to the learner): the model
+        // steps and data stages run on each update's groups, as in a run on each iteration's.
+        let ingest = PipelineSpec { stages: Vec::new(), ..spec };
+        Ok((ingest, dataflow::Gather::To(consumer), output.join("ingested")))
     }
     #[cfg(not(feature = "torch"))]
     {

@@ -37,6 +37,31 @@ pub trait Driver: Send {
     fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()>;
 }
 
+/// The stage outputs of `rows` as one iteration `epoch` of [`iterate`] makes them (on one worker:
+/// the outputs do not depend on the number of workers), sorted by `episode_id`. The stream
+/// learner applies the stages this way to each update's groups, after the model steps.
+pub fn stage_outputs(plan: Arc<Plan>, epoch: u64, rows: RecordBatch) -> Result<RecordBatch> {
+    /// A driver with one iteration: `rows` in, the stage outputs kept.
+    struct Once {
+        rows: Option<RecordBatch>,
+        out: Arc<Mutex<Option<RecordBatch>>>,
+    }
+    impl Driver for Once {
+        fn rollout(&mut self, _: u64) -> Result<RecordBatch> {
+            self.rows.take().ok_or_else(|| Error::Usage("stage outputs: one iteration only".into()))
+        }
+        fn learn(&mut self, _: u64, rows: RecordBatch) -> Result<()> {
+            *self.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(rows);
+            Ok(())
+        }
+    }
+    let out = Arc::new(Mutex::new(None));
+    let driver = Once { rows: Some(rows), out: out.clone() };
+    iterate(plan, &Cluster::default(), epoch..epoch + 1, Some(Box::new(driver)))?;
+    let rows = out.lock().unwrap_or_else(|p| p.into_inner()).take();
+    rows.ok_or_else(|| Error::Usage("stage outputs: the stages returned no rows".into()))
+}
+
 /// Splits `rows` into one batch per worker by `hash(episode_id)`.
 fn spread(rows: &RecordBatch, peers: usize) -> Result<Vec<(u64, Batch)>> {
     if rows.column_by_name("episode_id").is_none() {
@@ -48,7 +73,7 @@ fn spread(rows: &RecordBatch, peers: usize) -> Result<Vec<(u64, Batch)>> {
 /// Runs iterations `iterations` of `plan` on `cluster`; `driver` is required in the process that
 /// hosts worker 0 (the leader) and ignored elsewhere.
 pub fn iterate(
-    plan: Plan,
+    plan: Arc<Plan>,
     cluster: &Cluster,
     iterations: std::ops::Range<u64>,
     driver: Option<Box<dyn Driver>>,
@@ -57,7 +82,6 @@ pub fn iterate(
         return Err(Error::Usage("the leader process needs a driver".into()));
     }
     let config = cluster.to_timely()?;
-    let plan = Arc::new(plan);
     let driver = Arc::new(Mutex::new(driver));
     let errors = ErrorSlot::default();
     let e = errors.clone();

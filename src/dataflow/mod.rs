@@ -33,7 +33,7 @@ pub use batch::Batch;
 pub use cluster::Cluster;
 pub use grouped::Scope;
 pub use ingest_log::IngestLog;
-pub use iterate::{iterate, Driver};
+pub use iterate::{iterate, stage_outputs, Driver};
 pub use local::attach;
 pub use open_groups::Storage;
 pub use source::InputLayout;
@@ -258,12 +258,17 @@ pub fn run(
         (Job::Watch { snapshot_every, .. }, Some((last, _, _))) if *snapshot_every > 0 => {
             let workers = cluster.processes * cluster.threads;
             let consumed = |t: u64| !gathering || consumer_dir.join(consumer_mark(t)).is_file();
-            open_groups::restorable(&output.join(STATE_DIR), workers, &stored_stages, *last, consumed)
+            if stored_stages.is_empty() && gathering {
+                // Only the consumer holds state (`--train` ingests without stages).
+                consumed_epochs(&consumer_dir).into_iter().rev().find(|t| t <= last)
+            } else {
+                open_groups::restorable(&output.join(STATE_DIR), workers, &stored_stages, *last, consumed)
+            }
         }
         _ => None,
     };
     if let Some(t) = restore {
-        eprintln!("watch: restoring the grouped stages' state as of epoch {t} from its snapshot");
+        eprintln!("watch: restoring the state as of epoch {t} from its snapshot");
     }
     let (seen_before, replay): (Vec<_>, Vec<_>) =
         logged.into_iter().partition(|(e, _, _)| restore.is_some_and(|t| *e <= t));
@@ -517,6 +522,14 @@ fn consumer_mark(t: u64) -> String {
 }
 
 /// Marks the consumer snapshot of epoch `t` in `dir` complete, keeping the two latest marks.
+/// The epochs whose consumer snapshot is complete (marked done), ascending.
+fn consumed_epochs(dir: &std::path::Path) -> Vec<u64> {
+    let names = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.file_name());
+    let mut out: Vec<u64> = names.filter_map(|n| n.to_str()?.strip_prefix("done.")?.parse().ok()).collect();
+    out.sort_unstable();
+    out
+}
+
 fn mark_consumed(dir: &std::path::Path, t: u64) -> Result<()> {
     crate::store::write_atomically(dir, &consumer_mark(t), b"")?;
     crate::store::keep_latest_epochs(dir, 2, |name| name.strip_prefix("done.")?.parse().ok())

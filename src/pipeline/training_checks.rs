@@ -15,7 +15,8 @@ use crate::pipeline::{PipelineSpec, Plan};
 pub enum TrainingMode {
     /// `trajflow run`: rollouts from the environment, then the pipeline-declared steps.
     Run,
-    /// `watch --train` / `reprocess --train`: stored rows through the stages and the update.
+    /// `watch --train` / `reprocess --train`: stored rows through the model steps, the stages and
+    /// the update.
     Stream,
 }
 
@@ -26,7 +27,8 @@ pub fn check_training(spec: &PipelineSpec, plan: &Plan, mode: TrainingMode) -> R
     }
     let checked = check_learner_columns(spec, plan).and_then(|()| match mode {
         TrainingMode::Run => check_values_source(spec, plan),
-        TrainingMode::Stream => check_stream_steps(spec),
+        // Stored rows may carry `values` of their own (an actor's critic).
+        TrainingMode::Stream => Ok(()),
     });
     // A graph-form pipeline's errors name the stage or model table the section came from.
     checked.map_err(|e| match &spec.graph {
@@ -89,37 +91,4 @@ fn check_values_source(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Stream training (`watch --train`, `reprocess --train`) trains on stored rows through the
-/// stages and the update only: the steps a run performs on fresh rollouts before its stages (a
-/// discriminator's or an implicit reward model's training and rewards, a critic's values) do not
-/// run there, so a pipeline that declares them is refused rather than silently trained without them.
-fn check_stream_steps(spec: &PipelineSpec) -> Result<()> {
-    let t = spec.training.as_ref().expect("checked by the caller");
-    let declared = [
-        (
-            "[discriminator]",
-            t.discriminator.is_some(),
-            "rewards each step with a discriminator trained on every rollout",
-        ),
-        (
-            "[implicit_reward]",
-            t.implicit_reward.is_some(),
-            "rewards each step with a reward model trained on every rollout",
-        ),
-        ("[critic]", t.critic.is_some(), "writes the critic's values into every rollout before the stages"),
-    ];
-    match declared.iter().find(|(_, present, _)| *present) {
-        Some((section, _, what)) => Err(Error::Spec {
-            file: spec.file.clone(),
-            stage: Some((*section).into()),
-            key: None,
-            message: format!(
-                "this step ({section} in the section form) {what}, which --train (watch / reprocess) does not run \
-                 yet: the update would train without it; use `trajflow run`, or a pipeline without it"
-            ),
-        }),
-        None => Ok(()),
-    }
 }

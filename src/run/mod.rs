@@ -170,7 +170,7 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
     } else {
         (1, None)
     };
-    iterate(plan, &opts.cluster, first..spec.run.iterations + 1, driver)?;
+    iterate(plan.into(), &opts.cluster, first..spec.run.iterations + 1, driver)?;
     if leader {
         report::report(std::slice::from_ref(dir), &dir.join("curves.png"))?;
     }

@@ -20,22 +20,27 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 
 use super::group_tracker::{ClosedGroup, GroupTracker};
 use super::metrics::{IterationMetrics, StreamCounts};
+use super::row_columns::outcomes;
 use super::staleness::{versions, Staleness};
 use super::trainer::Trainer;
-use crate::dataflow::EpochConsumer;
+use crate::dataflow::{stage_outputs, EpochConsumer};
 use crate::error::{Error, Result};
 use crate::pipeline::training::TrainingSpec;
+use crate::pipeline::Plan;
 use crate::store::PartReader;
 
 /// The learner of a stream of trajectory files.
 pub struct StreamLearner {
     trainer: Trainer,
     spec: TrainingSpec,
+    /// The pipeline's data stages, applied to each update's rows after the model steps.
+    plan: Arc<Plan>,
     tracker: GroupTracker,
     groups_per_update: usize,
     /// The latest stage outputs of each open group, by episode id.
@@ -52,9 +57,10 @@ pub struct StreamLearner {
 }
 
 impl StreamLearner {
-    /// A learner writing into the run directory `dir`: resumed from its last checkpoint if it has
-    /// one, else started from `[model]` (with the `[warm_start]`, if any: checkpoint 0).
-    pub fn open(spec: TrainingSpec, dir: &Path, verbose: bool) -> Result<StreamLearner> {
+    /// A learner of the training pipeline `plan` writing into the run directory `dir`: resumed
+    /// from its last checkpoint if it has one, else started from the policy (after its warm start,
+    /// if any: checkpoint 0).
+    pub fn open(spec: TrainingSpec, plan: Plan, dir: &Path, verbose: bool) -> Result<StreamLearner> {
         let last = super::trainer::last_checkpoint(dir)?;
         let mut trainer = Trainer::new(spec.clone(), dir, last, verbose)?;
         match last {
@@ -72,6 +78,7 @@ impl StreamLearner {
             groups_per_update: s.groups_per_update(&spec.rollout),
             trainer,
             spec,
+            plan: Arc::new(plan),
             open_rows: HashMap::new(),
             closed_rows: HashMap::new(),
             updates: 0,
@@ -111,7 +118,7 @@ impl StreamLearner {
         let mut parts = Vec::with_capacity(g.episodes.len());
         for e in &g.episodes {
             parts.push(slot.remove(e).ok_or_else(|| {
-                Error::Usage(format!("stream learner: group '{}' episode '{e}' has no stage output", g.group))
+                Error::Usage(format!("stream learner: group '{}' episode '{e}' has no rows", g.group))
             })?);
         }
         let schema = parts[0].schema();
@@ -128,27 +135,26 @@ impl StreamLearner {
         if n <= self.resumed {
             return Ok(());
         }
-        let rows = crate::dataflow::sorted_by_episode(&parts)?;
         let s = &self.spec.stream;
         let version = s.initial_version + (n - 1) as i64;
         let bound = s.max_staleness.map(|max| Staleness { version, max, mode: s.stale });
+        let mut m = IterationMetrics { iteration: n, policy_version: version, ..Default::default() };
+        // The graph after its source, as in a run: model steps, data stages, update.
+        let rows = crate::dataflow::sorted_by_episode(&parts)?;
+        let rows = self.trainer.model_steps(rows, self.spec.run.seed ^ n, &mut m)?;
+        let rows = stage_outputs(self.plan.clone(), n, rows)?;
+        self.trainer.store(n, &rows)?;
         let pv = versions(&rows)?;
-        let mut m = IterationMetrics {
-            iteration: n,
-            policy_version: version,
-            episodes: rows.num_rows(),
-            success_rate: mean_bool(&rows, "success"),
-            return_mean: mean_f32(&rows, "reward"),
-            stream: Some(StreamCounts {
-                files: self.tracker.files(),
-                groups: groups.len() as u64,
-                partial_groups: groups.iter().filter(|g| g.partial).count() as u64,
-                stale_rows: bound.as_ref().map(|b| b.count(&rows)).transpose()?.unwrap_or(0),
-                late_rows: self.tracker.late_rows(),
-                max_staleness: pv.iter().map(|&v| version.saturating_sub(v)).max().unwrap_or(0),
-            }),
-            ..Default::default()
-        };
+        (m.success_rate, m.return_mean) = outcomes(&rows);
+        m.episodes = rows.num_rows();
+        m.stream = Some(StreamCounts {
+            files: self.tracker.files(),
+            groups: groups.len() as u64,
+            partial_groups: groups.iter().filter(|g| g.partial).count() as u64,
+            stale_rows: bound.as_ref().map(|b| b.count(&rows)).transpose()?.unwrap_or(0),
+            late_rows: self.tracker.late_rows(),
+            max_staleness: pv.iter().map(|&v| version.saturating_sub(v)).max().unwrap_or(0),
+        });
         self.trainer.update(n, &rows, bound.as_ref(), &mut m)?;
         self.trainer.evaluate(&mut m)?;
         self.trainer.say(&format!(
@@ -310,18 +316,4 @@ fn strings<'a>(rows: &'a RecordBatch, name: &str) -> Result<Vec<&'a str>> {
         .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| Error::Usage(format!("stream learner: rows have no utf8 '{name}' column")))?;
     Ok((0..col.len()).map(|i| if col.is_null(i) { "" } else { col.value(i) }).collect())
-}
-
-fn mean_bool(rows: &RecordBatch, name: &str) -> f64 {
-    let Some(c) = rows.column_by_name(name).and_then(|c| c.as_boolean_opt()) else { return 0.0 };
-    let n = c.len().max(1) as f64;
-    (0..c.len()).filter(|&i| c.is_valid(i) && c.value(i)).count() as f64 / n
-}
-
-fn mean_f32(rows: &RecordBatch, name: &str) -> f64 {
-    let Some(c) = rows.column_by_name(name).and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float32Type>()) else {
-        return 0.0;
-    };
-    let n = c.len().max(1) as f64;
-    c.iter().flatten().map(f64::from).sum::<f64>() / n
 }

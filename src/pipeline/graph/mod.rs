@@ -201,7 +201,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
     attach_data_stages(&mut data, &steps, &end)?;
     let update = update(&steps, &data, &data_ids, &end)?;
     let critic = critic(update, &chain, &models)?;
-    for (name, _) in &models {
+    for name in models.keys() {
         let used = steps.iter().any(|s| s.model.as_deref() == Some(name)) || critic.as_deref() == Some(name);
         if !used {
             return Err(GraphError::new(&format!("[models.{name}]"), None, "no stage uses this model"));

@@ -106,11 +106,7 @@ impl Driver for Trainer {
         if let Some(t) = self.rollout_done.take() {
             m.time_s.insert("stages".into(), t.elapsed().as_secs_f64());
         }
-        let tag = crate::schema::TableSchema::trajectory().tag();
-        let commit =
-            self.trajectories.write_uncommitted(std::slice::from_ref(&rows), iteration, "run", &tag, Vec::new())?;
-        self.trajectories.commit(&commit)?;
-
+        self.store(iteration, &rows)?;
         self.update(iteration, &rows, None, &mut m)?;
         let run = &self.spec.run;
         if iteration.is_multiple_of(run.eval_every) || iteration >= run.iterations {

@@ -19,6 +19,8 @@ mod warm_start;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
+
 use super::critic::Critic;
 use super::discriminator::Discriminator;
 use super::examples::Example;
@@ -247,6 +249,14 @@ impl Trainer {
             let _ = std::fs::remove_dir_all(checkpoint_dir(&self.dir, n));
         }
         Ok(())
+    }
+
+    /// Commits the stage outputs `rows` of iteration (or update) `iteration` to `RUN/trajectories`.
+    pub(crate) fn store(&self, iteration: u64, rows: &RecordBatch) -> Result<()> {
+        let tag = crate::schema::TableSchema::trajectory().tag();
+        let commit =
+            self.trajectories.write_uncommitted(std::slice::from_ref(rows), iteration, "run", &tag, Vec::new())?;
+        self.trajectories.commit(&commit)
     }
 
     /// Appends `m` to the run's metrics.
