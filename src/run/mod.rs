@@ -5,6 +5,8 @@
 //! ```text
 //! RUN/config.toml          the pipeline as run (after --set), so that --resume needs nothing else
 //! RUN/trajectories/        a trajflow dataset: one part per iteration (rollouts + stage columns)
+//!                          or, under `watch --train` / `reprocess --train`, per update
+//! RUN/ingested/            (`--train` only) the files' rows as ingested
 //! RUN/imitation/           RetroAct's imitation set (`learner.imitation` > 0): the warm start's
 //!                          rows as trained, the NLL's tokens marked `action`
 //! RUN/env-failures/        rollout episodes whose environment broke (only if one did), with

@@ -1,19 +1,25 @@
 //! Training on trajectory files written by others: the learner of `watch --train` (a file per
 //! epoch, as files land) and `reprocess --train` (every file in one epoch).
 //!
-//! The dataflow hands the leader each epoch's stage outputs and the files the epoch ingested
-//! ([`crate::dataflow::EpochConsumer`]). The learner keeps the latest stage outputs of every open
-//! group, lets a [`GroupTracker`] close groups in file order, and makes one update (the
-//! `[learner]`'s epochs and minibatches) per `groups_per_update` closed groups; update `n` gives
-//! policy version `initial_version + n` and, every `checkpoint_every` updates, checkpoint `n`
-//! (`RUN/checkpoints/iter-n`, with `RUN/metrics.jsonl` line `n`).
+//! The dataflow only ingests: it hands the leader each epoch's rows as they came and the files
+//! the epoch ingested ([`crate::dataflow::EpochConsumer`]). The learner keeps the latest row of
+//! every episode of every open group, lets a [`GroupTracker`] close groups in file order, and per
+//! `groups_per_update` closed groups runs the pipeline's graph after its source, as a run does on
+//! an iteration's rollouts: the model steps ([`Trainer::model_steps`]: a discriminator's or
+//! implicit reward model's training and rewards, the critic's values), the data stages
+//! ([`stage_outputs`]), then one update (the learner's epochs and minibatches). Update `n` gives
+//! policy version `initial_version + n`, its rows go to `RUN/trajectories` as epoch `n`, and every
+//! `checkpoint_every` updates checkpoint `n` is written (`RUN/checkpoints/iter-n`, with
+//! `RUN/metrics.jsonl` line `n`).
 //!
 //! Invariants:
-//! - A closed group's rows are the stage outputs of the epoch that closed it (later re-emissions
-//!   of the group, caused by late rows, are ignored), restricted to the episodes that closed it.
+//! - An update's rows are those of the episodes that closed its groups (later rows of a group
+//!   are late and ignored), sorted by episode id; everything the update computes from them is a
+//!   function of those rows, the checkpoint and `(seed, n)`, so the files alone decide the weights:
+//!   one file at a time equals all at once, on any number of workers or processes.
 //! - Updates are numbered by their position in the tracker's queue, which depends on the files
-//!   alone. A learner started from checkpoint `c` replays the stream and skips updates `< c`
-//!   (their effect is in the checkpoint's weights and optimiser), so a `watch` killed at any point
+//!   alone. A learner started from checkpoint `c` replays the stream and skips updates `≤ c`
+//!   (their effect, model steps included, is in the checkpoint), so a `watch` killed at any point
 //!   and restarted ends with the weights of a run that was never interrupted.
 //! - Rows more than `max_staleness` versions behind the learner (by their `policy_version`) are
 //!   dropped or trained with truncated importance weights (`[stream] stale`).
@@ -43,7 +49,7 @@ pub struct StreamLearner {
     plan: Arc<Plan>,
     tracker: GroupTracker,
     groups_per_update: usize,
-    /// The latest stage outputs of each open group, by episode id.
+    /// The latest row of each episode of each open group.
     open_rows: HashMap<String, BTreeMap<String, RecordBatch>>,
     /// The rows of closed groups not yet trained.
     closed_rows: HashMap<String, RecordBatch>,
@@ -93,7 +99,7 @@ impl StreamLearner {
         self.updates
     }
 
-    /// Stores the stage outputs of open groups, replacing older outputs of the same episodes.
+    /// Stores the rows of open groups, replacing older rows of the same episodes.
     fn store(&mut self, rows: &RecordBatch) -> Result<()> {
         let (episodes, groups) = (strings(rows, "episode_id")?, strings(rows, "group_id")?);
         let mut by_group: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
