@@ -68,7 +68,7 @@ fn watch_one_by_one(
         .unwrap();
     for f in files {
         let before = ingested(&out);
-        std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
+        publish(f, &dir);
         let start = Instant::now();
         while ingested(&out) == before {
             assert!(start.elapsed() < Duration::from_secs(60), "watch did not commit {}", f.display());
@@ -383,7 +383,7 @@ fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() 
         };
         let mut child = watch();
         for f in &files[..before_kill] {
-            std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
+            publish(f, &wdir);
             let (n, start) = (ingested(&out), Instant::now());
             while ingested(&out) == n {
                 assert!(start.elapsed() < Duration::from_secs(60));
@@ -392,13 +392,13 @@ fn watch_killed_at_random_points_and_restarted_counts_every_file_exactly_once() 
         }
         // Drop the next file and SIGKILL the process at a random moment while it works on it.
         let f = &files[before_kill];
-        std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
+        publish(f, &wdir);
         std::thread::sleep(Duration::from_millis(rng.range(0, 60) as u64));
         child.kill().unwrap();
         child.wait().unwrap();
         // Restart with the rest of the files present; it exits once idle.
         for f in &files[before_kill + 1..] {
-            std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
+            publish(f, &wdir);
         }
         let restart = watch().wait_with_output().unwrap();
         assert!(restart.status.success());

@@ -135,11 +135,6 @@ fn watch(pipeline_file: &str, wdir: &Path, out: &Path, sets: &[String]) -> Comma
     c
 }
 
-/// Copies `f` into the watched directory.
-fn drop_in(f: &Path, wdir: &Path) {
-    std::fs::copy(f, wdir.join(f.file_name().unwrap())).unwrap();
-}
-
 /// `reprocess --train` of `files` at once, then `watch --train` of the same files dropped in one
 /// at a time (2 workers): the same stage outputs, metrics lines, losses, weights and optimiser
 /// state. Returns the metrics of the reprocess.
@@ -159,7 +154,7 @@ fn watch_equals_reprocess(
     let mut child = watch(&pipeline(p), &wdir, &out, sets).spawn().unwrap();
     for f in files {
         let n = logged(&out);
-        drop_in(f, &wdir);
+        publish(f, &wdir);
         let start = Instant::now();
         while logged(&out) == n {
             assert!(start.elapsed() < Duration::from_secs(120), "{p}: watch did not ingest {}", f.display());
@@ -227,7 +222,7 @@ fn watch_with_a_learner_killed_at_random_points_ends_with_the_weights_of_an_unin
         let mut child = watch(&pipeline("loop.toml"), &wdir, &out, &sets).args(snapshots).spawn().unwrap();
         for f in &files[..before_kill] {
             let n = logged(&out);
-            drop_in(f, &wdir);
+            publish(f, &wdir);
             let start = Instant::now();
             while logged(&out) == n {
                 assert!(start.elapsed() < Duration::from_secs(120));
@@ -235,12 +230,12 @@ fn watch_with_a_learner_killed_at_random_points_ends_with_the_weights_of_an_unin
             }
         }
         // The next file, and SIGKILL at a random moment while it is ingested and trained on.
-        drop_in(&files[before_kill], &wdir);
+        publish(&files[before_kill], &wdir);
         std::thread::sleep(Duration::from_millis(rng.range(0, 400) as u64));
         child.kill().unwrap();
         child.wait().unwrap();
         for f in &files[before_kill + 1..] {
-            drop_in(f, &wdir);
+            publish(f, &wdir);
         }
         let restart = watch(&pipeline("loop.toml"), &wdir, &out, &sets).args(snapshots).stderr(Stdio::piped()).output();
         let restart = restart.unwrap();

@@ -15,6 +15,15 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_trajflow"))
 }
 
+/// Publishes `f` in the watched directory `dir` atomically, as `trajflow append` does: copied
+/// under a hidden name, then renamed (a plain copy can be seen empty under load, and rejected).
+pub fn publish(f: &Path, dir: &Path) {
+    let name = f.file_name().unwrap().to_string_lossy().into_owned();
+    let hidden = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(f, &hidden).unwrap();
+    std::fs::rename(&hidden, dir.join(name)).unwrap();
+}
+
 /// Runs the binary with `args`.
 pub fn trajflow(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("the binary runs")
