@@ -202,3 +202,70 @@ fn shuffle_is_a_seeded_permutation() {
     assert_eq!(a, shuffled(50, 7));
     assert_ne!(a, shuffled(50, 8));
 }
+
+/// The vocabulary head at the trained positions only gives, there, the log-probs, entropies and
+/// gradients of the head at every position (within float rounding), for plain, temperature-shaped
+/// and constrained (allowed-set) tokens; elsewhere it gives 0.
+#[test]
+fn the_head_at_trained_positions_equals_the_head_everywhere_where_trained() {
+    use crate::model::drawn::{Drawn, Shape};
+    tch::manual_seed(5);
+    let m = Decoder::new(DecoderConfig::small(30), tch::Device::Cpu);
+    let mut ex: Vec<Example> = (0..3).map(|i| example(10 + i, 9 + 2 * i as usize)).collect();
+    // Row 0 drawn at temperature 0.7 among allowed sets (the token itself and two others), row 1
+    // plain, row 2 at temperature 1.3 with any token allowed.
+    for (r, temperature) in [(0usize, 0.7), (2, 1.3)] {
+        let e = &mut ex[r];
+        let n = e.tokens.len();
+        let sampled: Vec<bool> = (0..n).map(|j| e.mask[j] > 0.0).collect();
+        let allowed = (0..n)
+            .map(|j| {
+                if r == 0 && sampled[j] {
+                    vec![e.tokens[j], (e.tokens[j] + 1) % 30, (e.tokens[j] + 7) % 30]
+                } else {
+                    vec![]
+                }
+            })
+            .map(|mut a: Vec<i64>| {
+                a.sort_unstable();
+                a.dedup();
+                a
+            })
+            .collect();
+        e.drawn = Some(Drawn { shape: Shape { temperature, ..Shape::PLAIN }, sampled, allowed, scored: vec![] });
+    }
+    let refs: Vec<&Example> = ex.iter().collect();
+    let p = pad(&refs, tch::Device::Cpu);
+    let t = p.ids.size()[1];
+    // Every weight's gradient, in name order.
+    let grads = |logp: &Tensor| {
+        let mut vars: Vec<_> = m.vs.variables().into_iter().collect();
+        vars.iter_mut().for_each(|(_, v)| v.zero_grad());
+        crate::train::losses::masked_sum(logp, &p.mask).backward();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars.iter().flat_map(|(_, v)| Vec::<f32>::try_from(v.grad().view([-1])).unwrap()).collect::<Vec<f32>>()
+    };
+    let hidden = m.hidden(&p.ids, &p.positions, &p.valid, None);
+    let logits = m.logits(&hidden).narrow(1, 0, t - 1);
+    let (full, full_h) = crate::model::drawn::log_probs(&logits, &p.targets, &p.drawn, Entropy::Detached);
+    let full_g = grads(&full);
+    let hidden = m.hidden(&p.ids, &p.positions, &p.valid, None);
+    let (part, part_h) = trained_log_probs(&m, &hidden.narrow(1, 0, t - 1), &p, Entropy::Detached);
+    let part_g = grads(&part);
+    let mask = Vec::<f32>::try_from(p.mask.view([-1])).unwrap();
+    let flat = |x: &Tensor| Vec::<f32>::try_from(x.detach().view([-1])).unwrap();
+    let (full, full_h, part, part_h) = (flat(&full), flat(&full_h.unwrap()), flat(&part), flat(&part_h));
+    let mut trained = 0;
+    for i in 0..mask.len() {
+        if mask[i] > 0.0 {
+            trained += 1;
+            assert!((full[i] - part[i]).abs() < 1e-5, "log-prob {i}: {} vs {}", full[i], part[i]);
+            assert!((full_h[i] - part_h[i]).abs() < 1e-5, "entropy {i}: {} vs {}", full_h[i], part_h[i]);
+        } else {
+            assert_eq!((part[i], part_h[i]), (0.0, 0.0), "position {i} is not trained");
+        }
+    }
+    assert!(trained >= 12 && !p.drawn.index.is_empty());
+    assert!(full_g.iter().zip(&part_g).all(|(a, b)| (a - b).abs() < 1e-5), "gradients differ");
+    assert!(part_g.iter().any(|&g| g != 0.0));
+}
