@@ -27,12 +27,14 @@ pub mod group_tracker;
 pub mod implicit_reward;
 pub mod learner;
 pub mod metrics;
+pub mod model_thread;
 pub mod plot;
 pub mod preferences;
 pub mod report;
 pub mod row_columns;
 pub mod staleness;
 pub mod stream;
+pub mod stream_update;
 pub mod tensorboard;
 pub mod trainer;
 
@@ -168,7 +170,7 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
             }
             None => t.start()?,
         }
-        (resume_from.map_or(1, |it| it + 1), Some(Box::new(t)))
+        (resume_from.map_or(1, |it| it + 1), Some(Box::new(model_thread::ModelThread::spawn(t)?)))
     } else {
         (1, None)
     };

@@ -4,13 +4,13 @@
 //! The dataflow only ingests: it hands the leader each epoch's rows as they came and the files
 //! the epoch ingested ([`crate::dataflow::EpochConsumer`]). The learner keeps the latest row of
 //! every episode of every open group, lets a [`GroupTracker`] close groups in file order, and per
-//! `groups_per_update` closed groups runs the pipeline's graph after its source, as a run does on
-//! an iteration's rollouts: the model steps ([`Trainer::model_steps`]: a discriminator's or
-//! implicit reward model's training and rewards, the critic's values), the data stages
-//! ([`stage_outputs`]), then one update (the learner's epochs and minibatches). Update `n` gives
-//! policy version `initial_version + n`, its rows go to `RUN/trajectories` as epoch `n`, and every
-//! `checkpoint_every` updates checkpoint `n` is written (`RUN/checkpoints/iter-n`, with
-//! `RUN/metrics.jsonl` line `n`).
+//! `groups_per_update` closed groups hands a round to the model thread ([`ModelThread`]), which
+//! runs the pipeline's graph after its source as a run does on an iteration's rollouts
+//! ([`StreamUpdates::train`]: model steps, data stages, one update) while the leader goes on
+//! ingesting. Update `n` gives policy version `initial_version + n`, its rows go to
+//! `RUN/trajectories` as epoch `n`, and every `checkpoint_every` updates checkpoint `n` is written
+//! (`RUN/checkpoints/iter-n`, with `RUN/metrics.jsonl` line `n`). A snapshot and the end of the
+//! stream wait for the rounds handed over, then checkpoint.
 //!
 //! Invariants:
 //! - An update's rows are those of the episodes that closed its groups (later rows of a group
@@ -31,22 +31,20 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 
 use super::group_tracker::{ClosedGroup, GroupTracker};
-use super::metrics::{IterationMetrics, StreamCounts};
-use super::row_columns::outcomes;
-use super::staleness::{versions, Staleness};
+use super::model_thread::ModelThread;
+use super::stream_update::{Round, StreamUpdates};
 use super::trainer::Trainer;
-use crate::dataflow::{stage_outputs, EpochConsumer};
+use crate::dataflow::EpochConsumer;
 use crate::error::{Error, Result};
 use crate::pipeline::training::TrainingSpec;
 use crate::pipeline::Plan;
 use crate::store::PartReader;
 
-/// The learner of a stream of trajectory files.
+/// The learner of a stream of trajectory files: the queue of closed groups here, the models on
+/// their own thread.
 pub struct StreamLearner {
-    trainer: Trainer,
-    spec: TrainingSpec,
-    /// The pipeline's data stages, applied to each update's rows after the model steps.
-    plan: Arc<Plan>,
+    /// The models' side: each round's model steps, data stages and update, in order.
+    models: ModelThread<StreamUpdates>,
     tracker: GroupTracker,
     groups_per_update: usize,
     /// The latest row of each episode of each open group.
@@ -57,8 +55,6 @@ pub struct StreamLearner {
     updates: u64,
     /// Updates already in the checkpoint the learner started from.
     resumed: u64,
-    /// The update of the last checkpoint written.
-    checkpointed: u64,
     dir: PathBuf,
 }
 
@@ -79,17 +75,17 @@ impl StreamLearner {
             None => trainer.start()?,
         }
         let s = &spec.stream;
+        let (tracker, groups_per_update) =
+            (GroupTracker::new(s.group_size(&spec.rollout), s.partial_after), s.groups_per_update(&spec.rollout));
+        let updates = StreamUpdates { trainer, spec, plan: Arc::new(plan), checkpointed: last.unwrap_or(0) };
         Ok(StreamLearner {
-            tracker: GroupTracker::new(s.group_size(&spec.rollout), s.partial_after),
-            groups_per_update: s.groups_per_update(&spec.rollout),
-            trainer,
-            spec,
-            plan: Arc::new(plan),
+            models: ModelThread::spawn(updates)?,
+            tracker,
+            groups_per_update,
             open_rows: HashMap::new(),
             closed_rows: HashMap::new(),
             updates: 0,
             resumed: last.unwrap_or(0),
-            checkpointed: last.unwrap_or(0),
             dir: dir.to_path_buf(),
         })
     }
@@ -132,7 +128,8 @@ impl StreamLearner {
         Ok(())
     }
 
-    /// One update from `groups` (rows sorted by `episode_id`), or its replay below `resumed`.
+    /// Hands update `n` (the next) of `groups` to the model thread, or skips its replay below
+    /// `resumed`.
     fn update(&mut self, groups: Vec<ClosedGroup>) -> Result<()> {
         let parts: Vec<RecordBatch> =
             groups.iter().map(|g| self.closed_rows.remove(&g.group).expect("sealed when it closed")).collect();
@@ -141,46 +138,15 @@ impl StreamLearner {
         if n <= self.resumed {
             return Ok(());
         }
-        let s = &self.spec.stream;
-        let version = s.initial_version + (n - 1) as i64;
-        let bound = s.max_staleness.map(|max| Staleness { version, max, mode: s.stale });
-        let mut m = IterationMetrics { iteration: n, policy_version: version, ..Default::default() };
-        // The graph after its source, as in a run: model steps, data stages, update.
-        let rows = crate::dataflow::sorted_by_episode(&parts)?;
-        let rows = self.trainer.model_steps(rows, self.spec.run.seed ^ n, &mut m)?;
-        let rows = stage_outputs(self.plan.clone(), n, rows)?;
-        self.trainer.store(n, &rows)?;
-        let pv = versions(&rows)?;
-        (m.success_rate, m.return_mean) = outcomes(&rows);
-        m.episodes = rows.num_rows();
-        m.stream = Some(StreamCounts {
-            files: self.tracker.files(),
+        let round = Round {
+            n,
+            parts,
             groups: groups.len() as u64,
             partial_groups: groups.iter().filter(|g| g.partial).count() as u64,
-            stale_rows: bound.as_ref().map(|b| b.count(&rows)).transpose()?.unwrap_or(0),
+            files: self.tracker.files(),
             late_rows: self.tracker.late_rows(),
-            max_staleness: pv.iter().map(|&v| version.saturating_sub(v)).max().unwrap_or(0),
-        });
-        self.trainer.update(n, &rows, bound.as_ref(), &mut m)?;
-        self.trainer.evaluate(&mut m)?;
-        self.trainer.say(&format!(
-            "update {n} (version {version} -> {}): {} groups, {} rows, success {:.3} | loss {:.4} kl {:.4} clip {:.3} | \
-             eval success {}",
-            version + 1,
-            groups.len(),
-            m.episodes,
-            m.success_rate,
-            m.loss,
-            m.kl,
-            m.clip_frac,
-            m.eval_success_rate.map_or("-".into(), |x| format!("{x:.3}"))
-        ));
-        self.trainer.record(&m)?;
-        if n.is_multiple_of(s.checkpoint_every) {
-            self.trainer.checkpoint(n)?;
-            self.checkpointed = n;
-        }
-        Ok(())
+        };
+        self.models.submit(move |u| u.train(round))
     }
 }
 
@@ -294,13 +260,10 @@ fn remove_snapshots_before_the_last_two(dir: &Path) -> Result<()> {
 }
 
 impl StreamLearner {
-    /// Checkpoints the updates made since the last checkpoint, if any.
+    /// Waits for the updates handed over, then checkpoints the last one unless it is already.
     fn checkpoint_now(&mut self) -> Result<()> {
-        if self.updates > self.checkpointed {
-            self.trainer.checkpoint(self.updates)?;
-            self.checkpointed = self.updates;
-        }
-        Ok(())
+        let n = self.updates;
+        self.models.call(move |u| u.checkpoint_through(n))
     }
 }
 
