@@ -24,7 +24,7 @@ pub struct Round {
     pub n: u64,
     /// The rows of the episodes that closed its groups, one batch per group.
     pub parts: Vec<RecordBatch>,
-    /// Its groups, and how many of them closed partial.
+    /// Groups in the round.
     pub groups: u64,
     /// Groups closed partial.
     pub partial_groups: u64,
