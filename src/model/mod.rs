@@ -27,6 +27,8 @@ pub mod scored_choice;
 #[cfg(feature = "torch")]
 pub mod service;
 #[cfg(feature = "torch")]
+pub mod thread;
+#[cfg(feature = "torch")]
 pub mod tokenizer;
 #[cfg(feature = "torch")]
 pub mod weights;

@@ -27,7 +27,6 @@ pub mod group_tracker;
 pub mod implicit_reward;
 pub mod learner;
 pub mod metrics;
-pub mod model_thread;
 pub mod plot;
 pub mod preferences;
 pub mod report;
@@ -170,7 +169,10 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
             }
             None => t.start()?,
         }
-        (resume_from.map_or(1, |it| it + 1), Some(Box::new(model_thread::ModelThread::spawn(t)?)))
+        (
+            resume_from.map_or(1, |it| it + 1),
+            Some(Box::new(crate::model::thread::ModelThread::spawn("device:trainer", t)?)),
+        )
     } else {
         (1, None)
     };

@@ -4,7 +4,7 @@
 //! The dataflow only ingests: it hands the leader each epoch's rows as they came and the files
 //! the epoch ingested ([`crate::dataflow::EpochConsumer`]). The learner keeps the latest row of
 //! every episode of every open group, lets a [`GroupTracker`] close groups in file order, and per
-//! `groups_per_update` closed groups hands a round to the model thread ([`ModelThread`]), which
+//! `groups_per_update` closed groups hands a round to the device thread that owns the models ([`ModelThread`]), which
 //! runs the pipeline's graph after its source as a run does on an iteration's rollouts
 //! ([`StreamUpdates::train`]: model steps, data stages, one update) while the leader goes on
 //! ingesting. Update `n` gives policy version `initial_version + n`, its rows go to
@@ -31,11 +31,11 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 
 use super::group_tracker::{ClosedGroup, GroupTracker};
-use super::model_thread::ModelThread;
 use super::stream_update::{Round, StreamUpdates};
 use super::trainer::Trainer;
 use crate::dataflow::EpochConsumer;
 use crate::error::{Error, Result};
+use crate::model::thread::ModelThread;
 use crate::pipeline::training::TrainingSpec;
 use crate::pipeline::Plan;
 use crate::store::PartReader;
@@ -79,7 +79,7 @@ impl StreamLearner {
             (GroupTracker::new(s.group_size(&spec.rollout), s.partial_after), s.groups_per_update(&spec.rollout));
         let updates = StreamUpdates { trainer, spec, plan: Arc::new(plan), checkpointed: last.unwrap_or(0) };
         Ok(StreamLearner {
-            models: ModelThread::spawn(updates)?,
+            models: ModelThread::spawn("device:trainer", updates)?,
             tracker,
             groups_per_update,
             open_rows: HashMap::new(),
@@ -128,7 +128,7 @@ impl StreamLearner {
         Ok(())
     }
 
-    /// Hands update `n` (the next) of `groups` to the model thread, or skips its replay below
+    /// Hands update `n` (the next) of `groups` to the device thread, or skips its replay below
     /// `resumed`.
     fn update(&mut self, groups: Vec<ClosedGroup>) -> Result<()> {
         let parts: Vec<RecordBatch> =

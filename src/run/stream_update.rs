@@ -1,4 +1,4 @@
-//! One update of stream training, on the model thread: a round of closed groups goes through the
+//! One update of stream training, on the device thread: a round of closed groups goes through the
 //! graph after its source — model steps, data stages, the update — and then its metrics line and,
 //! every `checkpoint_every` updates, its checkpoint ([`super::stream`] queues the rounds).
 //!

@@ -13,6 +13,7 @@ use super::{fmt_eval, Trainer};
 use crate::dataflow::Driver;
 use crate::env::{task_ids, Split};
 use crate::error::Result;
+use crate::model::thread::ModelThread;
 use crate::pipeline::training::RolloutSource;
 use crate::rollout::prefixes::expert_prefix_rows;
 use crate::rollout::reflexion::reflexion;
@@ -133,5 +134,17 @@ impl Driver for Trainer {
         ));
         self.metrics.append(&m)?;
         self.checkpoint(iteration)
+    }
+}
+
+/// A run's driver whose trainer lives on the device thread: each rollout and each learning step is
+/// handed over and waited for (a run is on-policy: nothing else can go on meanwhile).
+impl Driver for ModelThread<Trainer> {
+    fn rollout(&mut self, iteration: u64) -> Result<RecordBatch> {
+        self.call(move |t| t.rollout(iteration))
+    }
+
+    fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()> {
+        self.call(move |t| t.learn(iteration, rows))
     }
 }

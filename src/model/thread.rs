@@ -1,9 +1,10 @@
-//! The thread that owns a run's models. The policy, its heads (critic, discriminator), the KL
-//! reference and their optimisers live in one owner (a [`super::trainer::Trainer`], or the stream
-//! learner around one) on a thread of their own; the dataflow's leader hands it work through a
-//! channel, either waiting for the answer ([`ModelThread::call`]: a run's rollout, whose rows the
-//! stages need next) or not ([`ModelThread::submit`]: a stream update, so that the leader goes on
-//! ingesting and storing files while the models train).
+//! The device thread: one thread owns models — a run's policy, its heads (critic, discriminator),
+//! the KL reference and their optimisers (a [`crate::run::trainer::Trainer`]), or a frozen scoring
+//! model ([`super::service`]) — and the dataflow hands it work through a channel, either waiting
+//! for the answer ([`ModelThread::call`]: a run's rollout, whose rows the stages need next; a
+//! scoring request) or not ([`ModelThread::submit`]: a stream update, so that the leader goes on
+//! ingesting and storing files while the models train). Dataflow workers never run libtorch work
+//! on models they share.
 //!
 //! Invariants:
 //! - Jobs run one at a time, in the order they were handed over, so the models see the sequence of
@@ -12,15 +13,11 @@
 //!   fast source cannot pile rows up in memory.
 //! - A submitted job's error stops the thread (later jobs would work on models that missed a step)
 //!   and is returned by the next `submit`, `call` or [`ModelThread::drain`]; a panic is reported
-//!   the same way, as an error naming the thread.
+//!   the same way, as an error. An error of a `call` goes back to its caller only.
 
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-use arrow::array::RecordBatch;
-
-use super::trainer::Trainer;
-use crate::dataflow::Driver;
 use crate::error::{Error, Result};
 
 type Job<T> = Box<dyn FnOnce(&mut T) -> Result<()> + Send>;
@@ -33,12 +30,12 @@ pub struct ModelThread<T> {
 }
 
 impl<T: Send + 'static> ModelThread<T> {
-    /// Moves `owner` onto a new thread.
-    pub fn spawn(owner: T) -> Result<ModelThread<T>> {
+    /// Moves `owner` onto a new thread named `name`.
+    pub fn spawn(name: &str, owner: T) -> Result<ModelThread<T>> {
         let (jobs, queue) = sync_channel::<Job<T>>(1);
         let (report, failed) = channel();
         let thread = std::thread::Builder::new()
-            .name("trajflow-models".into())
+            .name(name.into())
             .spawn(move || {
                 let mut owner = owner;
                 for job in queue {
@@ -48,7 +45,7 @@ impl<T: Send + 'static> ModelThread<T> {
                     }
                 }
             })
-            .map_err(|e| Error::Usage(format!("cannot start the model thread: {e}")))?;
+            .map_err(|e| Error::Usage(format!("cannot start the device thread {name}: {e}")))?;
         Ok(ModelThread { jobs: Some(jobs), failed, thread: Some(thread) })
     }
 
@@ -102,22 +99,10 @@ impl<T: Send + 'static> ModelThread<T> {
                     .cloned()
                     .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                Error::Usage(format!("the model thread panicked: {text}"))
+                Error::Usage(format!("the device thread panicked: {text}"))
             }
-            _ => self.failed.try_recv().unwrap_or_else(|_| Error::Usage("the model thread stopped".into())),
+            _ => self.failed.try_recv().unwrap_or_else(|_| Error::Usage("the device thread stopped".into())),
         }
-    }
-}
-
-/// A run's driver whose trainer lives on the model thread: each rollout and each learning step is
-/// handed over and waited for (a run is on-policy: nothing else can go on meanwhile).
-impl Driver for ModelThread<Trainer> {
-    fn rollout(&mut self, iteration: u64) -> Result<RecordBatch> {
-        self.call(move |t| t.rollout(iteration))
-    }
-
-    fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()> {
-        self.call(move |t| t.learn(iteration, rows))
     }
 }
 
@@ -139,7 +124,7 @@ mod tests {
     /// back from the next call, and nothing runs after it; a panic is an error naming the thread.
     #[test]
     fn jobs_run_in_order_and_errors_and_panics_come_back() {
-        let mut t = ModelThread::spawn(Vec::<u32>::new()).unwrap();
+        let mut t = ModelThread::spawn("test", Vec::<u32>::new()).unwrap();
         for i in 0..50 {
             t.submit(move |v| {
                 v.push(i);
@@ -153,8 +138,8 @@ mod tests {
         assert!(e.contains("update 51 failed"), "{e}");
         assert!(t.submit(|_| Ok(())).is_err(), "nothing runs after a failed job");
 
-        let mut t = ModelThread::spawn(0u8).unwrap();
+        let mut t = ModelThread::spawn("test", 0u8).unwrap();
         let e = t.call(|_| -> Result<()> { panic!("boom") }).unwrap_err().to_string();
-        assert!(e.contains("model thread panicked: boom"), "{e}");
+        assert!(e.contains("device thread panicked: boom"), "{e}");
     }
 }
