@@ -230,3 +230,31 @@ fn a_gae_stage_without_a_critic_is_refused_before_the_run_starts() {
     let err = fails(&["validate", &p]);
     assert!(err.contains(&format!("{p}: stage 'gae': key 'values'")), "validate: {err}");
 }
+
+/// Stored rows whose token ids the pipeline's model does not know (logged for another tokenizer)
+/// are refused under `--train` with the episode, the column and the vocabulary named, not with an
+/// index error from inside the model; nothing is trained.
+#[test]
+fn stream_training_refuses_rows_of_another_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    // Synthetic ids range over 49,152; loop.toml's model knows 772.
+    interleaved_files(&input, 4, 2, 1, 1);
+    let out = dir.path().join("run");
+    let sets = ["warm_start.demos=0", "run.eval_tasks=0", "rollout.k=2", "stream.groups_per_update=2"];
+    let mut args = vec!["reprocess", &pipeline("loop.toml"), "--input", s(&input), "--output", s(&out), "--train"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    for set in sets {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("update 1: episode '") && err.contains("column 'tokens'"), "{err}");
+    assert!(err.contains("outside the model's vocabulary of 772 ids"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.join("checkpoints/iter-0000").is_dir() && !out.join("checkpoints/iter-0001").exists(),
+        "nothing trained"
+    );
+}

@@ -34,6 +34,23 @@ pub fn token_ids(rows: &RecordBatch) -> Result<Vec<Vec<i64>>> {
         .collect()
 }
 
+/// Checks that every token id of `rows` is one of the model's `vocab_size` ids: rows logged for
+/// another model's tokenizer would otherwise fail deep inside the model (an index out of range).
+/// The error names the first offending episode and token.
+pub fn check_token_ids(rows: &RecordBatch, vocab_size: i64) -> Result<()> {
+    let ids = rows.column_by_name("episode_id").and_then(|c| c.as_string_opt::<i32>());
+    for (i, tokens) in token_ids(rows)?.iter().enumerate() {
+        if let Some((j, t)) = tokens.iter().enumerate().find(|(_, &t)| t < 0 || t >= vocab_size) {
+            let episode = ids.map_or(String::new(), |c| c.value(i).to_string());
+            return Err(Error::Usage(format!(
+                "episode '{episode}': column 'tokens': token {j} has id {t}, outside the model's vocabulary of \
+                 {vocab_size} ids (were the rows tokenized for another model?)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Every row's segment codes (one per token).
 pub fn segment_codes(rows: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     let segments = list(rows, "segments")?;
@@ -173,5 +190,8 @@ mod tests {
         assert_eq!(flags(&valued, "truncated"), vec![false, true]);
         assert!(token_ids(&batch(vec![])).unwrap().is_empty());
         assert!(with_rewards(&rows.project(&[0]).unwrap(), &[0.0, 0.0]).is_err(), "no reward column to replace");
+        check_token_ids(&rows, 8).unwrap();
+        let e = check_token_ids(&rows, 7).unwrap_err().to_string();
+        assert!(e.contains("episode 'b'") && e.contains("token 0 has id 7") && e.contains("vocabulary of 7"), "{e}");
     }
 }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 
 use super::metrics::{IterationMetrics, StreamCounts};
-use super::row_columns::outcomes;
+use super::row_columns::{check_token_ids, outcomes};
 use super::staleness::{versions, Staleness};
 use super::trainer::Trainer;
 use crate::dataflow::stage_outputs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pipeline::training::TrainingSpec;
 use crate::pipeline::Plan;
 
@@ -57,6 +57,7 @@ impl StreamUpdates {
         let mut m = IterationMetrics { iteration: n, policy_version: version, ..Default::default() };
         // The graph after its source, as in a run: model steps, data stages, update.
         let rows = crate::dataflow::sorted_by_episode(&round.parts)?;
+        check_token_ids(&rows, self.trainer.vocab_size()).map_err(|e| Error::Usage(format!("update {n}: {e}")))?;
         let rows = self.trainer.model_steps(rows, self.spec.run.seed ^ n, &mut m)?;
         let rows = stage_outputs(self.plan.clone(), n, rows)?;
         self.trainer.store(n, &rows)?;

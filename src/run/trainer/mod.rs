@@ -251,6 +251,11 @@ impl Trainer {
         Ok(())
     }
 
+    /// The number of token ids the policy knows.
+    pub(crate) fn vocab_size(&self) -> i64 {
+        self.model.cfg.vocab_size
+    }
+
     /// Commits the stage outputs `rows` of iteration (or update) `iteration` to `RUN/trajectories`.
     pub(crate) fn store(&self, iteration: u64, rows: &RecordBatch) -> Result<()> {
         let tag = crate::schema::TableSchema::trajectory().tag();
