@@ -4,10 +4,10 @@
 //! The dataflow only ingests: it hands the leader each epoch's rows as they came and the files
 //! the epoch ingested ([`crate::dataflow::EpochConsumer`]). The learner keeps the latest row of
 //! every episode of every open group, lets a [`GroupTracker`] close groups in file order, and per
-//! `groups_per_update` closed groups hands a round to the device thread that owns the models ([`ModelThread`]), which
-//! runs the pipeline's graph after its source as a run does on an iteration's rollouts
-//! ([`StreamUpdates::train`]: model steps, data stages, one update) while the leader goes on
-//! ingesting. Update `n` gives policy version `initial_version + n`, its rows go to
+//! `groups_per_update` closed groups hands a round to the device thread that owns the models
+//! ([`ModelThread`]), which runs the pipeline's graph after its source as a run does on an
+//! iteration's rollouts ([`StreamUpdates::train`]: model steps, data stages, one update) while
+//! the leader goes on ingesting. Update `n` gives policy version `initial_version + n`, its rows go to
 //! `RUN/trajectories` as epoch `n`, and every `checkpoint_every` updates checkpoint `n` is written
 //! (`RUN/checkpoints/iter-n`, with `RUN/metrics.jsonl` line `n`). A snapshot and the end of the
 //! stream wait for the rounds handed over, then checkpoint.
