@@ -534,13 +534,12 @@ fn training(
     }
     #[cfg(feature = "torch")]
     {
-        let spec = crate::run::stream_spec(pipeline, sets, output, cluster.is_leader())?;
+        let (spec, plan) = crate::run::stream_spec(pipeline, sets, output, cluster.is_leader())?;
         let consumer: Option<Box<dyn dataflow::EpochConsumer>> = if cluster.is_leader() {
             if verbose {
                 crate::progress::enable();
             }
             let t = spec.training.clone().expect("checked by stream_spec");
-            let plan = Plan::from_spec(spec.clone())?;
             Some(Box::new(crate::run::stream::StreamLearner::open(t, plan, output, verbose)?))
         } else {
             None

@@ -91,7 +91,8 @@ fn resolve(opts: &RunOptions) -> Result<(String, Plan, TrainingSpec)> {
 }
 
 /// A training pipeline for `watch --train` / `reprocess --train`: the file with `sets` applied,
-/// parsed (a training pipeline is required), and recorded by the leader as `RUN/config.toml`. A
+/// parsed (a training pipeline is required) with its validated plan, and recorded by the leader
+/// as `RUN/config.toml`. A
 /// run directory that already holds a config (a restarted `watch`) must have been made by the same
 /// text.
 pub fn stream_spec(
@@ -99,7 +100,7 @@ pub fn stream_spec(
     sets: &[String],
     dir: &std::path::Path,
     leader: bool,
-) -> Result<PipelineSpec> {
+) -> Result<(PipelineSpec, Plan)> {
     let (text, spec) = PipelineSpec::from_file_with_sets(pipeline, sets)?;
     if spec.training.is_none() {
         return Err(Error::Spec {
@@ -109,9 +110,10 @@ pub fn stream_spec(
             message: "--train needs a training pipeline ([model], [learner])".into(),
         });
     }
-    check_training(&spec, &Plan::from_spec(spec.clone())?, TrainingMode::Stream)?;
+    let plan = Plan::from_spec(spec.clone())?;
+    check_training(&spec, &plan, TrainingMode::Stream)?;
     if !leader {
-        return Ok(spec);
+        return Ok((spec, plan));
     }
     let config = dir.join("config.toml");
     match std::fs::read_to_string(&config) {
@@ -127,7 +129,7 @@ pub fn stream_spec(
             std::fs::write(&config, &text).map_err(|e| Error::io(&config, e))?;
         }
     }
-    Ok(spec)
+    Ok((spec, plan))
 }
 
 /// Runs (or resumes) a training pipeline; returns the run directory.

@@ -20,13 +20,12 @@ impl Trainer {
     /// `rows` after the pipeline's model steps; their statistics and times go into `m`.
     pub(crate) fn model_steps(
         &mut self,
-        rows: RecordBatch,
+        mut rows: RecordBatch,
         seed: u64,
         m: &mut IterationMetrics,
     ) -> Result<RecordBatch> {
         let t = Instant::now();
         let max_tokens = self.spec.model.max_batch_tokens;
-        let mut rows = rows;
         if let Some(d) = self.discriminator.as_mut() {
             let (rewarded, stats) = d.train_and_reward(&self.model, &rows, max_tokens, seed)?;
             (rows, m.discriminator_loss, m.discriminator_accuracy) = (rewarded, Some(stats.loss), Some(stats.accuracy));
