@@ -697,8 +697,8 @@ pub fn run(cli: Cli) -> Result<String> {
             let steps = match &plan.graph {
                 Some(g) => format!(
                     "{} model steps, {} data stages, update '{}'",
-                    g.before.len(),
-                    plan.stages.len(),
+                    g.before.len() + g.in_stages.len(),
+                    plan.stages.len() - g.in_stages.len(),
                     g.update.id
                 ),
                 None => format!("{} stages", plan.stages.len()),

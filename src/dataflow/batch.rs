@@ -41,6 +41,15 @@ impl Batch {
     }
 }
 
+/// Splits `rows` into one batch per worker by `hash(episode_id)`; `source` names them in errors.
+pub fn spread_by_episode(rows: RecordBatch, peers: usize, source: &str) -> crate::error::Result<Vec<(u64, Batch)>> {
+    if rows.column_by_name("episode_id").is_none() {
+        return Err(crate::error::Error::Usage(format!("{source}: the rows have no episode_id")));
+    }
+    let keys = episode_ids(&rows);
+    Batch { rows, source: source.into() }.split_by_keys(&keys, peers)
+}
+
 /// The columns of `rows` named in `names`, in that order; names `rows` lacks are skipped (no data
 /// is copied).
 pub fn select(rows: &RecordBatch, names: &[String]) -> RecordBatch {

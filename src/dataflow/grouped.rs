@@ -51,7 +51,7 @@ use crate::stages::{GroupedOp, Operator as Op, StageInput, Stat, Summary};
 fn grouped_op(plan: &Plan, stage: usize) -> &dyn GroupedOp {
     match &plan.stages[stage].op {
         Op::Grouped(g) => g.as_ref(),
-        Op::Local(_) => unreachable!("render_grouped is only called on grouped stages"),
+        Op::Local(_) | Op::Model(_) => unreachable!("render_grouped is only called on grouped stages"),
     }
 }
 

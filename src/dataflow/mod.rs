@@ -23,6 +23,7 @@ mod grouped;
 mod ingest_log;
 mod iterate;
 mod local;
+mod model_step;
 mod open_groups;
 mod row_file;
 mod sharded_map;
@@ -207,6 +208,18 @@ pub fn run(
     on_rows: Arc<dyn Fn(u64) + Send + Sync>,
     gather: Gather,
 ) -> Result<RunReport> {
+    if let Some(st) = plan.stages.iter().find(|s| matches!(s.op, Op::Model(_))) {
+        return Err(Error::Spec {
+            file: plan.file.clone(),
+            stage: Some(st.id.clone()),
+            key: Some("op".into()),
+            message: format!(
+                "`{}` is a model step: it runs where the pipeline trains (`trajflow run`, or --train); stored rows \
+                 are processed without training by a data pipeline (e.g. pipelines/poad_advantages.toml)",
+                st.op_name
+            ),
+        });
+    }
     let config = cluster.to_timely()?;
     let (gathering, consumer) = match gather {
         Gather::No => (false, None),
@@ -319,7 +332,7 @@ pub fn run(
                 Some(storage) => Scope::Stored(storage.clone()),
                 None => Scope::Job(None),
             };
-            let out = render(rows, p.clone(), e.clone(), scope, keep.as_deref(), deferral);
+            let out = render(rows, p.clone(), e.clone(), scope, keep.as_deref(), deferral, None);
             if gathering {
                 gather_to_leader(out.clone(), &probe, gathered.clone());
             }
@@ -612,55 +625,84 @@ fn render<'s>(
     scope: Scope,
     keep: Option<&[String]>,
     deferral: Option<(crate::pipeline::deferral::Deferred, deferred::Recorded, Rederive)>,
+    steps: Option<model_step::StepRequests>,
 ) -> Stream<'s, u64, Vec<Batch>> {
-    // Split the stage list at grouped stages: leading locals, then (grouped, locals after it)*.
-    let mut leading = Vec::new();
-    let mut segments: Vec<(usize, Vec<usize>)> = Vec::new();
+    /// A piece of the stage list, rendered as one operator chain.
+    enum Segment {
+        /// Local stages in a row: one map.
+        Local(Vec<usize>),
+        /// A grouped stage and the local stages after it.
+        Grouped(usize, Vec<usize>),
+        /// A model step.
+        Model(usize),
+    }
+    let mut segments: Vec<Segment> = Vec::new();
     for (i, st) in plan.stages.iter().enumerate() {
         match (&st.op, segments.last_mut()) {
-            (Op::Grouped(_), _) => segments.push((i, Vec::new())),
-            (Op::Local(_), Some((_, after))) => after.push(i),
-            (Op::Local(_), None) => leading.push(i),
+            (Op::Grouped(_), _) => segments.push(Segment::Grouped(i, Vec::new())),
+            (Op::Model(_), _) => segments.push(Segment::Model(i)),
+            (Op::Local(_), Some(Segment::Grouped(_, run) | Segment::Local(run))) => run.push(i),
+            (Op::Local(_), _) => segments.push(Segment::Local(vec![i])),
         }
     }
     let mut stream = rows;
-    if !leading.is_empty() {
-        let (p, e) = (plan.clone(), errors.clone());
-        stream = stream
-            .unary(Pipeline, "LocalStages", move |_, _| {
-                move |input, output| {
-                    input.for_each_stamp(|cap, data| {
-                        let mut session = output.session(&cap);
-                        let stages: Vec<_> = leading.iter().map(|&i| &p.stages[i]).collect();
-                        for b in data.flat_map(|c| c.drain(..)) {
-                            match local::run_local(&stages, b.rows, &b.source) {
-                                Ok(rows) => session.give(Batch { rows, source: b.source }),
-                                Err(err) => e.set(err),
-                            }
+    for segment in segments {
+        stream = match segment {
+            Segment::Local(run) => render_local(stream, plan.clone(), run, errors.clone()),
+            Segment::Model(i) => match &steps {
+                Some(requests) => model_step::render(stream, plan.clone(), i, requests.clone(), errors.clone()),
+                None => unreachable!("dataflow::run refuses plans with model steps"),
+            },
+            Segment::Grouped(g, after) => {
+                if let Some(keep) = keep {
+                    let mut live = keep.to_vec();
+                    for column in plan.stages[g..].iter().flat_map(|s| s.read.values()) {
+                        if !live.contains(column) {
+                            live.push(column.clone());
                         }
-                    });
+                    }
+                    stream = stream.map_in_place(move |b| b.rows = batch::select(&b.rows, &live));
                 }
-            })
-            .container::<Vec<Batch>>();
-    }
-    for (g, after) in segments {
-        if let Some(keep) = keep {
-            let mut live = keep.to_vec();
-            for column in plan.stages[g..].iter().flat_map(|s| s.read.values()) {
-                if !live.contains(column) {
-                    live.push(column.clone());
+                match &deferral {
+                    Some((d, recorded, rederive)) if d.stage == g => deferred::render(
+                        stream,
+                        plan.clone(),
+                        d.clone(),
+                        recorded.clone(),
+                        rederive.clone(),
+                        errors.clone(),
+                    ),
+                    _ => grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope.clone()),
                 }
             }
-            stream = stream.map_in_place(move |b| b.rows = batch::select(&b.rows, &live));
-        }
-        stream = match &deferral {
-            Some((d, recorded, rederive)) if d.stage == g => {
-                deferred::render(stream, plan.clone(), d.clone(), recorded.clone(), rederive.clone(), errors.clone())
-            }
-            _ => grouped::render_grouped(stream, plan.clone(), g, after, errors.clone(), scope.clone()),
         };
     }
     stream
+}
+
+/// The local stages `run` of `plan`, in order, on each batch where it is.
+fn render_local<'s>(
+    stream: Stream<'s, u64, Vec<Batch>>,
+    plan: Arc<Plan>,
+    run: Vec<usize>,
+    errors: ErrorSlot,
+) -> Stream<'s, u64, Vec<Batch>> {
+    stream
+        .unary(Pipeline, "LocalStages", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let mut session = output.session(&cap);
+                    let stages: Vec<_> = run.iter().map(|&i| &plan.stages[i]).collect();
+                    for b in data.flat_map(|c| c.drain(..)) {
+                        match local::run_local(&stages, b.rows, &b.source) {
+                            Ok(rows) => session.give(Batch { rows, source: b.source }),
+                            Err(err) => errors.set(err),
+                        }
+                    }
+                });
+            }
+        })
+        .container::<Vec<Batch>>()
 }
 
 #[cfg(test)]

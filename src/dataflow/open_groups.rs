@@ -561,7 +561,7 @@ pub fn render<'s>(
     let id = st.id.clone();
     let group_column = match &st.op {
         Op::Grouped(g) => g.group_column().map(|c| st.read.get(c).cloned().unwrap_or_else(|| c.to_string())),
-        Op::Local(_) => unreachable!("open groups are only rendered for grouped stages"),
+        Op::Local(_) | Op::Model(_) => unreachable!("open groups are only rendered for grouped stages"),
     };
     let mut store = Store::open(&storage, &id, group_column).map_err(|e| errors.set(e)).ok();
     let mut schedule = Schedule::new(&storage);

@@ -63,7 +63,7 @@ impl std::fmt::Debug for Rederive {
 fn op(plan: &Plan, stage: usize) -> &dyn GroupedOp {
     match &plan.stages[stage].op {
         Op::Grouped(g) => g.as_ref(),
-        Op::Local(_) => unreachable!("whole-dataset statistics belong to grouped stages"),
+        Op::Local(_) | Op::Model(_) => unreachable!("whole-dataset statistics belong to grouped stages"),
     }
 }
 

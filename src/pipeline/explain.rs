@@ -42,6 +42,13 @@ pub fn explain(plan: &Plan) -> String {
                 Some(c) => format!("grouped by {}", st.read.get(c).map(String::as_str).unwrap_or(c)),
                 None => "grouped over all rows".to_string(),
             },
+            Operator::Model(_) => {
+                let step = plan.graph.as_ref().and_then(|g| g.in_stages.iter().find(|m| m.id == st.id));
+                match step.and_then(|m| m.model.as_ref()) {
+                    Some(m) => format!("model step on {m}"),
+                    None => "model step".to_string(),
+                }
+            }
         };
         let input = plan.graph.as_ref().and_then(|g| g.before.last()).map_or("input", |last| last.id.as_str());
         let inputs = if st.inputs.is_empty() { input.to_string() } else { st.inputs.join(", ") };
@@ -70,6 +77,13 @@ pub fn explain(plan: &Plan) -> String {
     for st in &plan.stages {
         match &st.op {
             Operator::Local(_) => local.push(&st.id),
+            Operator::Model(_) => {
+                if !local.is_empty() {
+                    let _ = write!(s, " -> map[{}]", local.join(", "));
+                    local.clear();
+                }
+                let _ = write!(s, " -> gather on worker 0 -> model step[{}] -> exchange by episode_id", st.id);
+            }
             Operator::Grouped(g) => {
                 if !local.is_empty() {
                     let _ = write!(s, " -> map[{}]", local.join(", "));

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
 
+use super::graph::{model_op, StepColumns};
 use super::spec::{PipelineSpec, StageSpec};
 use crate::error::{Error, Result};
 use crate::schema::{ColumnType, TableSchema};
@@ -125,7 +126,13 @@ impl Plan {
         }
         for &i in &order {
             let s = &spec.stages[i];
-            let op = stages::build(&s.op, &s.params).map_err(|e| err(&s.id, &e.key, e.message))?;
+            // A graph's reward and value steps stand in the stage list; elsewhere the names are
+            // unknown operators.
+            let step = spec.graph.as_ref().and(model_op(&s.op)).and_then(StepColumns::of);
+            let op = match step {
+                Some(columns) => Operator::Model(Box::new(columns)),
+                None => stages::build(&s.op, &s.params).map_err(|e| err(&s.id, &e.key, e.message))?,
+            };
             let (reads, writes) = (op.describe().reads(), op.describe().writes());
             check_renames(s, "read", reads.iter().map(|c| c.name)).map_err(|(k, m)| err(&s.id, &k, m))?;
             check_renames(s, "write", writes.iter().map(|c| c.name)).map_err(|(k, m)| err(&s.id, &k, m))?;

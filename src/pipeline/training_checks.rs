@@ -25,7 +25,7 @@ pub fn check_training(spec: &PipelineSpec, plan: &Plan, mode: TrainingMode) -> R
     if spec.training.is_none() {
         return Ok(());
     }
-    let checked = check_learner_columns(spec, plan).and_then(|()| match mode {
+    let checked = check_model_sections(spec).and_then(|()| check_learner_columns(spec, plan)).and_then(|()| match mode {
         TrainingMode::Run => check_values_source(spec, plan),
         // Stored rows may carry `values` of their own (an actor's critic).
         TrainingMode::Stream => Ok(()),
@@ -35,6 +35,32 @@ pub fn check_training(spec: &PipelineSpec, plan: &Plan, mode: TrainingMode) -> R
         Some(g) => g.relocate(e),
         None => e,
     })
+}
+
+/// A model step runs where the graph puts it among the stages: the section form has no place for
+/// one, so a `[critic]`, `[discriminator]` or `[implicit_reward]` written by hand would not run.
+fn check_model_sections(spec: &PipelineSpec) -> Result<()> {
+    let t = spec.training.as_ref().expect("checked by the caller");
+    if spec.graph.is_some() {
+        return Ok(());
+    }
+    let sections = [
+        ("critic", t.critic.is_some(), "values"),
+        ("discriminator", t.discriminator.is_some(), "discriminator_reward"),
+        ("implicit_reward", t.implicit_reward.is_some(), "implicit_reward"),
+    ];
+    match sections.iter().find(|(_, present, _)| *present) {
+        Some((section, _, op)) => Err(Error::Spec {
+            file: spec.file.clone(),
+            stage: Some(format!("[{section}]")),
+            key: None,
+            message: format!(
+                "its step runs where a graph puts it: write the pipeline with [models] tables and an \
+                 `op = \"{op}\"` [[stage]] (`trajflow ops`)"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The learner's columns must be written by a stage or be trajectory columns.
@@ -67,24 +93,20 @@ fn check_learner_columns(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// In `trajflow run` only a critic (a `values` step, or `[critic]`) fills the trajectory column
-/// `values` (rollouts leave it empty): a stage that reads it with no critic and no upstream stage writing it is an error here,
-/// before the model loads, not at the first iteration.
+/// In `trajflow run` only a `values` step fills the trajectory column `values` (rollouts leave it
+/// empty): a stage that reads it with no `values` step (or other writer) before it is an error
+/// here, before the model loads, not at the first iteration.
 fn check_values_source(spec: &PipelineSpec, plan: &Plan) -> Result<()> {
-    let t = spec.training.as_ref().expect("checked by the caller");
-    if t.critic.is_some() {
-        return Ok(());
-    }
     for (i, s) in plan.stages.iter().enumerate() {
-        let written_upstream = |c: &str| plan.stages[..i].iter().any(|u| u.writes.iter().any(|(n, _)| n == c));
-        if let Some((key, _)) = s.read.iter().find(|(_, col)| col.as_str() == "values" && !written_upstream(col)) {
+        let written_before = |c: &str| plan.stages[..i].iter().any(|u| u.writes.iter().any(|(n, _)| n == c));
+        if let Some((key, _)) = s.read.iter().find(|(_, col)| col.as_str() == "values" && !written_before(col)) {
             return Err(Error::Spec {
                 file: spec.file.clone(),
                 stage: Some(s.id.clone()),
                 key: Some(key.clone()),
                 message: format!(
-                    "`{}` reads column 'values', which only a critic fills during a run: add a `values` step (a \
-                     [critic] section in the section form) or use an advantage that needs no critic",
+                    "`{}` reads column 'values', which only a `values` step fills during a run: put one \
+                     upstream of it (in its inputs) or use an advantage that needs no critic",
                     s.op_name
                 ),
             });

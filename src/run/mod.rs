@@ -137,7 +137,7 @@ pub fn run(opts: RunOptions) -> Result<PathBuf> {
     let (text, plan, spec) = resolve(&opts)?;
     let dir = &opts.dir;
     let leader = opts.cluster.is_leader();
-    let (first, driver): (u64, Option<Box<dyn Driver>>) = if leader {
+    let (first, driver): (u64, Option<Box<dyn Driver + Send>>) = if leader {
         let resume_from = if opts.resume {
             Some(
                 trainer::last_checkpoint(dir)?

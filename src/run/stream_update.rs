@@ -1,5 +1,5 @@
 //! One update of stream training, on the device thread: a round of closed groups goes through the
-//! graph after its source — model steps, data stages, the update — and then its metrics line and,
+//! graph after its source — the stages with their model steps (run on this thread), the update — and then its metrics line and,
 //! every `checkpoint_every` updates, its checkpoint ([`super::stream`] queues the rounds).
 //!
 //! Invariant: update `n` depends only on its rows, the models after update `n − 1` and
@@ -40,29 +40,32 @@ pub struct StreamUpdates {
     pub trainer: Trainer,
     /// The training spec (`[stream]`, `[run]`).
     pub spec: TrainingSpec,
-    /// The data stages, applied to each round after the model steps.
+    /// The stages (data stages and model steps), applied to each round.
     pub plan: Arc<Plan>,
     /// The update of the last checkpoint written.
     pub checkpointed: u64,
 }
 
 impl StreamUpdates {
-    /// Update `round.n`: model steps, data stages, the learner; its metrics line; its checkpoint
-    /// when due.
+    /// Update `round.n`: the stages with their model steps, the learner; its metrics line; its
+    /// checkpoint when due.
     pub fn train(&mut self, round: Round) -> Result<()> {
         let n = round.n;
         let s = &self.spec.stream;
         let version = s.initial_version + (n - 1) as i64;
         let bound = s.max_staleness.map(|max| Staleness { version, max, mode: s.stale });
-        let mut m = IterationMetrics { iteration: n, policy_version: version, ..Default::default() };
-        // The graph after its source, as in a run: model steps, data stages, update.
+        // The graph after its source, as in a run: the stages with their model steps, the update.
         let rows = crate::dataflow::sorted_by_episode(&round.parts)?;
         check_token_ids(&rows, self.trainer.vocab_size()).map_err(|e| Error::Usage(format!("update {n}: {e}")))?;
-        let rows = self.trainer.model_steps(rows, self.spec.run.seed ^ n, &mut m)?;
-        let rows = stage_outputs(self.plan.clone(), n, rows)?;
+        // The outcome of the episodes as their source stored them (a reward step rewrites `reward`).
+        let (success_rate, return_mean) = outcomes(&rows);
+        let trainer = &mut self.trainer;
+        trainer.begin_metrics(IterationMetrics { iteration: n, policy_version: version, ..Default::default() });
+        let rows = stage_outputs(self.plan.clone(), n, rows, &mut |op, rows| trainer.model_step(n, op, rows))?;
+        let mut m = trainer.take_metrics();
         self.trainer.store(n, &rows)?;
         let pv = versions(&rows)?;
-        (m.success_rate, m.return_mean) = outcomes(&rows);
+        (m.success_rate, m.return_mean) = (success_rate, return_mean);
         m.episodes = rows.num_rows();
         m.stream = Some(StreamCounts {
             files: round.files,

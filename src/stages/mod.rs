@@ -116,6 +116,10 @@ pub enum Operator {
     Local(Box<dyn LocalOp>),
     /// Grouped.
     Grouped(Box<dyn GroupedOp>),
+    /// A model-bound step of a training graph (a reward model's rewards, the critic's values):
+    /// it needs every row of an iteration at once and the models, so the dataflow hands the
+    /// iteration's rows to the driver that owns them ([`crate::dataflow::Driver::model_step`]).
+    Model(Box<dyn Describe>),
 }
 
 impl Operator {
@@ -124,6 +128,7 @@ impl Operator {
         match self {
             Operator::Local(op) => op.as_ref(),
             Operator::Grouped(op) => op.as_ref(),
+            Operator::Model(op) => op.as_ref(),
         }
     }
 }

@@ -52,7 +52,7 @@ mod models;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-pub use model_ops::{model_op, ModelOp, Needs, Role, MODEL_OPERATORS};
+pub use model_ops::{model_op, ModelOp, Needs, Role, StepColumns, MODEL_OPERATORS};
 
 use crate::error::{Error, Result};
 
@@ -98,8 +98,10 @@ pub struct ModelStep {
 pub struct Graph {
     /// The models: name and what it is.
     pub models: Vec<(String, String)>,
-    /// The model-bound steps before the data stages, in execution order.
+    /// The warm start and the sources, in execution order.
     pub before: Vec<ModelStep>,
+    /// The reward and value steps, which stand in the stage list among the data stages.
+    pub in_stages: Vec<ModelStep>,
     /// The update.
     pub update: ModelStep,
     /// The value head the update also trains.
@@ -138,6 +140,16 @@ impl Step {
     fn view(&self) -> ModelStep {
         ModelStep { id: self.id.clone(), op: self.op.name, model: self.model.clone(), inputs: self.inputs.clone() }
     }
+
+    /// The stage a reward or value step leaves in the lowered stage list: its id, operator and
+    /// inputs (its keys go to its section).
+    fn marker(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("id".into(), toml::Value::String(self.id.clone()));
+        t.insert("op".into(), toml::Value::String(self.op.name.into()));
+        t.insert("inputs".into(), self.inputs.iter().cloned().map(toml::Value::String).collect::<Vec<_>>().into());
+        t
+    }
 }
 
 /// If `table` is in graph form (it has `[models]`), validates it and rewrites it in place into
@@ -164,13 +176,24 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
     };
     let mut steps = Vec::new();
     let mut data = Vec::new();
+    // Where each stage of the lowered list stood in the file (the plan breaks ties by file order).
+    let mut position: BTreeMap<String, usize> = BTreeMap::new();
     for (i, value) in stages.into_iter().enumerate() {
         let toml::Value::Table(t) = value else {
             return Err(GraphError::new(&format!("stage #{}", i + 1), None, "must be a table"));
         };
         match t.get("op").and_then(toml::Value::as_str).and_then(model_op) {
-            Some(op) => steps.push(parse_step(i, op, t, &models, &policy)?),
-            None => data.push(t),
+            Some(op) => {
+                let step = parse_step(i, op, t, &models, &policy)?;
+                position.insert(step.id.clone(), i);
+                steps.push(step);
+            }
+            None => {
+                if let Some(id) = t.get("id").and_then(toml::Value::as_str) {
+                    position.insert(id.to_string(), i);
+                }
+                data.push(t);
+            }
         }
     }
     let data_ids: Vec<String> =
@@ -187,7 +210,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
         no_inputs(w)?;
     }
     let (source, join) = source(&steps)?;
-    let chain = chain(&steps, join.unwrap_or(source))?;
+    let chain = annotators(&steps)?;
     if let Some(r) = chain.iter().find(|s| s.op.reads_expert_pairs()) {
         if source.op.name != "expert_prefixes" {
             return Err(GraphError::new(
@@ -197,7 +220,12 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
             ));
         }
     }
-    let end = chain.last().copied().unwrap_or(join.unwrap_or(source)).id.clone();
+    // The reward and value steps stay in the stage list, where the dataflow applies them.
+    data.extend(chain.iter().map(|s| s.marker()));
+    data.sort_by_key(|t| t.get("id").and_then(toml::Value::as_str).and_then(|id| position.get(id)).copied());
+    let data_ids: Vec<String> =
+        data.iter().filter_map(|t| t.get("id").and_then(toml::Value::as_str).map(str::to_string)).collect();
+    let end = join.unwrap_or(source).id.clone();
     attach_data_stages(&mut data, &steps, &end)?;
     let update = update(&steps, &data, &data_ids, &end)?;
     let critic = critic(update, &chain, &models)?;
@@ -216,7 +244,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
 
     let mut before: Vec<ModelStep> = warm_start.into_iter().map(Step::view).collect();
     before.extend(steps.iter().filter(|s| matches!(s.op.role, Role::Source | Role::Join)).map(Step::view));
-    before.extend(chain.iter().map(|s| s.view()));
+    let in_stages = chain.iter().map(|s| s.view()).collect();
     let models = models
         .iter()
         .map(|(name, m)| {
@@ -227,7 +255,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
             (name.clone(), what)
         })
         .collect();
-    Ok(Graph { models, before, update: update.view(), critic, origins })
+    Ok(Graph { models, before, in_stages, update: update.view(), critic, origins })
 }
 
 /// The validated shape the trainer runs.
@@ -310,11 +338,13 @@ fn write_sections(
     origins
 }
 
-/// Checks that every data stage names its inputs and reads the model steps only at `end` (the
-/// last reward or value step, or the source), and removes `end` from their inputs: in the lowered
-/// pipeline the stages' input is the rows after every model step.
+/// Checks that every stage of the lowered list (data stages, reward and value steps) names its
+/// inputs and reads no model step but the source `end` (or its join) and the reward and value
+/// steps, and removes `end` from their inputs: in the lowered pipeline a stage without inputs
+/// reads the source's rows.
 fn attach_data_stages(data: &mut [toml::Table], steps: &[Step], end: &str) -> Result<(), GraphError> {
-    let step_ids: BTreeSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+    let elsewhere: BTreeSet<&str> =
+        steps.iter().filter(|s| s.op.role != Role::Annotate && s.id != end).map(|s| s.id.as_str()).collect();
     for t in data.iter_mut() {
         let id = t.get("id").and_then(toml::Value::as_str).unwrap_or("?").to_string();
         let inputs: Vec<String> = t.get("inputs").cloned().and_then(|v| v.try_into().ok()).unwrap_or_default();
@@ -325,12 +355,12 @@ fn attach_data_stages(data: &mut [toml::Table], steps: &[Step], end: &str) -> Re
                 &format!("name the stage it reads (the rows come from '{end}')"),
             ));
         }
-        if let Some(step) = inputs.iter().find(|i| step_ids.contains(i.as_str()) && **i != end) {
+        if let Some(step) = inputs.iter().find(|i| elsewhere.contains(i.as_str())) {
             return Err(GraphError::new(
                 &id,
                 Some("inputs"),
                 &format!(
-                    "reads '{step}', but the data stages run after every reward and value step here: read '{end}'"
+                    "reads '{step}': a stage reads the rows of '{end}', a data stage or a reward or value step"
                 ),
             ));
         }
@@ -464,42 +494,16 @@ fn source(steps: &[Step]) -> Result<(&Step, Option<&Step>), GraphError> {
     Ok((policy, Some(join)))
 }
 
-/// The reward and value steps, in order: each reads the one before it, the first the source.
-fn chain<'a>(steps: &'a [Step], start: &'a Step) -> Result<Vec<&'a Step>, GraphError> {
+/// The reward and value steps: at most one of each operator. Each stands in the stage list where
+/// its inputs put it, like a data stage ([`attach_data_stages`] checks what it reads).
+fn annotators(steps: &[Step]) -> Result<Vec<&Step>, GraphError> {
     let annotators: Vec<&Step> = steps.iter().filter(|s| s.op.role == Role::Annotate).collect();
-    let mut chain: Vec<&Step> = Vec::new();
-    let mut at = start;
-    loop {
-        let next: Vec<&Step> = annotators.iter().filter(|s| s.inputs.contains(&at.id)).copied().collect();
-        match next.as_slice() {
-            [] => break,
-            [one] => {
-                chain.push(one);
-                at = one;
-            }
-            [a, b, ..] => {
-                return Err(GraphError::new(
-                    &b.id,
-                    Some("inputs"),
-                    &format!("'{}' and '{}' both read '{}': chain them, one reading the other", a.id, b.id, at.id),
-                ))
-            }
-        }
-    }
-    for s in annotators {
-        let in_chain = chain.iter().any(|c| c.id == s.id);
-        if !in_chain || s.inputs.len() != 1 {
-            return Err(GraphError::new(
-                &s.id,
-                Some("inputs"),
-                &format!("reward and value steps read one stage: the source '{}' or the step before", start.id),
-            ));
-        }
-        if chain.iter().filter(|c| c.op.name == s.op.name).count() > 1 {
+    for (i, s) in annotators.iter().enumerate() {
+        if annotators[..i].iter().any(|a| a.op.name == s.op.name) {
             return Err(GraphError::new(&s.id, Some("op"), &format!("a second `{}` step", s.op.name)));
         }
     }
-    Ok(chain)
+    Ok(annotators)
 }
 
 /// The update: the one step that trains the policy, reading the data stages (or the rows

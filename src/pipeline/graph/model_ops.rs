@@ -8,6 +8,9 @@
 //! that only means something to another operator (`trials` outside `reflexion`) never passes
 //! silently.
 
+use crate::schema::TableSchema;
+use crate::stages::{Col, Describe};
+
 /// Where an operator sits in an iteration's graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -17,7 +20,8 @@ pub enum Role {
     Source,
     /// Joins the rows of two sources.
     Join,
-    /// Adds or rewrites columns of every row, with a model, before the data stages.
+    /// Adds or rewrites columns of every row that reaches it, with a model: it stands among the
+    /// data stages, and the dataflow hands an iteration's rows to the models there.
     Annotate,
     /// Trains the policy on the rows and emits its next version (the feedback edge to the sources).
     Update,
@@ -254,6 +258,43 @@ pub fn model_op(name: &str) -> Option<&'static ModelOp> {
     MODEL_OPERATORS.iter().find(|o| o.name == name)
 }
 
+/// A reward or value step's columns as the plan checks them: the names its [`ModelOp`] declares,
+/// with their types in the trajectory table.
+pub struct StepColumns(&'static ModelOp);
+
+impl StepColumns {
+    /// The columns of `op`, which must annotate rows ([`Role::Annotate`]).
+    pub fn of(op: &'static ModelOp) -> Option<StepColumns> {
+        (op.role == Role::Annotate).then_some(StepColumns(op))
+    }
+
+    fn columns(names: &'static str) -> Vec<Col> {
+        let table = TableSchema::trajectory();
+        names
+            .split(", ")
+            .map(|name| {
+                let field = table.fields.iter().find(|f| f.name == name);
+                let ty = field.unwrap_or_else(|| panic!("'{name}' is a trajectory column")).ty.clone();
+                Col { name, ty, optional: false }
+            })
+            .collect()
+    }
+}
+
+impl Describe for StepColumns {
+    fn reads(&self) -> Vec<Col> {
+        Self::columns(self.0.reads)
+    }
+
+    fn writes(&self) -> Vec<Col> {
+        Self::columns(self.0.writes)
+    }
+
+    fn params(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +327,14 @@ mod tests {
                 assert!(section.contains(&k.to_string()), "{}: {k}", op.name);
             }
         }
+    }
+
+    /// Every reward and value step declares trajectory columns only (the plan checks them).
+    #[test]
+    fn annotating_steps_declare_trajectory_columns() {
+        for op in MODEL_OPERATORS.iter().filter_map(StepColumns::of) {
+            assert!(!op.reads().is_empty() && !op.writes().is_empty(), "{}", op.0.name);
+        }
+        assert_eq!(MODEL_OPERATORS.iter().filter_map(StepColumns::of).count(), 3);
     }
 }

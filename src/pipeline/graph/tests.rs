@@ -99,20 +99,46 @@ fn json(spec: &PipelineSpec) -> String {
     serde_json::to_string(spec.training.as_ref().unwrap()).unwrap()
 }
 
-/// The graph form lowers to exactly the sections the section form parses to, and the data stages
-/// keep their ids, parameters and data edges.
+fn stages(p: &PipelineSpec) -> Vec<(&str, Vec<&str>)> {
+    p.stages.iter().map(|s| (s.id.as_str(), s.inputs.iter().map(String::as_str).collect())).collect()
+}
+
+/// The graph form lowers to exactly the sections the section form parses to; the data stages keep
+/// their ids, parameters and data edges, and the reward and value steps stay in the stage list
+/// where their inputs put them (a stage reading the source reads the lowered list's input).
 #[test]
 fn graph_and_section_forms_train_alike() {
     let (g, s) = (parse(POAD_GRAPH).unwrap(), parse(POAD_SECTIONS).unwrap());
     assert_eq!(json(&g), json(&s));
-    let stages = |p: &PipelineSpec| p.stages.iter().map(|s| (s.id.clone(), s.inputs.clone())).collect::<Vec<_>>();
-    assert_eq!(stages(&g), stages(&s));
-    assert_eq!(g.stages[0].params, s.stages[0].params);
+    assert_eq!(stages(&g), [("v", vec![]), ("gae", vec!["v"]), ("whiten", vec!["gae"])]);
+    assert_eq!(stages(&s), [("gae", vec![]), ("whiten", vec!["gae"])]);
+    assert_eq!((g.stages[0].op.as_str(), &g.stages[1].params), ("values", &s.stages[0].params));
     let graph = g.graph.unwrap();
     let ids: Vec<&str> = graph.before.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["warm", "play", "v"]);
+    assert_eq!(ids, ["warm", "play"]);
+    assert_eq!(graph.in_stages.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["v"]);
     assert_eq!((graph.update.id.as_str(), graph.update.op), ("up", "ppo_update"));
     assert!(s.graph.is_none());
+}
+
+/// A model step may stand after data stages: the critic's values of rows that went through a
+/// data stage first, in the plan as a model step at that place.
+#[test]
+fn a_model_step_may_read_a_data_stage() {
+    let text = POAD_GRAPH.replace(
+        "[[stage]]\nid = \"v\"\nop = \"values\"\nmodel = \"critic\"\ninputs = [\"play\"]",
+        "[[stage]]\nid = \"ends\"\nop = \"action_boundaries\"\ninputs = [\"play\"]\n\
+         [[stage]]\nid = \"v\"\nop = \"values\"\nmodel = \"critic\"\ninputs = [\"ends\"]",
+    );
+    assert_ne!(text, POAD_GRAPH);
+    let spec = parse(&text).unwrap();
+    assert_eq!(stages(&spec), [("ends", vec![]), ("v", vec!["ends"]), ("gae", vec!["v"]), ("whiten", vec!["gae"])]);
+    let plan = crate::pipeline::Plan::from_spec(spec).unwrap();
+    let kinds: Vec<(&str, bool)> =
+        plan.stages.iter().map(|s| (s.id.as_str(), matches!(s.op, crate::stages::Operator::Model(_)))).collect();
+    assert_eq!(kinds, [("ends", false), ("v", true), ("gae", false), ("whiten", false)]);
+    // The step's columns are checked like a data stage's: it writes `values`, gae reads them.
+    assert_eq!(plan.stages[1].writes.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["values"]);
 }
 
 #[test]
@@ -164,8 +190,13 @@ fn invalid_graphs_are_refused_where_they_are_wrong() {
         ("op = \"values\"\nmodel = \"critic\"", "op = \"values\"\nmodel = \"policy\"", "v", "model"),
         ("op = \"rollout\"\nmodel = \"policy\"", "op = \"rollout\"\nmodel = \"nope\"", "play", "model"),
         ("op = \"rollout\"\nmodel = \"policy\"", "op = \"rollout\"", "play", "model"),
-        // A data stage reading the rollout while a values step annotates those rows.
-        ("inputs = [\"v\"]", "inputs = [\"play\"]", "gae", "inputs"),
+        // A data stage reading the rollout beside the values step: the step feeds no update.
+        ("inputs = [\"v\"]", "inputs = [\"play\"]", "v", "inputs"),
+        // A step reading the update, or nothing.
+        ("inputs = [\"play\"]", "inputs = [\"up\"]", "v", "inputs"),
+        ("inputs = [\"play\"]\n", "", "v", "inputs"),
+        // A second step of one operator.
+        ("[[stage]]\nid = \"gae\"", "[[stage]]\nid = \"v2\"\nop = \"values\"\nmodel = \"critic\"\ninputs = [\"v\"]\n[[stage]]\nid = \"gae\"", "v2", "op"),
         // A data stage without inputs.
         ("inputs = [\"v\"]\n", "", "gae", "inputs"),
         // A data stage that feeds no update.

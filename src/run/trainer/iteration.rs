@@ -1,13 +1,14 @@
-//! The [`Driver`] side of a run: one iteration's rollouts from the configured source (then the
-//! model steps: a reward model's step rewards, the critic's values), then, after the stages, trajectories committed → update → evaluation → metrics
-//! line → checkpoint.
+//! The [`Driver`] side of a run: one iteration's rollouts from the configured source; the graph's
+//! model steps (a reward model's step rewards, the critic's values) where the dataflow reaches
+//! them; then, after the stages, trajectories committed → update → evaluation → metrics line →
+//! checkpoint.
 //!
 //! Invariant: an iteration's tasks, environment seed and sampler seed are functions of
 //! `(seed, iteration)` alone, so a resumed run replays the next iteration bit for bit.
 
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 
 use super::{fmt_eval, Trainer};
 use crate::dataflow::Driver;
@@ -87,7 +88,10 @@ impl Driver for Trainer {
         m.time_s.insert("rollout/generate".into(), generate);
         let mut b = TrajectoryBuilder::default();
         rows.into_iter().for_each(|r| b.push(r));
-        let rows = self.model_steps(b.finish(), seed ^ iteration, &mut m)?;
+        let rows = b.finish();
+        self.source_order = Some(rows.column_by_name("episode_id").map_or_else(Vec::new, |c| {
+            c.as_string::<i32>().iter().map(|id| id.unwrap_or_default().to_string()).collect()
+        }));
         let secs = t.elapsed().as_secs_f64();
         (m.success_rate, m.return_mean) = outcomes(&rows);
         self.current = IterationMetrics {
@@ -102,8 +106,13 @@ impl Driver for Trainer {
         Ok(rows)
     }
 
+    fn model_step(&mut self, iteration: u64, op: &str, rows: RecordBatch) -> Result<RecordBatch> {
+        Trainer::model_step(self, iteration, op, rows)
+    }
+
     fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()> {
         let mut m = std::mem::take(&mut self.current);
+        self.source_order = None;
         if let Some(t) = self.rollout_done.take() {
             m.time_s.insert("stages".into(), t.elapsed().as_secs_f64());
         }
@@ -142,6 +151,11 @@ impl Driver for Trainer {
 impl Driver for ModelThread<Trainer> {
     fn rollout(&mut self, iteration: u64) -> Result<RecordBatch> {
         self.call(move |t| t.rollout(iteration))
+    }
+
+    fn model_step(&mut self, iteration: u64, op: &str, rows: RecordBatch) -> Result<RecordBatch> {
+        let op = op.to_string();
+        self.call(move |t| t.model_step(iteration, &op, rows))
     }
 
     fn learn(&mut self, iteration: u64, rows: RecordBatch) -> Result<()> {

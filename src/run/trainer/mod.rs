@@ -66,6 +66,9 @@ pub struct Trainer {
     metrics: MetricsFile,
     /// Metrics of the iteration in flight (filled by `rollout`, finished by `learn`).
     current: IterationMetrics,
+    /// The episode ids of the current iteration's rollout, in the order it made them: the order
+    /// its model steps see the rows in (`None` between iterations and under `--train`).
+    source_order: Option<Vec<String>>,
     rollout_done: Option<Instant>,
     verbose: bool,
 }
@@ -158,6 +161,7 @@ impl Trainer {
             imitation: None,
             reference: None,
             current: IterationMetrics::default(),
+            source_order: None,
             rollout_done: None,
             verbose,
         })
@@ -252,6 +256,16 @@ impl Trainer {
     }
 
     /// The number of token ids the policy knows.
+    /// Starts the metrics of iteration or update `m.iteration`: the model steps record into them.
+    pub(crate) fn begin_metrics(&mut self, m: IterationMetrics) {
+        self.current = m;
+    }
+
+    /// The metrics recorded since [`Trainer::begin_metrics`].
+    pub(crate) fn take_metrics(&mut self) -> IterationMetrics {
+        std::mem::take(&mut self.current)
+    }
+
     pub(crate) fn vocab_size(&self) -> i64 {
         self.model.cfg.vocab_size
     }

@@ -1,50 +1,73 @@
-//! The model steps between a graph's source and its data stages, on a batch of whole groups: the
-//! discriminator's or implicit reward model's training and one-step rewards (`discriminator_reward`,
-//! `implicit_reward`), then the critic's values (`values`). `trajflow run` applies them to each
-//! iteration's rollouts; `watch --train` and `reprocess --train` to each update's groups, so that
-//! a step a pipeline declares runs, in the same order, whatever the source of its rows.
+//! The graph's model steps, applied where the dataflow reaches them to a batch of whole groups
+//! (an iteration's rollouts in `trajflow run`, an update's groups under `--train`): the
+//! discriminator's or the implicit reward model's training and one-step rewards
+//! (`discriminator_reward`, `implicit_reward`) and the critic's values (`values`).
 //!
-//! Invariant: what the steps write is a function of the rows, the models' state and `seed`
-//! alone, so the same rows give the same annotated batch in every mode and after a resume.
+//! Invariants: what a step writes is a function of the rows, the models' state and
+//! `(seed, iteration)` alone, so the same rows give the same annotated batch in every mode and
+//! after a resume. A step sees the rows in their source's order: the order the run's rollout made
+//! them in (tasks, then samples), or `episode_id` order for stored rows under `--train` (the
+//! dataflow hands them over in `episode_id` order, whatever the number of workers). A reward model
+//! trains on them in that order.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 
 use super::Trainer;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::run::implicit_reward;
-use crate::run::metrics::IterationMetrics;
 
 impl Trainer {
-    /// `rows` after the pipeline's model steps; their statistics and times go into `m`.
-    pub(crate) fn model_steps(
-        &mut self,
-        mut rows: RecordBatch,
-        seed: u64,
-        m: &mut IterationMetrics,
-    ) -> Result<RecordBatch> {
+    /// `rows` after the model step `op` of iteration (or update) `iteration`; its statistics and
+    /// time go into the iteration's metrics (`stages/rewards`, `stages/values`).
+    pub(crate) fn model_step(&mut self, iteration: u64, op: &str, rows: RecordBatch) -> Result<RecordBatch> {
         let t = Instant::now();
+        let rows = match &self.source_order {
+            Some(order) => in_order(&rows, order)?,
+            None => rows,
+        };
+        let seed = self.spec.run.seed ^ iteration;
         let max_tokens = self.spec.model.max_batch_tokens;
-        if let Some(d) = self.discriminator.as_mut() {
-            let (rewarded, stats) = d.train_and_reward(&self.model, &rows, max_tokens, seed)?;
-            (rows, m.discriminator_loss, m.discriminator_accuracy) = (rewarded, Some(stats.loss), Some(stats.accuracy));
-        }
-        if let Some(cfg) = &self.spec.implicit_reward {
-            let (rewarded, stats) = implicit_reward::train_and_reward(&self.model, cfg, &rows, max_tokens, seed)?;
-            rows = rewarded;
-            (m.pairs, m.preference_accuracy, m.implicit_reward_loss) =
-                (Some(stats.pairs), Some(stats.accuracy), Some(stats.loss));
-        }
-        if self.discriminator.is_some() || self.spec.implicit_reward.is_some() {
-            m.time_s.insert("rollout/rewards".into(), t.elapsed().as_secs_f64());
-        }
-        self.load_critic_backbone()?;
-        if let Some(c) = &self.critic {
-            let t = Instant::now();
-            rows = c.annotate(&self.model, &rows, max_tokens)?;
-            m.time_s.insert("rollout/values".into(), t.elapsed().as_secs_f64());
-        }
+        let missing = || Error::Usage(format!("the model step `{op}` has no model (the pipeline declares none)"));
+        let (rows, part) = match op {
+            "discriminator_reward" => {
+                let d = self.discriminator.as_mut().ok_or_else(missing)?;
+                let (rows, stats) = d.train_and_reward(&self.model, &rows, max_tokens, seed)?;
+                let m = &mut self.current;
+                (m.discriminator_loss, m.discriminator_accuracy) = (Some(stats.loss), Some(stats.accuracy));
+                (rows, "stages/rewards")
+            }
+            "implicit_reward" => {
+                let cfg = self.spec.implicit_reward.as_ref().ok_or_else(missing)?;
+                let (rows, stats) = implicit_reward::train_and_reward(&self.model, cfg, &rows, max_tokens, seed)?;
+                let m = &mut self.current;
+                (m.pairs, m.preference_accuracy, m.implicit_reward_loss) =
+                    (Some(stats.pairs), Some(stats.accuracy), Some(stats.loss));
+                (rows, "stages/rewards")
+            }
+            "values" => {
+                self.load_critic_backbone()?;
+                let c = self.critic.as_ref().ok_or_else(missing)?;
+                (c.annotate(&self.model, &rows, max_tokens)?, "stages/values")
+            }
+            other => return Err(Error::Usage(format!("`{other}` is not a model step"))),
+        };
+        self.current.time_s.insert(part.into(), t.elapsed().as_secs_f64());
         Ok(rows)
     }
+}
+
+/// `rows` in the order of `order` (episode ids); rows not in it follow, in their own order.
+fn in_order(rows: &RecordBatch, order: &[String]) -> Result<RecordBatch> {
+    let ids = rows
+        .column_by_name("episode_id")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| Error::Usage("model step: the rows have no utf8 episode_id".into()))?;
+    let at: HashMap<&str, u32> = (0..ids.len()).map(|i| (ids.value(i), i as u32)).collect();
+    let mut take: Vec<u32> = order.iter().filter_map(|id| at.get(id.as_str()).copied()).collect();
+    let placed: HashSet<u32> = take.iter().copied().collect();
+    take.extend((0..ids.len() as u32).filter(|i| !placed.contains(i)));
+    Ok(arrow::compute::take_record_batch(rows, &UInt32Array::from(take))?)
 }
