@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PIPELINES: &[&str] =
@@ -307,51 +307,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_or_kill(mut children: Vec<Child>) {
-    let start = Instant::now();
-    for c in &mut children {
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "a process failed");
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(120) {
-                for k in &mut children {
-                    let _ = k.kill();
-                }
-                panic!("processes did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 #[test]
 fn two_processes_on_loopback_equal_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     interleaved_files(&input, 30, 4, 3, 3);
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts = loopback_hosts(&dir.path().join("hosts.txt"), 2);
     for p in ["loop_advantages.toml", "poad_advantages.toml"] {
         let (one, two) = (dir.path().join(format!("one-{p}")), dir.path().join(format!("two-{p}")));
         ok(&["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&one), "-w", "1"]);
-        let children = (0..2)
-            .map(|i| {
-                Command::new(bin())
-                    .args(["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&two), "-w", "1"])
-                    .args(["--processes", "2", "--process-id", &i.to_string(), "--hostfile", s(&hosts)])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        wait_or_kill(children);
+        let args = ["reprocess", &pipeline(p), "--input", s(&input), "--output", s(&two), "-w", "1"];
+        run_processes(&args, 2, &hosts, Duration::from_secs(120));
         assert_same_dataset(&one, &two);
     }
 }

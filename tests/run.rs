@@ -103,10 +103,10 @@ fn every_training_pipeline_runs_two_iterations_and_writes_a_run_directory() {
         let t = line["time_s"].as_object().unwrap();
         let mut parts = vec!["rollout/generate", "learn/recompute", "learn/fit", "learn/forward", "learn/backward"];
         if text.contains("op = \"values\"") {
-            parts.extend(["rollout/values", "learn/critic"]);
+            parts.extend(["stages/values", "learn/critic"]);
         }
         if text.contains("op = \"discriminator_reward\"") || text.contains("op = \"implicit_reward\"") {
-            parts.push("rollout/rewards");
+            parts.push("stages/rewards");
         }
         for part in parts {
             let (phase, _) = part.split_once('/').unwrap();
@@ -199,6 +199,59 @@ fn one_and_two_workers_give_identical_trajectories_and_weights() {
     ok(&args);
     assert_eq!(weights(&one, 2), weights(&two, 2));
     assert_same_dataset(&one.join("trajectories"), &two.join("trajectories"));
+}
+
+/// A model step after a data stage (the critic's values of rows that went through
+/// `action_boundaries` first): the dataflow gathers the rows on worker 0 for it where the graph
+/// puts it. Since the stage before it writes a column nothing after reads, the run equals PPO as
+/// shipped bit for bit; on two workers, and on two processes, it equals one.
+#[test]
+fn a_model_step_after_a_data_stage_runs_where_the_graph_puts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = pipeline("ppo.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let values = "id = \"values\"\nop = \"values\"\nmodel = \"critic\"\ninputs = [\"rollout\"]";
+    assert!(text.contains(values));
+    let moved = text.replace(
+        values,
+        "id = \"ends\"\nop = \"action_boundaries\"\ninputs = [\"rollout\"]\n\n[[stage]]\n\
+         id = \"values\"\nop = \"values\"\nmodel = \"critic\"\ninputs = [\"ends\"]",
+    );
+    let moved_file = tmp.path().join("ppo_moved.toml");
+    std::fs::write(&moved_file, moved).unwrap();
+    let explained = ok(&["explain", s(&moved_file)]);
+    assert!(explained.contains("values = values (model step on critic) <- ends"), "{explained}");
+    let (base, one, two) = (tmp.path().join("base"), tmp.path().join("w1"), tmp.path().join("w2"));
+    run(Path::new(&shipped), &base, &[]);
+    run(&moved_file, &one, &[]);
+    let mut args = vec!["run", s(&moved_file), "--out", s(&two), "--quiet", "-w", "2"];
+    for set in TINY {
+        args.extend(["--set", set]);
+    }
+    ok(&args);
+    let critic = |r: &Path| std::fs::read(r.join("checkpoints/iter-0002/critic/weights.safetensors")).unwrap();
+    assert_eq!(weights(&base, 2), weights(&one, 2), "moving the values step changed the policy");
+    assert_eq!(critic(&base), critic(&one), "moving the values step changed the critic");
+    assert_eq!(weights(&one, 2), weights(&two, 2), "two workers differ from one");
+    assert_eq!(critic(&one), critic(&two));
+    assert_eq!(metrics(&one), metrics(&two));
+    // Two processes on loopback (the rows cross the process boundary to reach the step) == one.
+    let procs = tmp.path().join("p2");
+    let hosts = loopback_hosts(&tmp.path().join("hosts.txt"), 2);
+    let mut args = vec!["run", s(&moved_file), "--out", s(&procs), "--quiet", "-w", "1"];
+    for set in TINY {
+        args.extend(["--set", set]);
+    }
+    run_processes(&args, 2, &hosts, std::time::Duration::from_secs(600));
+    assert_eq!(weights(&one, 2), weights(&procs, 2), "two processes differ from one");
+    assert_eq!(critic(&one), critic(&procs));
+    // The step ran in the stages phase, on the device thread, once per iteration.
+    let raw = std::fs::read_to_string(one.join("metrics.jsonl")).unwrap();
+    for line in raw.lines().skip(1) {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (part, phase) = (t["time_s"]["stages/values"].as_f64().unwrap(), t["time_s"]["stages"].as_f64().unwrap());
+        assert!(part <= phase, "{line}");
+    }
 }
 
 #[test]

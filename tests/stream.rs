@@ -294,30 +294,11 @@ fn two_processes_on_loopback_train_the_weights_of_one() {
     let sets = sets(&[]);
     let one = dir.path().join("one");
     ok(&args(&["reprocess", &pipeline("loop.toml"), "--input", s(&input), "--output", s(&one), "--train"], &sets));
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port())).unwrap();
+    let hosts = loopback_hosts(&dir.path().join("hosts.txt"), 2);
     let two = dir.path().join("two");
-    let mut children: Vec<_> = (0..2)
-        .map(|i| {
-            Command::new(bin())
-                .args(["reprocess", &pipeline("loop.toml"), "--input", s(&input), "--output", s(&two), "--train"])
-                .args(["--processes", "2", "--process-id", &i.to_string(), "--hostfile", s(&hosts)])
-                .args(&sets)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let start = Instant::now();
-    for c in &mut children {
-        while c.try_wait().unwrap().is_none() {
-            assert!(start.elapsed() < Duration::from_secs(120), "processes did not finish");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(c.wait().unwrap().success());
-    }
+    let train = ["reprocess", &pipeline("loop.toml"), "--input", s(&input), "--output", s(&two), "--train"];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    run_processes(&[&train[..], &sets].concat(), 2, &hosts, Duration::from_secs(120));
     assert_same_dataset(&one.join("trajectories"), &two.join("trajectories"));
     assert_eq!(last_weights(&one), last_weights(&two));
 }

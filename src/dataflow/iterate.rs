@@ -81,7 +81,8 @@ pub fn stage_outputs(
     }
     let mut once = Once { rows: Some(rows), model_step, out: None };
     // One worker on this thread, as `timely::execute_directly` makes it, but with a borrowed driver.
-    let mut worker = Worker::new(timely::WorkerConfig::default(), Allocator::Thread(Thread::default()), Some(Instant::now()));
+    let mut worker =
+        Worker::new(timely::WorkerConfig::default(), Allocator::Thread(Thread::default()), Some(Instant::now()));
     let errors = ErrorSlot::default();
     let outcome = drive(&mut worker, plan, epoch..epoch + 1, Some(&mut once), errors.clone());
     while worker.has_dataflows() {
@@ -150,8 +151,15 @@ fn drive(
                 })
             }
         });
-        let staged =
-            render(rows.container::<Vec<Batch>>(), plan.clone(), e.clone(), Scope::Epoch, None, None, Some(requests.clone()));
+        let staged = render(
+            rows.container::<Vec<Batch>>(),
+            plan.clone(),
+            e.clone(),
+            Scope::Epoch,
+            None,
+            None,
+            Some(requests.clone()),
+        );
         gather_to_leader(staged, &probe, gathered.clone());
         handle
     });

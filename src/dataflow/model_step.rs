@@ -119,8 +119,11 @@ pub(super) fn render<'s>(
                         Err(e) => errors.set(e),
                     }
                 }
-                let answered: Vec<u64> =
-                    asked.keys().copied().filter(|&t| requests.0.borrow().answers.contains_key(&(id.clone(), t))).collect();
+                let answered: Vec<u64> = asked
+                    .keys()
+                    .copied()
+                    .filter(|&t| requests.0.borrow().answers.contains_key(&(id.clone(), t)))
+                    .collect();
                 for t in answered {
                     let cap = asked.remove(&t).expect("the key was just seen");
                     let rows = requests.0.borrow_mut().answers.remove(&(id.clone(), t)).expect("checked above");

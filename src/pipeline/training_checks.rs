@@ -25,11 +25,12 @@ pub fn check_training(spec: &PipelineSpec, plan: &Plan, mode: TrainingMode) -> R
     if spec.training.is_none() {
         return Ok(());
     }
-    let checked = check_model_sections(spec).and_then(|()| check_learner_columns(spec, plan)).and_then(|()| match mode {
-        TrainingMode::Run => check_values_source(spec, plan),
-        // Stored rows may carry `values` of their own (an actor's critic).
-        TrainingMode::Stream => Ok(()),
-    });
+    let checked =
+        check_model_sections(spec).and_then(|()| check_learner_columns(spec, plan)).and_then(|()| match mode {
+            TrainingMode::Run => check_values_source(spec, plan),
+            // Stored rows may carry `values` of their own (an actor's critic).
+            TrainingMode::Stream => Ok(()),
+        });
     // A graph-form pipeline's errors name the stage or model table the section came from.
     checked.map_err(|e| match &spec.graph {
         Some(g) => g.relocate(e),

@@ -24,7 +24,8 @@ pub struct IterationMetrics {
     pub episodes: usize,
     /// Fraction of rollout episodes that succeeded.
     pub success_rate: f64,
-    /// Mean episode return of the rollouts.
+    /// Mean episode return of the rollouts, as their source gave it (before a reward step
+    /// rewrites `reward`).
     pub return_mean: f64,
     /// Greedy success rate on the dev tasks after this iteration's update (Reflexion rollouts:
     /// of the first trial, RetroAct's IR).
@@ -99,9 +100,10 @@ pub struct IterationMetrics {
     pub generated_tokens: u64,
     /// Generated tokens per second of rollout time.
     pub tokens_per_s: f64,
-    /// Seconds per phase: `rollout`, `stages`, `learn`, `eval`; and the parts of a phase, named
-    /// `phase/part` (`rollout/generate`, `rollout/rewards` (discriminator or implicit reward
-    /// model), `rollout/values` (critic), `learn/recompute` (behaviour check and `logp_old`),
+    /// Seconds per phase: `rollout`, `stages` (the graph's stages, model steps included),
+    /// `learn`, `eval`; and the parts of a phase, named `phase/part` (`rollout/generate`,
+    /// `stages/rewards` (discriminator or implicit reward model), `stages/values` (critic),
+    /// `learn/recompute` (behaviour check and `logp_old`),
     /// `learn/reference`, `learn/fit` (the epochs), and within it `learn/forward`,
     /// `learn/backward` (with the optimiser steps) and `learn/critic`).
     pub time_s: BTreeMap<String, f64>,

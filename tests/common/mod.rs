@@ -24,6 +24,46 @@ pub fn publish(f: &Path, dir: &Path) {
     std::fs::rename(&hidden, dir.join(name)).unwrap();
 }
 
+/// A hostfile for `processes` processes on 127.0.0.1 (free ports), written to `path`.
+pub fn loopback_hosts(path: &Path, processes: usize) -> PathBuf {
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let lines: String = (0..processes).map(|_| format!("127.0.0.1:{}\n", port())).collect();
+    std::fs::write(path, lines).unwrap();
+    path.to_path_buf()
+}
+
+/// Runs `args` as processes `0..processes` of a cluster on 127.0.0.1 (`--processes`,
+/// `--process-id`, `--hostfile` appended) and waits for all; a failure or a run over `limit`
+/// fails the test (the processes are killed).
+pub fn run_processes(args: &[&str], processes: usize, hosts: &Path, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    let mut children: Vec<std::process::Child> = (0..processes)
+        .map(|i| {
+            Command::new(bin())
+                .args(args)
+                .args(["--processes", &processes.to_string(), "--process-id", &i.to_string()])
+                .args(["--hostfile", hosts.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..children.len() {
+        loop {
+            if let Some(status) = children[i].try_wait().unwrap() {
+                assert!(status.success(), "process {i} failed");
+                break;
+            }
+            if start.elapsed() > limit {
+                children.iter_mut().for_each(|c| drop(c.kill()));
+                panic!("processes did not finish within {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 /// Runs the binary with `args`.
 pub fn trajflow(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("the binary runs")

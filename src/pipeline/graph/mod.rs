@@ -34,13 +34,16 @@
 //! inputs = ["gae"]
 //! ```
 //!
-//! [`lower`] validates the graph and rewrites it, in the parsed table, into the sections the
-//! trainer runs (`[model]`, `[rollout]`, `[learner]`, ...), so both forms of a pipeline train
-//! identically. The trainer runs one shape: a phase (the warm start) before iteration 1; per
-//! iteration a source (or a rollout joined with the expert's), then the reward and value steps
-//! one after another, then the data stages, then the update, whose new policy feeds the next
-//! iteration's source. A graph of another shape is refused here, naming the stage and key,
-//! before anything loads.
+//! [`lower`] validates the graph and rewrites it, in the parsed table, into what the trainer and
+//! the dataflow run: the sources, the warm start and the update become the trainer's sections
+//! (`[model]`, `[rollout]`, `[learner]`, ...); the reward and value steps (`values`,
+//! `discriminator_reward`, `implicit_reward`) stay in the stage list among the data stages, where
+//! their inputs put them (their keys go to `[critic]`, `[discriminator]`, `[implicit_reward]`),
+//! and the dataflow hands the rows that reach them to the models. The frame around the stages is
+//! fixed: a phase (the warm start) before iteration 1; per iteration one source (or a rollout
+//! joined with the expert's), the stages, one update, whose new policy feeds the next iteration's
+//! source. A graph of another shape is refused here, naming the stage and key, before anything
+//! loads.
 //!
 //! Invariants: every step a graph declares reaches the trainer (a step that would not run, a
 //! model no stage uses, a critic nothing trains are errors); an error found while the sections
@@ -210,8 +213,8 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
         no_inputs(w)?;
     }
     let (source, join) = source(&steps)?;
-    let chain = annotators(&steps)?;
-    if let Some(r) = chain.iter().find(|s| s.op.reads_expert_pairs()) {
+    let annotating = annotators(&steps)?;
+    if let Some(r) = annotating.iter().find(|s| s.op.reads_expert_pairs()) {
         if source.op.name != "expert_prefixes" {
             return Err(GraphError::new(
                 &r.id,
@@ -221,14 +224,14 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
         }
     }
     // The reward and value steps stay in the stage list, where the dataflow applies them.
-    data.extend(chain.iter().map(|s| s.marker()));
+    data.extend(annotating.iter().map(|s| s.marker()));
     data.sort_by_key(|t| t.get("id").and_then(toml::Value::as_str).and_then(|id| position.get(id)).copied());
     let data_ids: Vec<String> =
         data.iter().filter_map(|t| t.get("id").and_then(toml::Value::as_str).map(str::to_string)).collect();
     let end = join.unwrap_or(source).id.clone();
     attach_data_stages(&mut data, &steps, &end)?;
     let update = update(&steps, &data, &data_ids, &end)?;
-    let critic = critic(update, &chain, &models)?;
+    let critic = critic(update, &annotating, &models)?;
     for name in models.keys() {
         let used = steps.iter().any(|s| s.model.as_deref() == Some(name)) || critic.as_deref() == Some(name);
         if !used {
@@ -236,7 +239,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
         }
     }
 
-    let shape = Shape { warm_start, source, join, chain: &chain, update, critic: critic.as_deref() };
+    let shape = Shape { warm_start, source, join, annotating: &annotating, update, critic: critic.as_deref() };
     let origins = write_sections(table, &models, &policy, &shape);
     if !data.is_empty() {
         table.insert("stage".into(), toml::Value::Array(data.into_iter().map(toml::Value::Table).collect()));
@@ -244,7 +247,7 @@ fn lower_graph(table: &mut toml::Table, models: toml::Value) -> Result<Graph, Gr
 
     let mut before: Vec<ModelStep> = warm_start.into_iter().map(Step::view).collect();
     before.extend(steps.iter().filter(|s| matches!(s.op.role, Role::Source | Role::Join)).map(Step::view));
-    let in_stages = chain.iter().map(|s| s.view()).collect();
+    let in_stages = annotating.iter().map(|s| s.view()).collect();
     let models = models
         .iter()
         .map(|(name, m)| {
@@ -264,7 +267,7 @@ struct Shape<'a> {
     warm_start: Option<&'a Step>,
     source: &'a Step,
     join: Option<&'a Step>,
-    chain: &'a [&'a Step],
+    annotating: &'a [&'a Step],
     update: &'a Step,
     critic: Option<&'a str>,
 }
@@ -281,9 +284,9 @@ fn write_sections(
 ) -> Origins {
     // The sections, and where each key came from: a section's keys by default from one stage,
     // a head's architecture and optimiser from its model table.
-    let Shape { warm_start, source, join, chain, update, critic } = *shape;
-    let discriminator = chain.iter().find(|s| s.op.name == "discriminator_reward");
-    let implicit = chain.iter().find(|s| s.op.name == "implicit_reward");
+    let Shape { warm_start, source, join, annotating, update, critic } = *shape;
+    let discriminator = annotating.iter().find(|s| s.op.name == "discriminator_reward");
+    let implicit = annotating.iter().find(|s| s.op.name == "implicit_reward");
     let mut origins = BTreeMap::new();
     let mut put =
         |table: &mut toml::Table, name: &'static str, keys: toml::Table, at: &str, moved: Vec<(String, String)>| {
@@ -318,7 +321,7 @@ fn write_sections(
     let loss = update.op.name.trim_end_matches("_update");
     learner.insert("loss".into(), toml::Value::String(loss.into()));
     put(table, "learner", learner, &update.id, vec![]);
-    if let (Some(c), Some(v)) = (critic, chain.iter().find(|s| s.op.name == "values")) {
+    if let (Some(c), Some(v)) = (critic, annotating.iter().find(|s| s.op.name == "values")) {
         let mut keys = models[c].keys.clone();
         let mut moved = placed(&keys, &format!("[models.{c}]"));
         moved.extend(CRITIC_KEYS.iter().map(|k| (k.to_string(), update.id.clone())));
@@ -359,9 +362,7 @@ fn attach_data_stages(data: &mut [toml::Table], steps: &[Step], end: &str) -> Re
             return Err(GraphError::new(
                 &id,
                 Some("inputs"),
-                &format!(
-                    "reads '{step}': a stage reads the rows of '{end}', a data stage or a reward or value step"
-                ),
+                &format!("reads '{step}': a stage reads the rows of '{end}', a data stage or a reward or value step"),
             ));
         }
         let kept: Vec<toml::Value> = inputs.into_iter().filter(|i| *i != end).map(toml::Value::String).collect();
@@ -554,10 +555,10 @@ fn update<'a>(steps: &'a [Step], data: &[toml::Table], data_ids: &[String], end:
 /// The value head the update trains, checked against the `values` step that fills its column.
 fn critic(
     update: &Step,
-    chain: &[&Step],
+    annotating: &[&Step],
     models: &BTreeMap<String, models::ModelDecl>,
 ) -> Result<Option<String>, GraphError> {
-    let values = chain.iter().find(|s| s.op.name == "values");
+    let values = annotating.iter().find(|s| s.op.name == "values");
     let named = match update.keys.get("critic") {
         None => None,
         Some(toml::Value::String(c)) => Some(c.clone()),

@@ -196,7 +196,12 @@ fn invalid_graphs_are_refused_where_they_are_wrong() {
         ("inputs = [\"play\"]", "inputs = [\"up\"]", "v", "inputs"),
         ("inputs = [\"play\"]\n", "", "v", "inputs"),
         // A second step of one operator.
-        ("[[stage]]\nid = \"gae\"", "[[stage]]\nid = \"v2\"\nop = \"values\"\nmodel = \"critic\"\ninputs = [\"v\"]\n[[stage]]\nid = \"gae\"", "v2", "op"),
+        (
+            "[[stage]]\nid = \"gae\"",
+            "[[stage]]\nid = \"v2\"\nop = \"values\"\nmodel = \"critic\"\ninputs = [\"v\"]\n[[stage]]\nid = \"gae\"",
+            "v2",
+            "op",
+        ),
         // A data stage without inputs.
         ("inputs = [\"v\"]\n", "", "gae", "inputs"),
         // A data stage that feeds no update.
