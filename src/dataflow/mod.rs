@@ -30,7 +30,7 @@ mod sharded_map;
 mod sink;
 mod source;
 
-pub use batch::Batch;
+pub use batch::{episode_ids, Batch};
 pub use cluster::Cluster;
 pub use grouped::Scope;
 pub use ingest_log::IngestLog;

@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 
 use super::{fmt_eval, Trainer};
-use crate::dataflow::Driver;
+use crate::dataflow::{episode_ids, Driver};
 use crate::env::{task_ids, Split};
 use crate::error::Result;
 use crate::model::thread::ModelThread;
@@ -89,9 +89,7 @@ impl Driver for Trainer {
         let mut b = TrajectoryBuilder::default();
         rows.into_iter().for_each(|r| b.push(r));
         let rows = b.finish();
-        self.source_order = Some(rows.column_by_name("episode_id").map_or_else(Vec::new, |c| {
-            c.as_string::<i32>().iter().map(|id| id.unwrap_or_default().to_string()).collect()
-        }));
+        self.source_order = Some(episode_ids(&rows));
         let secs = t.elapsed().as_secs_f64();
         (m.success_rate, m.return_mean) = outcomes(&rows);
         self.current = IterationMetrics {

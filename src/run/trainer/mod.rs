@@ -255,7 +255,6 @@ impl Trainer {
         Ok(())
     }
 
-    /// The number of token ids the policy knows.
     /// Starts the metrics of iteration or update `m.iteration`: the model steps record into them.
     pub(crate) fn begin_metrics(&mut self, m: IterationMetrics) {
         self.current = m;
@@ -266,6 +265,7 @@ impl Trainer {
         std::mem::take(&mut self.current)
     }
 
+    /// The number of token ids the policy knows.
     pub(crate) fn vocab_size(&self) -> i64 {
         self.model.cfg.vocab_size
     }

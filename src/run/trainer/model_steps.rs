@@ -13,9 +13,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{RecordBatch, UInt32Array};
 
 use super::Trainer;
+use crate::dataflow::episode_ids;
 use crate::error::{Error, Result};
 use crate::run::implicit_reward;
 
@@ -61,11 +62,8 @@ impl Trainer {
 
 /// `rows` in the order of `order` (episode ids); rows not in it follow, in their own order.
 fn in_order(rows: &RecordBatch, order: &[String]) -> Result<RecordBatch> {
-    let ids = rows
-        .column_by_name("episode_id")
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| Error::Usage("model step: the rows have no utf8 episode_id".into()))?;
-    let at: HashMap<&str, u32> = (0..ids.len()).map(|i| (ids.value(i), i as u32)).collect();
+    let ids = episode_ids(rows);
+    let at: HashMap<&str, u32> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
     let mut take: Vec<u32> = order.iter().filter_map(|id| at.get(id.as_str()).copied()).collect();
     let placed: HashSet<u32> = take.iter().copied().collect();
     take.extend((0..ids.len() as u32).filter(|i| !placed.contains(i)));
